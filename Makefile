@@ -1,0 +1,48 @@
+# hypernode-host developer and CI entry points.  `make` lists the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+VENV_BIN  := $(VENV)/bin
+VENV_STAMP := $(VENV_BIN)/hypernode-host
+PYTHON    := $(shell python3.11 -c 'import sys' >/dev/null 2>&1 && echo python3.11 || echo python3)
+JOB_IMAGE := hypernode/job-python:3.11
+PYTEST_ARGS ?=
+
+.PHONY: help services venv demo lint test format clean
+
+help: ## list the targets
+	@echo "hypernode-host make targets:"
+	@grep -E '^[a-z][a-z-]*:.*## ' $(firstword $(MAKEFILE_LIST)) \
+		| awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
+
+services: ## start docker engine + Redis, build the job image (installs packages as root if missing)
+	bash scripts/services.sh
+
+$(VENV_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV_BIN)/pip install -q -U pip
+	$(VENV_BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(VENV_STAMP) ## create .venv and install the package with dev extras
+
+demo: services venv ## run the local end-to-end demo against the job image
+	HN_JOB_IMAGE=$${HN_JOB_IMAGE:-$(JOB_IMAGE)} $(VENV_BIN)/hypernode-host demo
+
+lint: venv ## ruff check, ruff format --check, mypy (strict)
+	$(VENV_BIN)/ruff check src tests
+	$(VENV_BIN)/ruff format --check src tests
+	$(VENV_BIN)/mypy
+
+test: services venv lint ## services + lint + pytest (PYTEST_ARGS="..." passes options)
+	HN_TEST_IMAGE=$(JOB_IMAGE) $(VENV_BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+format: venv ## ruff format + ruff check --fix
+	$(VENV_BIN)/ruff format src tests
+	$(VENV_BIN)/ruff check --fix src tests
+
+clean: ## remove .venv, caches and build artefacts (not the docker image)
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +

@@ -1,0 +1,3 @@
+from hypernode_host.cli import main
+
+main()

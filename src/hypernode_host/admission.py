@@ -1,0 +1,62 @@
+"""Admission: what this node refuses before any Docker call, and where an accepted job is queued."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hypernode_host import constants as C
+from hypernode_host.errors import JobRejected
+from hypernode_host.gpu.models import Slot
+from hypernode_host.jobs import JobSpec
+from hypernode_host.settings import Settings
+
+MIN_MEMORY = 32 << 20  # below this Docker refuses the container or Python cannot start
+
+
+@dataclass(frozen=True)
+class Admission:
+    queue: str
+    image: str
+    timeout_s: float
+
+
+def host_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def image_allowed(image: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(image, pattern) for pattern in patterns)
+
+
+def admit(spec: JobSpec, settings: Settings, slots: Sequence[Slot]) -> Admission:
+    """The queue, image and time limit of an acceptable job; JobRejected with the reason otherwise."""
+    image = spec.image or (settings.gpu_image() if spec.gpus else settings.job_image)
+    if not image_allowed(image, settings.image_patterns()):
+        raise JobRejected(f"image {image!r} is not allowed on this node")
+    if spec.requirements.strip():
+        raise JobRejected("requirements are not supported by this node yet; use an image that has them")
+    if spec.datasets:
+        raise JobRejected("datasets are not supported by this node (jobs run without network)")
+    if not MIN_MEMORY <= spec.memory_bytes <= host_memory_bytes():
+        raise JobRejected(f"memoryLimit {spec.memoryLimit} is outside 32m..{host_memory_bytes() >> 20}m on this node")
+    if spec.cpuLimit > (os.cpu_count() or 1):
+        raise JobRejected(f"cpuLimit {spec.cpuLimit} exceeds this node's {os.cpu_count()} CPUs")
+    timeout = min(spec.timeout or settings.job_timeout, settings.job_timeout)
+    return Admission(queue=_queue_for(spec, slots), image=image, timeout_s=timeout)
+
+
+def _queue_for(spec: JobSpec, slots: Sequence[Slot]) -> str:
+    if spec.gpus == 0:
+        if not any(not s.gpus for s in slots):
+            raise JobRejected("this node runs no CPU jobs (HN_CPU_SLOTS=0)")
+        return C.CPU_QUEUE
+    fitting = [s for s in slots if len(s.gpus) == spec.gpus]
+    if not fitting:
+        largest = max((len(s.gpus) for s in slots), default=0)
+        raise JobRejected(f"job needs {spec.gpus} GPU(s); this node's GPU slots hold {largest}")
+    if spec.gpuMemoryMb and all(s.min_gpu_memory_mb < spec.gpuMemoryMb for s in fitting):
+        raise JobRejected(f"job needs {spec.gpuMemoryMb} MiB of GPU memory; no GPU here has that much")
+    return fitting[0].queue

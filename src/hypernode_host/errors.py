@@ -1,0 +1,48 @@
+"""Every error the agent raises on purpose derives from one root.
+
+HypernodeError
+├── ConfigError          bad or missing setting; the CLI prints one line and exits 2
+├── ProtocolError        a frame from the backend that cannot be accepted
+├── JobRejected          a job refused at admission (bad id, limits, image, capacity)
+├── AuthError            the backend refused our token; retrying cannot help
+├── ContainerError       the Docker engine failed us (not the job's own failure)
+│   └── ImageUnavailable the image is missing and could not be pulled
+├── KeyFileError         the node key file is unreadable or malformed
+└── GpuError             NVML or GPU inventory trouble
+"""
+
+
+class HypernodeError(Exception):
+    """Root of the agent's own errors."""
+
+
+class ConfigError(HypernodeError):
+    """A setting is missing or has a bad value."""
+
+
+class ProtocolError(HypernodeError):
+    """A frame that is not a valid protocol message."""
+
+
+class JobRejected(HypernodeError):
+    """A job refused before any Docker call; the message is the one-line reason."""
+
+
+class AuthError(HypernodeError):
+    """The backend refused our credentials."""
+
+
+class ContainerError(HypernodeError):
+    """The Docker engine failed (unreachable, API error): an infrastructure error."""
+
+
+class ImageUnavailable(ContainerError):
+    """The image is not present and could not be pulled."""
+
+
+class KeyFileError(HypernodeError):
+    """The node key file cannot be used."""
+
+
+class GpuError(HypernodeError):
+    """NVML or the GPU inventory failed."""

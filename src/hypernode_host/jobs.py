@@ -1,0 +1,124 @@
+"""The job as the backend sends it, validated; and the states a job goes through here."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from hypernode_host import constants as C
+from hypernode_host.errors import JobRejected
+
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmg]?)b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+JobId = Annotated[str, StringConstraints(pattern=JOB_ID_RE.pattern)]
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+EnvValue = Annotated[str, StringConstraints(max_length=C.MAX_ENV_VALUE_BYTES)]
+
+
+class Status(enum.StrEnum):
+    """Final status of a job, as sent in ``job_result.status``."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+
+class JobState(enum.StrEnum):
+    """Where a job is on this node; kept in its Redis record."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"  # result stored in the outbox, waiting for the backend's ack
+    REPORTED = "reported"  # the backend acknowledged the result
+
+
+def parse_size(text: str) -> int:
+    """Docker-style size ("512m", "8g", "1048576") to bytes."""
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise ValueError(f"not a size: {text!r} (use a number with b, k, m or g)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+class JobSpec(BaseModel):
+    """A job, validated. Field names follow the wire (upstream's camelCase)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    id: JobId
+    script: Annotated[str, StringConstraints(max_length=C.MAX_SCRIPT_BYTES)] | None = None
+    command: (
+        Annotated[str, StringConstraints(min_length=1, max_length=C.MAX_COMMAND_BYTES)]
+        | Annotated[
+            list[Annotated[str, StringConstraints(max_length=C.MAX_COMMAND_BYTES)]],
+            Field(min_length=1, max_length=256),
+        ]
+        | None
+    ) = None
+    requirements: Annotated[str, StringConstraints(max_length=64 << 10)] = ""
+    image: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    gpuRequired: bool = False
+    gpuCount: int = Field(0, ge=0, le=64)
+    gpuMemoryMb: int | None = Field(None, ge=0)
+    memoryLimit: Annotated[str, StringConstraints(max_length=32)] = C.DEFAULT_MEMORY
+    cpuLimit: float = Field(C.DEFAULT_CPUS, gt=0, le=1024, allow_inf_nan=False)
+    timeout: float | None = Field(None, gt=0, allow_inf_nan=False)
+    estimatedTime: float | None = Field(None, ge=0, allow_inf_nan=False)
+    env: Annotated[dict[EnvName, EnvValue], Field(max_length=C.MAX_ENV_ENTRIES)] = {}
+    datasets: Annotated[list[Annotated[str, StringConstraints(max_length=2048)]], Field(max_length=16)] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _job_id_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "id" not in data and "jobId" in data:
+            data = {**data, "id": data["jobId"]}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> JobSpec:
+        if (self.script is None) == (self.command is None):
+            raise ValueError("a job needs exactly one of 'script' or 'command'")
+        parse_size(self.memoryLimit)
+        if any(name.upper().startswith(("NVIDIA_", "HN_")) for name in self.env):
+            raise ValueError("env may not set NVIDIA_* or HN_* variables")
+        return self
+
+    @property
+    def gpus(self) -> int:
+        """How many GPUs the job needs."""
+        return max(self.gpuCount, 1 if self.gpuRequired else 0)
+
+    @property
+    def memory_bytes(self) -> int:
+        return parse_size(self.memoryLimit)
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> JobSpec:
+        """Validate a job's fields; JobRejected with a one-line reason when they are bad."""
+        try:
+            return cls.model_validate(dict(raw))
+        except ValidationError as exc:
+            raise JobRejected(describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    """A pydantic error as one line, without echoing large inputs."""
+    parts = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(p) for p in error["loc"]) or "job"
+        parts.append(f"{where}: {error['msg']}")
+    return "invalid job: " + "; ".join(parts)
+
+
+def job_id_of(raw: Mapping[str, Any]) -> str | None:
+    """The job id if the frame carries a valid one (to address an error result), else None."""
+    value = raw.get("id", raw.get("jobId"))
+    return value if isinstance(value, str) and JOB_ID_RE.match(value) else None

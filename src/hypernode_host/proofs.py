@@ -1,0 +1,117 @@
+"""Proofs a result carries (DESIGN.md "Proofs"): hashes anyone can recompute, and an Ed25519 signature.
+
+Pure functions over bytes and mappings, plus the node key file. The reference backend's
+Oracle uses the same functions to check what workers produce.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import base58
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from hypernode_host.errors import KeyFileError
+
+# The fields executionHash covers, all of them sent in the job_result.
+EXECUTION_FIELDS = (
+    "jobId",
+    "nodeId",
+    "jobDigest",
+    "image",
+    "exitCode",
+    "status",
+    "startedAt",
+    "completedAt",
+    "logsHash",
+    "fullLogsHash",
+)
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no spaces, UTF-8: the one byte form every hash here is taken over."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def logs_hash(logs: str) -> str:
+    """SHA-256 of the UTF-8 bytes of ``logs`` exactly as sent (upstream-compatible)."""
+    return sha256_hex(logs.encode("utf-8"))
+
+
+def job_digest(job: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of the job as received, without the frame's ``type``."""
+    return sha256_hex(canonical_json({k: v for k, v in job.items() if k != "type"}))
+
+
+def execution_hash(fields: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of the EXECUTION_FIELDS taken from a job_result.
+
+    A job_result calls the job id ``id``; the hashed document calls it ``jobId``.
+    """
+    values = {name: fields.get(name) for name in EXECUTION_FIELDS}
+    if "jobId" not in fields:
+        values["jobId"] = fields.get("id")
+    return sha256_hex(canonical_json(values))
+
+
+class NodeKey:
+    """The node's Ed25519 key; signatures and the public key are written in base58, as Solana does."""
+
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self._private = private
+        raw = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.public_key_b58: str = base58.b58encode(raw).decode()
+
+    @classmethod
+    def generate(cls) -> NodeKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> NodeKey:
+        """Read the 32-byte seed from ``path``, creating it (mode 0600) on first start."""
+        try:
+            return cls._load(path)
+        except FileNotFoundError:
+            pass
+        key = cls.generate()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        seed = key._private.private_bytes_raw()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process of this node created it first: use theirs
+            return cls._load(path)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(seed)
+        return key
+
+    @classmethod
+    def _load(cls, path: Path) -> NodeKey:
+        seed = path.read_bytes()
+        if len(seed) != 32:
+            raise KeyFileError(f"{path}: expected a 32-byte Ed25519 seed, found {len(seed)} bytes")
+        return cls(Ed25519PrivateKey.from_private_bytes(seed))
+
+    def sign_hex_digest(self, digest_hex: str) -> str:
+        """Sign the 32 raw bytes of a SHA-256 hex digest; base58 signature."""
+        return base58.b58encode(self._private.sign(bytes.fromhex(digest_hex))).decode()
+
+
+def verify_signature(public_key_b58: str, digest_hex: str, signature_b58: str) -> bool:
+    """True when ``signature_b58`` is the key's Ed25519 signature over the digest's raw bytes."""
+    try:
+        public = Ed25519PublicKey.from_public_bytes(base58.b58decode(public_key_b58))
+        public.verify(base58.b58decode(signature_b58), bytes.fromhex(digest_hex))
+    except (InvalidSignature, ValueError, TypeError, AttributeError):
+        return False
+    return True

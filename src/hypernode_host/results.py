@@ -1,0 +1,75 @@
+"""Build a job_result with its proofs: the one place where hashes and the signature are put together."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hypernode_host import proofs
+from hypernode_host.jobs import Status
+from hypernode_host.messages import JobResult
+from hypernode_host.proofs import NodeKey
+from hypernode_host.tasks.logcapture import CapturedLogs
+
+
+def make_result(
+    *,
+    job_id: str,
+    job: Mapping[str, Any],
+    node_id: str | None,
+    key: NodeKey,
+    status: Status,
+    exit_code: int,
+    logs: CapturedLogs,
+    started_at: int,
+    completed_at: int,
+    image: str,
+    oom_killed: bool = False,
+) -> JobResult:
+    """A signed result; ``job`` is the job exactly as received (it fixes jobDigest)."""
+    fields: dict[str, Any] = {
+        "id": job_id,
+        "nodeId": node_id,
+        "jobDigest": proofs.job_digest(job),
+        "image": image,
+        "exitCode": exit_code,
+        "status": status.value,
+        "startedAt": started_at,
+        "completedAt": completed_at,
+        "logsHash": proofs.logs_hash(logs.text),
+        "fullLogsHash": logs.full_sha256,
+    }
+    digest = proofs.execution_hash(fields)
+    return JobResult(
+        **fields,
+        success=status is Status.COMPLETED,
+        logs=logs.text,
+        executionHash=digest,
+        logBytes=logs.total_bytes,
+        truncated=logs.truncated,
+        oomKilled=oom_killed,
+        durationMs=max(completed_at - started_at, 0),
+        signature=key.sign_hex_digest(digest),
+        nodePublicKey=key.public_key_b58,
+    )
+
+
+def error_result(
+    *, job_id: str, job: Mapping[str, Any], node_id: str | None, key: NodeKey, reason: str, at_ms: int
+) -> JobResult:
+    """A refused or failed-before-running job: status error, the reason as its one-line logs."""
+    text = reason.splitlines()[0] if reason else "error"
+    raw = text.encode()
+    logs = CapturedLogs(text=text, total_bytes=len(raw), full_sha256=proofs.sha256_hex(raw), truncated=False)
+    return make_result(
+        job_id=job_id,
+        job=job,
+        node_id=node_id,
+        key=key,
+        status=Status.ERROR,
+        exit_code=-1,
+        logs=logs,
+        started_at=at_ms,
+        completed_at=at_ms,
+        image="",
+    )

@@ -1,0 +1,214 @@
+"""The Redis key layout shared by the bridge, the workers and the CLI (constants.py names the keys).
+
+A job record (hash) holds the job as received, its state and, once finished, its result.
+The reply stream is the outbox: a result stays there until the backend acknowledges it,
+so a bridge killed at any moment resends it after restart.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+
+from hypernode_host import constants as C
+from hypernode_host.jobs import JobState
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _fields(values: Mapping[str, str | int]) -> dict[Any, Any]:
+    """A hash mapping as redis-py's (invariant) annotation wants it."""
+    return dict(values)
+
+
+# Create the record only if the id is new: the one place a job id is claimed, atomically.
+_RECORD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[3])
+return 1
+"""
+
+# Store a result once: the outbox entry, the record and the counters change together.
+_FINISH = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'finished' or state == 'reported' then return 0 end
+local entry = redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[1], 'result', ARGV[2])
+redis.call('HSET', KEYS[1], 'state', 'finished', 'status', ARGV[3], 'result', ARGV[2],
+           'finished_at', ARGV[4], 'entry', entry)
+redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
+redis.call('SREM', KEYS[4], ARGV[1])
+redis.call('SREM', KEYS[5], ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    entry_id: str
+    job_id: str
+    result: dict[str, Any]
+
+
+class Store:
+    """Typed access to our keys in one Redis."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._record = client.register_script(_RECORD)
+        self._finish = client.register_script(_FINISH)
+
+    @classmethod
+    def from_url(cls, url: str) -> Store:
+        return cls(redis.Redis.from_url(url, decode_responses=True, health_check_interval=30))
+
+    # Jobs ----------------------------------------------------------------------------------
+
+    def record_job(self, job_id: str, raw: Mapping[str, Any], queue: str) -> bool:
+        """Record a newly received job in state queued; False when the id is already known."""
+        at = now_ms()
+        fields = {
+            "id": job_id,
+            "job": json.dumps(dict(raw), separators=(",", ":")),
+            "state": JobState.QUEUED.value,
+            "queue": queue,
+            "received_at": at,
+            "attempt": 0,
+        }
+        flat = [str(x) for pair in fields.items() for x in pair]
+        key = C.JOB_KEY.format(job_id=job_id)
+        keys = [key, C.JOB_INDEX, C.QUEUED_SET]
+        return bool(self._record(keys=keys, args=[at, *flat]))
+
+    def mark_enqueued(self, job_id: str) -> None:
+        self.redis.hset(C.JOB_KEY.format(job_id=job_id), "enqueued", 1)
+
+    def unenqueued(self) -> list[str]:
+        """Queued jobs whose Dramatiq message may never have been sent (bridge died in between)."""
+        ids = sorted(cast(set[str], self.redis.smembers(C.QUEUED_SET)))
+        flags = [self.redis.hget(C.JOB_KEY.format(job_id=i), "enqueued") for i in ids]
+        return [i for i, flag in zip(ids, flags, strict=True) if flag is None]
+
+    def job(self, job_id: str) -> dict[str, str] | None:
+        record = cast(dict[str, str], self.redis.hgetall(C.JOB_KEY.format(job_id=job_id)))
+        return record or None
+
+    def update_job(self, job_id: str, **fields: str | int) -> None:
+        self.redis.hset(C.JOB_KEY.format(job_id=job_id), mapping=_fields(fields))
+
+    def begin_attempt(self, job_id: str, slot: int, container: str) -> int:
+        """Mark the job running on ``slot``; returns the attempt number (1 for the first run)."""
+        key = C.JOB_KEY.format(job_id=job_id)
+        pipe = self.redis.pipeline()
+        pipe.hincrby(key, "attempt", 1)
+        pipe.hset(key, mapping={"state": JobState.RUNNING.value, "slot": slot, "container": container})
+        pipe.srem(C.QUEUED_SET, job_id)
+        pipe.sadd(C.RUNNING_SET, job_id)
+        attempt, *_ = pipe.execute()
+        return int(attempt)
+
+    def running_jobs(self, slot: int | None = None) -> list[str]:
+        """Ids of running jobs (optionally only those claimed by ``slot``)."""
+        ids = sorted(cast(set[str], self.redis.smembers(C.RUNNING_SET)))
+        if slot is None:
+            return ids
+        slots = [self.redis.hget(C.JOB_KEY.format(job_id=i), "slot") for i in ids]
+        return [i for i, s in zip(ids, slots, strict=True) if s == str(slot)]
+
+    def active_counts(self) -> tuple[int, int]:
+        """(queued, running) job counts."""
+        pipe = self.redis.pipeline()
+        pipe.scard(C.QUEUED_SET)
+        pipe.scard(C.RUNNING_SET)
+        queued, running = pipe.execute()
+        return int(queued), int(running)
+
+    def finish_job(self, job_id: str, result: Mapping[str, Any]) -> bool:
+        """Put the result in the outbox and mark the job finished; False if it already was."""
+        status = str(result["status"])
+        counter = "completed" if status == "completed" else "failed"
+        payload = json.dumps(dict(result), separators=(",", ":"), ensure_ascii=False)
+        keys = [C.JOB_KEY.format(job_id=job_id), C.REPLY_STREAM, C.STATS_KEY, C.QUEUED_SET, C.RUNNING_SET]
+        return bool(self._finish(keys=keys, args=[job_id, payload, status, now_ms(), counter]))
+
+    # Outbox --------------------------------------------------------------------------------
+
+    def outbox(self, after: str = "-", count: int = 100) -> list[OutboxEntry]:
+        """Results waiting for an ack, oldest first, strictly after entry id ``after``."""
+        start = "-" if after == "-" else f"({after}"
+        rows = cast(list[tuple[str, dict[str, str]]], self.redis.xrange(C.REPLY_STREAM, start, "+", count))
+        return [OutboxEntry(eid, f["job_id"], json.loads(f["result"])) for eid, f in rows]
+
+    def wait_outbox(self, after: str, block_ms: int) -> list[OutboxEntry]:
+        """Block up to ``block_ms`` for results newer than ``after``."""
+        reply = cast(
+            list[tuple[str, list[tuple[str, dict[str, str]]]]] | None,
+            self.redis.xread({C.REPLY_STREAM: after}, count=100, block=block_ms),
+        )
+        if not reply:
+            return []
+        return [OutboxEntry(eid, f["job_id"], json.loads(f["result"])) for eid, f in reply[0][1]]
+
+    def last_outbox_id(self) -> str:
+        info = cast(list[tuple[str, Any]], self.redis.xrevrange(C.REPLY_STREAM, "+", "-", count=1))
+        return info[0][0] if info else "0-0"
+
+    def acknowledge(self, entry_id: str, job_id: str) -> None:
+        """The backend has the result: drop it from the outbox, the job is reported."""
+        pipe = self.redis.pipeline()
+        pipe.xdel(C.REPLY_STREAM, entry_id)
+        pipe.hset(C.JOB_KEY.format(job_id=job_id), mapping={"state": JobState.REPORTED.value})
+        pipe.execute()
+
+    # Cancel --------------------------------------------------------------------------------
+
+    def request_cancel(self, job_id: str) -> None:
+        self.redis.set(C.CANCEL_KEY.format(job_id=job_id), "1", ex=7 * 24 * 3600)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self.redis.exists(C.CANCEL_KEY.format(job_id=job_id)))
+
+    # Node and counters ---------------------------------------------------------------------
+
+    def set_node(self, **fields: str | int) -> None:
+        self.redis.hset(C.NODE_KEY, mapping=_fields(fields))
+
+    def node(self) -> dict[str, str]:
+        return cast(dict[str, str], self.redis.hgetall(C.NODE_KEY))
+
+    def node_id(self) -> str | None:
+        return cast(str | None, self.redis.hget(C.NODE_KEY, "node_id"))
+
+    def counters(self) -> dict[str, int]:
+        raw = cast(dict[str, str], self.redis.hgetall(C.STATS_KEY))
+        return {k: int(v) for k, v in raw.items()}
+
+    # Workers -------------------------------------------------------------------------------
+
+    def register_worker(self, slot: int, info: Mapping[str, str | int], ttl_s: int) -> None:
+        key = C.WORKER_KEY.format(slot=slot)
+        pipe = self.redis.pipeline()
+        pipe.hset(key, mapping=_fields({**info, "seen_at": now_ms()}))
+        pipe.expire(key, ttl_s)
+        pipe.sadd(C.WORKERS_SET, slot)
+        pipe.execute()
+
+    def unregister_worker(self, slot: int) -> None:
+        self.redis.delete(C.WORKER_KEY.format(slot=slot))
+
+    def workers(self) -> dict[int, dict[str, str]]:
+        """Live worker registrations by slot (expired ones are gone)."""
+        result = {}
+        for slot in sorted(int(s) for s in cast(set[str], self.redis.smembers(C.WORKERS_SET))):
+            info = cast(dict[str, str], self.redis.hgetall(C.WORKER_KEY.format(slot=slot)))
+            if info:
+                result[slot] = info
+        return result

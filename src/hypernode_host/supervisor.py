@@ -1,0 +1,118 @@
+"""`hypernode-host up`: the bridge and one worker per slot as child processes, kept running.
+
+A crashed child is restarted (with a growing pause if it keeps crashing); the bridge exiting
+with EXIT_AUTH (the backend refused the token) stops the node, since a restart cannot help.
+SIGTERM or SIGINT stops every child: SIGTERM first, SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+
+from hypernode_host.gpu import discover, plan_slots
+from hypernode_host.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EXIT_AUTH = 3
+STOP_GRACE_S = 20.0
+_POLL_S = 0.2
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+    not_before: float = 0.0
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv)
+        log.info("started %s (pid %d)", self.name, self.proc.pid)
+
+    def restart_delay(self, now: float) -> float:
+        """0 for an occasional crash; up to 30 s when it crashes again and again."""
+        self.restarts = [t for t in self.restarts if now - t < 60] + [now]
+        return min(30.0, 0.5 * 2 ** (len(self.restarts) - 1)) if len(self.restarts) > 1 else 0.0
+
+
+def children_for(settings: Settings) -> list[Child]:
+    base = [sys.executable, "-m", "hypernode_host"]
+    slots = plan_slots(discover(settings), settings.cpu_slots)
+    children = [Child("bridge", [*base, "bridge"])]
+    children += [Child(f"worker {s.describe()}", [*base, "worker", "--slot", str(s.id)]) for s in slots]
+    return children
+
+
+def run_up(settings: Settings, stop: threading.Event | None = None) -> int:
+    """Supervise the node until SIGTERM/SIGINT (or ``stop``); the exit code for the CLI."""
+    settings.token()  # fail now, with one line, rather than in a restart loop
+    stop = stop or threading.Event()
+    _trap_signals(stop)
+    children = children_for(settings)
+    for child in children:
+        child.start()
+    code = 0
+    try:
+        code = _supervise(children, stop)
+    finally:
+        _stop_all(children)
+    return code
+
+
+def _supervise(children: list[Child], stop: threading.Event) -> int:
+    while not stop.wait(_POLL_S):
+        now = time.monotonic()
+        for child in children:
+            if child.proc is None:
+                if now >= child.not_before:
+                    child.start()
+                continue
+            code = child.proc.poll()
+            if code is None:
+                continue
+            if child.name == "bridge" and code == EXIT_AUTH:
+                log.error("the bridge was refused by the backend; stopping the node")
+                return EXIT_AUTH
+            delay = child.restart_delay(now)
+            log.warning("%s exited with code %s; restarting in %.1f s", child.name, code, delay)
+            child.proc, child.not_before = None, now + delay
+    return 0
+
+
+def _stop_all(children: list[Child]) -> None:
+    running = [c for c in children if c.proc is not None and c.proc.poll() is None]
+    for child in running:
+        assert child.proc is not None
+        child.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for child in running:
+        assert child.proc is not None
+        try:
+            child.proc.wait(max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0f s; killing it", child.name, STOP_GRACE_S)
+            child.proc.kill()
+            child.proc.wait()
+    log.info("node stopped")
+
+
+def _trap_signals(stop: threading.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")

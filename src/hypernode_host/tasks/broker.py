@@ -1,0 +1,49 @@
+"""The Dramatiq Redis broker, built explicitly from settings, and how the bridge enqueues a job."""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Pipelines, Retries, ShutdownNotifications
+
+from hypernode_host import constants as C
+
+# A dead worker's in-flight message returns after this (Dramatiq's default is 60 s). Our own
+# resume-at-start reattaches much sooner; this is the fallback for a slot nobody restarts.
+HEARTBEAT_TIMEOUT_MS = 30_000
+# Maintenance (which requeues a dead worker's messages) runs on ~5 % of commands instead of
+# 0.1 %: on a small node the default means many minutes (research/peers.md 4.1).
+MAINTENANCE_CHANCE = 50_000
+
+
+def build_broker(redis_url: str) -> RedisBroker:
+    """A RedisBroker with the middleware we rely on; also made Dramatiq's global broker.
+
+    TimeLimit is left out on purpose: it cannot interrupt a blocking Docker call and would
+    kill hour-long jobs at its 10-minute default; the runner enforces deadlines itself.
+    """
+    middleware = [
+        AgeLimit(),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        Retries(max_retries=0),
+        CurrentMessage(),
+    ]
+    broker = RedisBroker(  # type: ignore[no-untyped-call]
+        url=redis_url,
+        middleware=middleware,
+        namespace="hn-dramatiq",
+        heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
+        maintenance_chance=MAINTENANCE_CHANCE,
+    )
+    dramatiq.set_broker(broker)
+    return broker
+
+
+def enqueue_job(broker: RedisBroker, queue: str, job_id: str) -> None:
+    """Put a job id on ``queue`` for the ``run_job`` actor (the record in Redis holds the job)."""
+    message: dramatiq.Message[None] = dramatiq.Message(
+        queue_name=queue, actor_name=C.ACTOR_NAME, args=(job_id,), kwargs={}, options={}
+    )
+    broker.enqueue(message)
