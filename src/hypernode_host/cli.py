@@ -11,6 +11,8 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -56,6 +58,19 @@ _OPTION_ENV = {
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+@contextmanager
+def exit_codes() -> Iterator[None]:
+    """Our errors as one line and an exit code: 2 bad settings, 3 refused by the backend, 1 other."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    except AuthError as exc:
+        raise fail(str(exc), EXIT_AUTH) from None
+    except HypernodeError as exc:
+        raise fail(str(exc), EXIT_FAILED) from None
 
 
 def load_settings() -> Settings:
@@ -106,10 +121,8 @@ def up() -> None:
     from hypernode_host.supervisor import run_up
 
     settings = load_settings()
-    try:
+    with exit_codes():
         code = run_up(settings)
-    except HypernodeError as exc:
-        raise fail(str(exc)) from None
     raise typer.Exit(code)
 
 
@@ -119,12 +132,8 @@ def bridge() -> None:
     from hypernode_host.bridge.client import run_bridge
 
     settings = load_settings()
-    try:
+    with exit_codes():
         run_bridge(settings)
-    except AuthError as exc:
-        raise fail(str(exc), EXIT_AUTH) from None
-    except HypernodeError as exc:
-        raise fail(str(exc), EXIT_FAILED) from None
 
 
 @app.command()
@@ -133,12 +142,8 @@ def worker(slot: Annotated[int, typer.Option(help="Slot number (see `hypernode-h
     from hypernode_host.tasks.worker import run_worker
 
     settings = load_settings()
-    try:
+    with exit_codes():
         run_worker(settings, slot)
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
-    except HypernodeError as exc:
-        raise fail(str(exc), EXIT_FAILED) from None
 
 
 @app.command("dev-backend")
@@ -222,10 +227,8 @@ def demo(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON ob
     """Run four example jobs end to end on embedded defaults and say what happened."""
     from hypernode_host.demo import run_demo
 
-    try:
+    with exit_codes():
         ok = run_demo(as_json=as_json)
-    except HypernodeError as exc:
-        raise fail(str(exc), EXIT_FAILED) from None
     raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
 
 

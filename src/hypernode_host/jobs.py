@@ -7,7 +7,15 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hypernode_host import constants as C
 from hypernode_host.errors import JobRejected
@@ -82,11 +90,16 @@ class JobSpec(BaseModel):
             data = {**data, "id": data["jobId"]}
         return data
 
+    @field_validator("memoryLimit")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        parse_size(value)
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> JobSpec:
         if (self.script is None) == (self.command is None):
             raise ValueError("a job needs exactly one of 'script' or 'command'")
-        parse_size(self.memoryLimit)
         if any(name.upper().startswith(("NVIDIA_", "HN_")) for name in self.env):
             raise ValueError("env may not set NVIDIA_* or HN_* variables")
         return self
@@ -113,8 +126,8 @@ def describe(exc: ValidationError) -> str:
     """A pydantic error as one line, without echoing large inputs."""
     parts = []
     for error in exc.errors()[:3]:
-        where = ".".join(str(p) for p in error["loc"]) or "job"
-        parts.append(f"{where}: {error['msg']}")
+        where = ".".join(str(p)[:40] for p in error["loc"]) or "job"
+        parts.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
     return "invalid job: " + "; ".join(parts)
 
 

@@ -1,0 +1,60 @@
+"""Fixtures for real parts: Docker engine, private Redis instances, the reference backend, a node.
+
+The real parts are required, never skipped: `make test` starts the engine and builds the job
+image first, and a test that cannot reach them fails with the reason.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from hypernode_host.backend.server import BackendThread
+from hypernode_host.errors import ContainerError
+from hypernode_host.redisproc import RedisProcess
+from hypernode_host.tasks.containers import DockerRuntime
+from support import TEST_IMAGE
+
+
+@pytest.fixture(scope="session")
+def docker_runtime() -> DockerRuntime:
+    runtime = DockerRuntime()
+    try:
+        if not runtime.has_image(TEST_IMAGE):
+            pytest.fail(f"job image {TEST_IMAGE} is missing: run `make services`")
+    except ContainerError as exc:
+        pytest.fail(f"Docker engine unreachable ({exc}): run `make services`")
+    return runtime
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisProcess]:
+    with RedisProcess() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisProcess) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def token() -> str:
+    return f"tok-{secrets.token_hex(8)}"
+
+
+@pytest.fixture
+def backend(token: str) -> Iterator[BackendThread]:
+    with BackendThread("127.0.0.1", 0, [token]) as thread:
+        yield thread
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path
