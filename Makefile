@@ -10,7 +10,7 @@ PYTHON    := $(shell python3.11 -c 'import sys' >/dev/null 2>&1 && echo python3.
 JOB_IMAGE := hypernode/job-python:3.11
 PYTEST_ARGS ?=
 
-.PHONY: help services venv demo lint test format clean
+.PHONY: help services venv demo lint test format clean bench bench-exec bench-bridge gpu-check
 
 help: ## list the targets
 	@echo "hypernode-host make targets:"
@@ -38,6 +38,18 @@ lint: venv ## ruff check, ruff format --check, mypy (strict)
 
 test: services venv lint ## services + lint + pytest (PYTEST_ARGS="..." passes options)
 	HN_TEST_IMAGE=$(JOB_IMAGE) $(VENV_BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: services venv ## every benchmark on the real stack; writes bench/results/
+	HN_TEST_IMAGE=$(JOB_IMAGE) $(VENV_BIN)/python bench/run_all.py
+
+bench-exec: services venv ## container run overhead vs raw docker-py; 1 GB log flood
+	HN_TEST_IMAGE=$(JOB_IMAGE) $(VENV_BIN)/python bench/exec.py
+
+bench-bridge: services venv ## heartbeat jitter under load, bridge RSS, job frame to container start
+	HN_TEST_IMAGE=$(JOB_IMAGE) $(VENV_BIN)/python bench/bridge.py
+
+gpu-check: venv ## NVML discovery and the GPU tests against real NVML (on a GPU machine)
+	bash scripts/gpu-check
 
 format: venv ## ruff format + ruff check --fix
 	$(VENV_BIN)/ruff format src tests

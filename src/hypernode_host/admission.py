@@ -7,9 +7,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hypernode_host import constants as C
 from hypernode_host.errors import JobRejected
 from hypernode_host.gpu.models import Slot
+from hypernode_host.gpu.slots import queue_for
 from hypernode_host.jobs import JobSpec
 from hypernode_host.settings import Settings
 
@@ -45,18 +45,4 @@ def admit(spec: JobSpec, settings: Settings, slots: Sequence[Slot]) -> Admission
     if spec.cpuLimit > (os.cpu_count() or 1):
         raise JobRejected(f"cpuLimit {spec.cpuLimit} exceeds this node's {os.cpu_count()} CPUs")
     timeout = min(spec.timeout or settings.job_timeout, settings.job_timeout)
-    return Admission(queue=_queue_for(spec, slots), image=image, timeout_s=timeout)
-
-
-def _queue_for(spec: JobSpec, slots: Sequence[Slot]) -> str:
-    if spec.gpus == 0:
-        if not any(not s.gpus for s in slots):
-            raise JobRejected("this node runs no CPU jobs (HN_CPU_SLOTS=0)")
-        return C.CPU_QUEUE
-    fitting = [s for s in slots if len(s.gpus) == spec.gpus]
-    if not fitting:
-        largest = max((len(s.gpus) for s in slots), default=0)
-        raise JobRejected(f"job needs {spec.gpus} GPU(s); this node's GPU slots hold {largest}")
-    if spec.gpuMemoryMb and all(s.min_gpu_memory_mb < spec.gpuMemoryMb for s in fitting):
-        raise JobRejected(f"job needs {spec.gpuMemoryMb} MiB of GPU memory; no GPU here has that much")
-    return fitting[0].queue
+    return Admission(queue=queue_for(spec.gpus, spec.gpuMemoryMb, slots), image=image, timeout_s=timeout)

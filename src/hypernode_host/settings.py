@@ -51,6 +51,13 @@ class Settings(BaseModel):
     simulate_gpus: str | None = Field(None, alias="HN_SIMULATE_GPUS")
     cpu_slots: int = Field(1, alias="HN_CPU_SLOTS", ge=0, le=256)
     key_file: Path = Field(default_factory=_default_key_file, alias="HN_KEY_FILE")
+    gpus_per_worker: int = Field(1, alias="HN_GPUS_PER_WORKER", ge=1, le=64)
+    pip_index_url: str | None = Field(None, alias="HN_PIP_INDEX_URL")
+    pip_find_links: str | None = Field(None, alias="HN_PIP_FIND_LINKS")
+    pull_timeout: int = Field(600, alias="HN_PULL_TIMEOUT", gt=0)
+    metrics_port: int = Field(0, alias="HN_METRICS_PORT", ge=0, le=65535)
+    metrics_host: str = Field("127.0.0.1", alias="HN_METRICS_HOST")
+    log_format: str = Field("text", alias="HN_LOG_FORMAT", pattern="^(text|json)$")
     node_name: str = Field(default_factory=socket.gethostname, alias="HN_NODE_NAME", min_length=1)
     log_level: str = Field("INFO", alias="HN_LOG_LEVEL")
 
@@ -75,7 +82,7 @@ class Settings(BaseModel):
             return tuple(p.strip() for p in value.split(",") if p.strip())
         return value
 
-    @field_validator("simulate_gpus", "gpu_job_image", mode="before")
+    @field_validator("simulate_gpus", "gpu_job_image", "pip_index_url", "pip_find_links", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value

@@ -187,6 +187,10 @@ class Store:
     def node_id(self) -> str | None:
         return cast(str | None, self.redis.hget(C.NODE_KEY, "node_id"))
 
+    def incr_node_counter(self, name: str, by: int = 1) -> int:
+        """Bump a counter of the node's own (reconnects, frames refused, ...)."""
+        return int(self.redis.hincrby(C.NODE_KEY, name, by))
+
     def counters(self) -> dict[str, int]:
         raw = cast(dict[str, str], self.redis.hgetall(C.STATS_KEY))
         return {k: int(v) for k, v in raw.items()}

@@ -7,7 +7,11 @@ submits real jobs through the reference backend and reads what the backend recei
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import signal
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -161,3 +165,83 @@ def test_heartbeats_carry_stats_only_after_registration(harness: Harness) -> Non
     assert stats["free_slots"] <= 2
     node = harness.backend.nodes()[0]
     assert node["hostname"] == harness.node.node_name
+
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hypernode_host", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_submit_cli_waits_and_prints_result_and_verification(harness: Harness, tmp_path: Path) -> None:
+    script = tmp_path / "job.py"
+    script.write_text("print('42 and done')\n")
+    job_id = f"cli-{uuid.uuid4().hex[:8]}"
+    done = _cli(
+        "submit",
+        "--backend",
+        harness.backend.url,
+        "--script",
+        str(script),
+        "--memory",
+        "256m",
+        "--cpus",
+        "1",
+        "--estimated-time",
+        "30",
+        "--id",
+        job_id,
+        "--wait",
+        "--wait-timeout",
+        "60",
+        "--json",
+    )
+
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+    assert outcome["id"] == job_id
+    assert outcome["result"]["status"] == "completed" and "42 and done" in outcome["result"]["logs"]
+    assert outcome["verification"]["verified"] is True
+    assert set(outcome["verification"]["checks"]) >= {"logsHashValid", "executionHashValid", "signatureValid"}
+
+
+def test_submit_cli_exits_2_when_no_result_in_time(harness: Harness) -> None:
+    done = _cli(
+        "submit",
+        "--backend",
+        harness.backend.url,
+        "--command",
+        "sleep 20",
+        "--timeout",
+        "25",
+        "--memory",
+        "64m",
+        "--cpus",
+        "0.5",
+        "--wait",
+        "--wait-timeout",
+        "1",
+        "--json",
+    )
+
+    assert done.returncode == 2
+    assert json.loads(done.stdout)["result"] is None
+
+
+def _worker_pids(redis_client: redis.Redis) -> dict[int, int]:
+    return {int(slot): int(info["pid"]) for slot, info in _workers(redis_client).items() if "pid" in info}
+
+
+def _workers(redis_client: redis.Redis) -> dict[str, dict[str, str]]:
+    slots = redis_client.smembers(C.WORKERS_SET)
+    return {s: redis_client.hgetall(C.WORKER_KEY.format(slot=s)) for s in slots}
+
+
+def test_up_restarts_a_crashed_worker(harness: Harness) -> None:
+    pids = wait_for(lambda: (p := _worker_pids(harness.redis)) and len(p) == 2 and p, timeout=20)
+    os.kill(pids[0], signal.SIGKILL)
+
+    wait_for(lambda: _worker_pids(harness.redis).get(0, pids[0]) != pids[0], timeout=30)
+    result = harness.run(script="print('after the restart: done')")
+    assert result["status"] == "completed"
+    assert "worker slot 0 (CPU) exited with code -9; restarting" in harness.node.output()

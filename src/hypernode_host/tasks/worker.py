@@ -17,6 +17,7 @@ import dramatiq
 from hypernode_host import constants as C
 from hypernode_host.errors import ConfigError, ContainerError
 from hypernode_host.gpu import discover, plan_slots
+from hypernode_host.gpu.leases import GpuLeases, owner_id
 from hypernode_host.gpu.models import Slot
 from hypernode_host.jobs import JobState
 from hypernode_host.proofs import NodeKey
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 REGISTRATION_TTL_S = 15
 REGISTRATION_EVERY_S = 5.0
+LEASE_TTL_S = 20  # a dead worker's GPUs are free again this long after its last refresh
 # How long SIGTERM waits for the running job; after that the container keeps running and the
 # slot's next worker reattaches to it (`up` kills a child that takes longer than this).
 SHUTDOWN_WAIT_MS = 15_000
@@ -68,6 +70,8 @@ def run_worker(settings: Settings, slot_id: int, stop: threading.Event | None = 
     # (see tasks/broker.py): the runner enforces each job's deadline on the container itself.
     declare = dramatiq.actor(actor_name=C.ACTOR_NAME, broker=broker, queue_name=slot.queue, max_retries=0)
     declare(runner.run)
+    leases = GpuLeases(store.redis, slot.gpu_uuids, owner_id(slot.id), LEASE_TTL_S)
+    leases.acquire()  # before touching any container: this slot's GPUs are ours alone
     stop = stop or threading.Event()
     _install_signals(stop)
     try:
@@ -77,6 +81,7 @@ def run_worker(settings: Settings, slot_id: int, stop: threading.Event | None = 
     worker = dramatiq.Worker(broker, queues={slot.queue}, worker_threads=1)
     worker.queue_prefetch = 1  # an idle slot never waits behind a job another slot holds
     info: dict[str, str | int] = {
+        "owner": leases.owner,
         "slot": slot.id,
         "queue": slot.queue,
         "gpus": ",".join(slot.gpu_uuids),
@@ -87,12 +92,16 @@ def run_worker(settings: Settings, slot_id: int, stop: threading.Event | None = 
     log.info("worker ready: %s, queue %s", slot.describe(), slot.queue)
     try:
         while not stop.is_set():
+            if not leases.refresh():
+                log.error("lost the lease on this slot's GPUs; stopping so no two workers share a GPU")
+                break
             store.register_worker(slot.id, info, REGISTRATION_TTL_S)
             stop.wait(REGISTRATION_EVERY_S)
     finally:
         log.info("worker stopping: %s", slot.describe())
         worker.stop(timeout=SHUTDOWN_WAIT_MS)
         store.unregister_worker(slot.id)
+        leases.release()
         broker.close()
 
 
