@@ -74,15 +74,26 @@ class GpuLeases:
         self._keys = [LEASE_KEY.format(uuid=u) for u in self.uuids]
 
     def acquire(self) -> None:
-        """Take every lease or none; GpuError naming the holder when one is taken."""
+        """Take every lease or none; GpuError naming the holder when a live worker holds one.
+
+        A lease left by a dead process of this host (a worker killed with SIGKILL) is taken
+        over at once instead of after its TTL, so a restarted slot resumes in seconds.
+        """
         if not self._keys:
             return
-        index, holder = cast(
-            list[int | str], self.client.eval(_ACQUIRE, len(self._keys), *self._keys, self.owner, self.ttl_s)
-        )
-        if int(index):
-            uuid = self.uuids[int(index) - 1]
-            raise GpuError(f"GPU {uuid} is already held by worker {holder!s}; refusing to start a second worker on it")
+        stale = ""
+        for _ in range(len(self._keys) + 1):
+            index, holder = cast(
+                list[int | str],
+                self.client.eval(_ACQUIRE, len(self._keys), *self._keys, self.owner, self.ttl_s, stale),
+            )
+            if not int(index):
+                return
+            if not _dead_here(str(holder)):
+                break
+            stale = str(holder)
+        uuid = self.uuids[int(index) - 1]
+        raise GpuError(f"GPU {uuid} is already held by worker {holder!s}; refusing to start a second worker on it")
 
     def refresh(self) -> bool:
         """Extend the leases; False if any was lost (expired and taken, or deleted)."""
