@@ -19,12 +19,12 @@ from hypernode_host.errors import ConfigError, ContainerError
 from hypernode_host.gpu import discover, plan_slots
 from hypernode_host.gpu.leases import GpuLeases, owner_id
 from hypernode_host.gpu.models import Slot
-from hypernode_host.jobs import JobState
 from hypernode_host.proofs import NodeKey
 from hypernode_host.settings import Settings
 from hypernode_host.store import Store
 from hypernode_host.tasks.broker import build_broker
 from hypernode_host.tasks.containers import DockerRuntime
+from hypernode_host.tasks.recovery import recover
 from hypernode_host.tasks.runner import JobRunner
 
 log = logging.getLogger(__name__)
@@ -45,20 +45,6 @@ def slot_for(settings: Settings, slot_id: int) -> tuple[Slot, list[Slot]]:
     raise ConfigError(f"--slot {slot_id}: this node has slots 0..{len(slots) - 1}")
 
 
-def reap(runner: JobRunner, runtime: DockerRuntime, store: Store) -> None:
-    """Finish this slot's interrupted jobs, then remove its containers that no live job owns."""
-    for job_id in store.running_jobs(slot=runner.slot.id):
-        log.info("job %s: resuming after a worker restart", job_id)
-        runner.run(job_id)
-    for container_id, labels in runtime.labelled(C.LABEL_WORKER, str(runner.slot.id)):
-        if labels.get(C.LABEL_NODE) != runner.settings.node_name:
-            continue
-        record = store.job(labels.get(C.LABEL_JOB, ""))
-        if record is None or record.get("state") in (JobState.FINISHED, JobState.REPORTED):
-            log.info("removing leftover container %s", container_id[:12])
-            runtime.remove(container_id)
-
-
 def run_worker(settings: Settings, slot_id: int, stop: threading.Event | None = None) -> None:
     """Serve one slot until SIGTERM/SIGINT (or ``stop`` is set)."""
     slot, slots = slot_for(settings, slot_id)
@@ -75,7 +61,7 @@ def run_worker(settings: Settings, slot_id: int, stop: threading.Event | None = 
     stop = stop or threading.Event()
     _install_signals(stop)
     try:
-        reap(runner, runtime, store)
+        recover(runner, runtime, store)
     except ContainerError as exc:
         log.warning("could not reap leftover containers: %s", exc)
     worker = dramatiq.Worker(broker, queues={slot.queue}, worker_threads=1)

@@ -1,0 +1,33 @@
+"""What a worker does at start, before it consumes: finish its slot's interrupted jobs, reap leftovers.
+
+A worker killed mid-job leaves its container running (or exited) and the job's record in
+state running on its slot. The slot's next worker reattaches to that container (or collects
+the exited one) and stores exactly one result, within seconds of its start instead of after
+Dramatiq's heartbeat timeout. Containers of the slot that belong to no live job are removed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from hypernode_host import constants as C
+from hypernode_host.jobs import JobState
+from hypernode_host.store import Store
+from hypernode_host.tasks.containers import DockerRuntime
+from hypernode_host.tasks.runner import JobRunner
+
+log = logging.getLogger(__name__)
+
+
+def recover(runner: JobRunner, runtime: DockerRuntime, store: Store) -> None:
+    """Finish this slot's interrupted jobs, then remove its containers that no live job owns."""
+    for job_id in store.running_jobs(slot=runner.slot.id):
+        log.info("job %s: resuming after a worker restart", job_id)
+        runner.run(job_id)
+    for container_id, labels in runtime.labelled(C.LABEL_WORKER, str(runner.slot.id)):
+        if labels.get(C.LABEL_NODE) != runner.settings.node_name:
+            continue
+        record = store.job(labels.get(C.LABEL_JOB, ""))
+        if record is None or record.get("state") in (JobState.FINISHED, JobState.REPORTED):
+            log.info("removing leftover container %s", container_id[:12])
+            runtime.remove(container_id)
