@@ -21,6 +21,7 @@ class Admission:
     queue: str
     image: str
     timeout_s: float
+    requirements: tuple[str, ...] = ()  # normalized; installed by the worker before the job starts
 
 
 def host_memory_bytes() -> int:
@@ -36,8 +37,9 @@ def admit(spec: JobSpec, settings: Settings, slots: Sequence[Slot]) -> Admission
     image = spec.image or (settings.gpu_image() if spec.gpus else settings.job_image)
     if not image_allowed(image, settings.image_patterns()):
         raise JobRejected(f"image {image!r} is not allowed on this node")
-    if spec.requirements.strip():
-        raise JobRejected("requirements are not supported by this node yet; use an image that has them")
+    requirements = spec.requirement_list
+    if requirements and settings.pip_find_links is None and settings.pip_index_url is None:
+        raise JobRejected("requirements are not supported by this node (no HN_PIP_FIND_LINKS or HN_PIP_INDEX_URL)")
     if spec.datasets:
         raise JobRejected("datasets are not supported by this node (jobs run without network)")
     if not MIN_MEMORY <= spec.memory_bytes <= host_memory_bytes():
@@ -45,4 +47,5 @@ def admit(spec: JobSpec, settings: Settings, slots: Sequence[Slot]) -> Admission
     if spec.cpuLimit > (os.cpu_count() or 1):
         raise JobRejected(f"cpuLimit {spec.cpuLimit} exceeds this node's {os.cpu_count()} CPUs")
     timeout = min(spec.timeout or settings.job_timeout, settings.job_timeout)
-    return Admission(queue=queue_for(spec.gpus, spec.gpuMemoryMb, slots), image=image, timeout_s=timeout)
+    queue = queue_for(spec.gpus, spec.gpuMemoryMb, slots)
+    return Admission(queue=queue, image=image, timeout_s=timeout, requirements=requirements)

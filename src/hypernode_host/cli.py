@@ -7,6 +7,7 @@ Every setting is an ``HN_*`` environment variable and also a global option
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -14,12 +15,19 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from hypernode_host.errors import AuthError, ConfigError, HypernodeError
+from hypernode_host.jobs import JobState, Status
 from hypernode_host.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from hypernode_host.gpu.models import Slot
+    from hypernode_host.store import Store
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -43,15 +51,23 @@ _OPTION_ENV = {
     "job_timeout": "HN_JOB_TIMEOUT",
     "max_log_size": "HN_MAX_LOG_SIZE",
     "reconnect_delay": "HN_RECONNECT_DELAY",
+    "reconnect_max_delay": "HN_RECONNECT_MAX_DELAY",
     "redis_url": "HN_REDIS_URL",
     "job_image": "HN_JOB_IMAGE",
     "gpu_job_image": "HN_GPU_JOB_IMAGE",
     "allowed_images": "HN_ALLOWED_IMAGES",
     "simulate_gpus": "HN_SIMULATE_GPUS",
     "cpu_slots": "HN_CPU_SLOTS",
+    "gpus_per_worker": "HN_GPUS_PER_WORKER",
     "key_file": "HN_KEY_FILE",
     "node_name": "HN_NODE_NAME",
+    "pip_index_url": "HN_PIP_INDEX_URL",
+    "pip_find_links": "HN_PIP_FIND_LINKS",
+    "pull_timeout": "HN_PULL_TIMEOUT",
+    "metrics_port": "HN_METRICS_PORT",
+    "metrics_host": "HN_METRICS_HOST",
     "log_level": "HN_LOG_LEVEL",
+    "log_format": "HN_LOG_FORMAT",
 }
 
 
@@ -63,6 +79,8 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 @contextmanager
 def exit_codes() -> Iterator[None]:
     """Our errors as one line and an exit code: 2 bad settings, 3 refused by the backend, 1 other."""
+    import redis
+
     try:
         yield
     except ConfigError as exc:
@@ -71,6 +89,11 @@ def exit_codes() -> Iterator[None]:
         raise fail(str(exc), EXIT_AUTH) from None
     except HypernodeError as exc:
         raise fail(str(exc), EXIT_FAILED) from None
+    except redis.RedisError as exc:
+        from hypernode_host.logs import redact
+
+        url = redact(os.environ.get("HN_REDIS_URL", "the configured Redis"))
+        raise fail(f"Redis at {url}: {redact(str(exc))}", EXIT_FAILED) from None
 
 
 def load_settings() -> Settings:
@@ -82,7 +105,7 @@ def load_settings() -> Settings:
     from hypernode_host import logs
 
     secret = settings.node_token.get_secret_value() if settings.node_token else ""
-    logs.configure(settings.log_level, [secret])
+    logs.configure(settings.log_level, [secret], settings.log_format)
     return settings
 
 
@@ -96,6 +119,9 @@ def main_options(
     job_timeout: Annotated[str | None, typer.Option(help="Longest a job may run, s [HN_JOB_TIMEOUT].")] = None,
     max_log_size: Annotated[str | None, typer.Option(help="Characters of logs sent per job [HN_MAX_LOG_SIZE].")] = None,
     reconnect_delay: Annotated[str | None, typer.Option(help="First reconnect delay, s [HN_RECONNECT_DELAY].")] = None,
+    reconnect_max_delay: Annotated[
+        str | None, typer.Option(help="Cap on the reconnect delay, s [HN_RECONNECT_MAX_DELAY].")
+    ] = None,
     redis_url: Annotated[str | None, typer.Option(help="Redis URL [HN_REDIS_URL].")] = None,
     job_image: Annotated[str | None, typer.Option(help="Default job image [HN_JOB_IMAGE].")] = None,
     gpu_job_image: Annotated[str | None, typer.Option(help="Default GPU job image [HN_GPU_JOB_IMAGE].")] = None,
@@ -106,9 +132,22 @@ def main_options(
         str | None, typer.Option(help="Simulated GPUs: 4 or 2xRTX4090:24576 [HN_SIMULATE_GPUS].")
     ] = None,
     cpu_slots: Annotated[str | None, typer.Option(help="CPU worker slots [HN_CPU_SLOTS].")] = None,
+    gpus_per_worker: Annotated[str | None, typer.Option(help="GPUs per worker slot [HN_GPUS_PER_WORKER].")] = None,
     key_file: Annotated[str | None, typer.Option(help="Node Ed25519 key file [HN_KEY_FILE].")] = None,
     node_name: Annotated[str | None, typer.Option(help="Node name in labels and hostInfo [HN_NODE_NAME].")] = None,
+    pip_index_url: Annotated[
+        str | None, typer.Option(help="Index for job requirements [HN_PIP_INDEX_URL].", show_default=False)
+    ] = None,
+    pip_find_links: Annotated[
+        str | None, typer.Option(help="Wheel directory for job requirements [HN_PIP_FIND_LINKS].", show_default=False)
+    ] = None,
+    pull_timeout: Annotated[
+        str | None, typer.Option(help="Longest an image pull may take, s [HN_PULL_TIMEOUT].")
+    ] = None,
+    metrics_port: Annotated[str | None, typer.Option(help="Prometheus port, 0 = off [HN_METRICS_PORT].")] = None,
+    metrics_host: Annotated[str | None, typer.Option(help="Prometheus address [HN_METRICS_HOST].")] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING, ERROR [HN_LOG_LEVEL].")] = None,
+    log_format: Annotated[str | None, typer.Option(help="text or json [HN_LOG_FORMAT].")] = None,
 ) -> None:
     for name, value in locals().items():
         if value is not None:
@@ -156,7 +195,7 @@ def dev_backend(
     from hypernode_host import logs
     from hypernode_host.backend.server import run_backend
 
-    logs.configure(os.environ.get("HN_LOG_LEVEL", "INFO").upper(), list(token))
+    logs.configure(os.environ.get("HN_LOG_LEVEL", "INFO").upper(), list(token), os.environ.get("HN_LOG_FORMAT", "text"))
     logging.getLogger("websockets").setLevel(logging.WARNING)  # one line of our own is enough
     run_backend(host, port, list(token))
 
@@ -194,7 +233,8 @@ def submit(
         job_id=job_id,
     )
     try:
-        outcome = asyncio.run(submit_job(backend, job, wait=wait, wait_timeout=wait_timeout))
+        with _waiting(f"waiting for the result of job {job.get('id') or '(new)'}", show=wait and not as_json):
+            outcome = asyncio.run(submit_job(backend, job, wait=wait, wait_timeout=wait_timeout))
     except TimeoutError:
         typer.echo(
             json.dumps({"id": job.get("id"), "result": None, "verification": None})
@@ -206,6 +246,18 @@ def submit(
     except (OSError, HypernodeError) as exc:
         raise fail(str(exc), EXIT_FAILED) from None
     _print_outcome(outcome, as_json)
+
+
+@contextmanager
+def _waiting(message: str, show: bool) -> Iterator[None]:
+    """A spinner on stderr while a long operation runs (nothing when not shown or not a terminal)."""
+    if not show:
+        yield
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status(message):
+        yield
 
 
 def _print_outcome(outcome: dict[str, Any], as_json: bool) -> None:
@@ -263,6 +315,301 @@ def gpus(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = 
     console.print(table if found else "no GPUs: this node runs CPU jobs only")
     for s in slots:
         console.print(f"{s.describe()} → queue {s.queue}")
+
+
+# Inspection: read the node's Redis with the layout the code writes ---------------------------
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@contextmanager
+def inspecting() -> Iterator[tuple[Settings, Store, list[Slot]]]:
+    """Settings, a Store with short timeouts, and this node's slots; the Store closed afterwards."""
+    from hypernode_host.gpu import plan_node_slots
+    from hypernode_host.health import open_store
+
+    settings = quiet_settings()
+    with exit_codes():
+        store = open_store(settings)
+        try:
+            yield settings, store, plan_node_slots(settings)
+        finally:
+            store.redis.close()
+
+
+def quiet_settings() -> Settings:
+    """Settings for a command whose output is a report: library INFO lines would only clutter it."""
+    settings = load_settings()
+    root = logging.getLogger()
+    root.setLevel(max(logging.WARNING, root.level))
+    return settings
+
+
+def _echo_json(value: Any) -> None:
+    typer.echo(json.dumps(value, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console()
+
+
+@app.command()
+def queue(as_json: JsonOption = False) -> None:
+    """Each queue: ready, delayed, in flight, dead-lettered, and the age of the oldest message."""
+    from hypernode_host.inspection import known_queues, queue_stats
+    from hypernode_host.views import queues_table
+
+    with inspecting() as (_, store, slots):
+        stats = queue_stats(store, known_queues(store, slots))
+    if as_json:
+        _echo_json({"queues": stats})
+    else:
+        _console().print(queues_table(stats))
+
+
+@app.command()
+def jobs(
+    state: Annotated[JobState | None, typer.Option(help="Only jobs in this state.")] = None,
+    status: Annotated[Status | None, typer.Option(help="Only jobs that ended with this status.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many jobs, newest first.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """Recent jobs, newest first: state, status, slot, GPUs, duration and exit code."""
+    from hypernode_host.inspection import recent_jobs
+    from hypernode_host.store import now_ms
+    from hypernode_host.views import jobs_table
+
+    with inspecting() as (_, store, slots):
+        rows = recent_jobs(store, slots, limit=limit, state=state, status=status)
+    if as_json:
+        _echo_json({"jobs": rows})
+    else:
+        _console().print(jobs_table(rows, now_ms()))
+
+
+@app.command()
+def job(
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
+    lines: Annotated[int, typer.Option(min=0, help="Log lines to show from the end.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """One job: its spec (summarised), timeline, exit code, proofs and the end of its logs."""
+    from hypernode_host.inspection import job_detail
+    from hypernode_host.views import job_view
+
+    with inspecting() as (_, store, _slots):
+        detail = job_detail(store, job_id, tail_lines=lines)
+    if as_json:
+        _echo_json(detail)
+    else:
+        _console().print(job_view(detail))
+
+
+@app.command()
+def workers(as_json: JsonOption = False) -> None:
+    """Each worker slot: its queues and GPUs, whether it is alive, the job it runs, its last heartbeat."""
+    from hypernode_host.inspection import workers_view
+    from hypernode_host.store import now_ms
+    from hypernode_host.views import workers_table
+
+    with inspecting() as (settings, store, slots):
+        rows = workers_view(store, slots, settings.node_name)
+    if as_json:
+        _echo_json({"workers": rows})
+    else:
+        _console().print(workers_table(rows, now_ms()))
+
+
+dead_app = typer.Typer(help="Dead-lettered jobs (their run raised): list, requeue, purge.", no_args_is_help=False)
+app.add_typer(dead_app, name="dead")
+
+
+@dead_app.callback(invoke_without_command=True)
+def dead(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """List dead-lettered jobs (with no subcommand)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from hypernode_host.deadletters import dead_letters
+    from hypernode_host.inspection import known_queues
+    from hypernode_host.store import now_ms
+    from hypernode_host.views import dead_table
+
+    with inspecting() as (_, store, slots):
+        rows = dead_letters(store, known_queues(store, slots))
+    if as_json:
+        _echo_json({"dead": rows})
+    else:
+        _console().print(dead_table(rows, now_ms()))
+
+
+@dead_app.command("requeue")
+def dead_requeue(
+    job_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="The job to run again.")] = None,
+    requeue_all: Annotated[bool, typer.Option("--all", help="Requeue every dead-lettered job.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Put a dead-lettered job (or --all) back on its queue; a worker runs it again."""
+    from hypernode_host.deadletters import requeue_dead
+    from hypernode_host.inspection import known_queues
+
+    if (job_id is None) == (not requeue_all):
+        raise fail("give a job ID or --all")
+    with inspecting() as (_, store, slots), exit_codes():
+        moved = requeue_dead(store, known_queues(store, slots), job_id)
+    if as_json:
+        _echo_json({"requeued": moved})
+    else:
+        typer.echo(f"requeued {len(moved)} job(s)" + (f": {', '.join(moved)}" if moved else ""))
+
+
+@dead_app.command("purge")
+def dead_purge(
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Drop every dead-lettered job; each unfinished one gets an error result for the backend."""
+    from hypernode_host.deadletters import purge_dead
+    from hypernode_host.inspection import known_queues
+    from hypernode_host.proofs import NodeKey
+
+    if not yes and not typer.confirm("Drop every dead-lettered job?"):
+        raise typer.Exit(EXIT_FAILED)
+    with inspecting() as (settings, store, slots), exit_codes():
+        dropped = purge_dead(store, known_queues(store, slots), NodeKey.load_or_create(settings.key_file))
+    if as_json:
+        _echo_json({"purged": dropped})
+    else:
+        typer.echo(f"purged {len(dropped)} job(s)" + (f": {', '.join(dropped)}" if dropped else ""))
+
+
+@app.command()
+def cancel(
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job to cancel.")], as_json: JsonOption = False
+) -> None:
+    """Cancel a job: a running one is stopped, a queued one never starts. Exit 1 if it already ended."""
+    from hypernode_host.inspection import cancel_job
+
+    with inspecting() as (_, store, _slots), exit_codes():
+        state = cancel_job(store, job_id)
+    requested = state in (JobState.QUEUED, JobState.RUNNING)
+    if as_json:
+        typer.echo(json.dumps({"id": job_id, "state": state, "cancel_requested": requested}))
+    elif requested:
+        typer.echo(f"job {job_id}: cancel requested ({state})")
+    else:
+        typer.echo(f"job {job_id}: already {state}; nothing to cancel", err=True)
+    raise typer.Exit(EXIT_OK if requested else EXIT_FAILED)
+
+
+@app.command()
+def top(
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between refreshes.")] = 2.0,
+    iterations: Annotated[int, typer.Option(min=0, help="Stop after this many refreshes (0: until Ctrl-C).")] = 0,
+    once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=200, help="Recent jobs shown.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one snapshot as JSON and exit.")] = False,
+) -> None:
+    """A live view of the node: summary, queues, workers and recent jobs."""
+    import time
+
+    from rich.live import Live
+
+    from hypernode_host import inspection
+
+    with inspecting() as (settings, store, slots):
+        if as_json:
+            _echo_json(
+                {
+                    "node": inspection.node_summary(store),
+                    "queues": inspection.queue_stats(store, inspection.known_queues(store, slots)),
+                    "workers": inspection.workers_view(store, slots, settings.node_name),
+                    "jobs": inspection.recent_jobs(store, slots, limit=limit),
+                }
+            )
+            return
+        if once:
+            _console().print(_snapshot(settings, store, slots, limit))
+            return
+        with Live(_snapshot(settings, store, slots, limit), console=_console(), auto_refresh=False) as live:
+            done = 1
+            while not iterations or done < iterations:
+                time.sleep(interval)
+                live.update(_snapshot(settings, store, slots, limit), refresh=True)
+                done += 1
+
+
+def _snapshot(settings: Settings, store: Store, slots: list[Slot], limit: int) -> RenderableType:
+    from rich.console import Group
+
+    from hypernode_host import inspection, views
+    from hypernode_host.store import now_ms
+
+    now = now_ms()
+    return Group(
+        views.summary_line(inspection.node_summary(store)),
+        views.queues_table(inspection.queue_stats(store, inspection.known_queues(store, slots))),
+        views.workers_table(inspection.workers_view(store, slots, settings.node_name), now),
+        views.jobs_table(inspection.recent_jobs(store, slots, limit=limit), now),
+    )
+
+
+# Health ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def check(
+    bridge_only: Annotated[bool, typer.Option("--bridge", help="Check the bridge (and Redis) only.")] = False,
+    slot: Annotated[list[int] | None, typer.Option(help="Check this slot's worker (and Redis, Docker) only.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Exit 0 when the node works: bridge registered and heartbeating, Redis and Docker up, every worker alive."""
+    from hypernode_host.health import check_node, healthy
+
+    settings = quiet_settings()
+    whole = not bridge_only and not slot
+    with exit_codes():
+        findings = check_node(
+            settings, bridge=whole or bridge_only, slots=None if whole else (slot or []), docker=whole or bool(slot)
+        )
+    ok = healthy(findings)
+    if as_json:
+        _echo_json({"healthy": ok, "checks": findings})
+    elif ok:
+        typer.echo("healthy: " + "; ".join(f.line() for f in findings))
+    else:
+        for finding in findings:
+            if finding.level == "fail":
+                typer.echo(finding.line(), err=True)
+    raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
+
+
+@app.command()
+def doctor(
+    toolkit_config: Annotated[Path, typer.Option(help="The NVIDIA Container Toolkit's config file.")] = Path(
+        "/etc/nvidia-container-runtime/config.toml"
+    ),
+    as_json: JsonOption = False,
+) -> None:
+    """Pre-flight for operators: Docker, NVIDIA runtime and toolkit, Redis, disk, images, node files."""
+    from hypernode_host.health import healthy, run_doctor
+    from hypernode_host.views import findings_table
+
+    settings = quiet_settings()
+    with exit_codes():
+        findings = run_doctor(settings, toolkit_config)
+    if as_json:
+        _echo_json({"ok": healthy(findings), "checks": findings})
+    else:
+        _console().print(findings_table(findings))
+    raise typer.Exit(EXIT_OK if healthy(findings) else EXIT_FAILED)
 
 
 def main() -> None:

@@ -7,6 +7,8 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -23,6 +25,9 @@ from hypernode_host.errors import JobRejected
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmg]?)b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_INLINE_COMMENT = re.compile(r"\s+#.*$")
+MAX_REQUIREMENTS = 64
+MAX_REQUIREMENT_CHARS = 256
 
 JobId = Annotated[str, StringConstraints(pattern=JOB_ID_RE.pattern)]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
@@ -54,6 +59,38 @@ def parse_size(text: str) -> int:
     if not match:
         raise ValueError(f"not a size: {text!r} (use a number with b, k, m or g)")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def parse_requirements(text: str) -> tuple[str, ...]:
+    """One PEP 508 requirement per line, normalized (canonical names, sorted, no duplicates).
+
+    Blank lines and comments are allowed, as in a requirements file; pip options, URLs and
+    paths are not (they would let a job choose where code comes from): ValueError naming the line.
+    """
+    found: set[str] = set()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = _INLINE_COMMENT.sub("", raw).strip()
+        if line and not line.startswith("#"):
+            found.add(_requirement(number, line))
+    if len(found) > MAX_REQUIREMENTS:
+        raise ValueError(f"{len(found)} requirements, at most {MAX_REQUIREMENTS} per job")
+    return tuple(sorted(found))
+
+
+def _requirement(number: int, line: str) -> str:
+    if len(line) > MAX_REQUIREMENT_CHARS:
+        raise ValueError(f"line {number} is longer than {MAX_REQUIREMENT_CHARS} characters")
+    if line.startswith("-"):
+        raise ValueError(f"line {number}: pip options are not allowed, only requirements such as 'numpy>=1.26'")
+    try:
+        requirement = Requirement(line)
+    except InvalidRequirement:
+        raise ValueError(f"line {number} is not a PEP 508 requirement: {line[:60]!r}") from None
+    if requirement.url:
+        raise ValueError(f"line {number}: URLs and paths are not allowed, only names and versions")
+    extras = f"[{','.join(sorted(canonicalize_name(e) for e in requirement.extras))}]" if requirement.extras else ""
+    marker = f"; {requirement.marker}" if requirement.marker else ""
+    return f"{canonicalize_name(requirement.name)}{extras}{requirement.specifier}{marker}"
 
 
 class JobSpec(BaseModel):
@@ -90,6 +127,12 @@ class JobSpec(BaseModel):
             data = {**data, "id": data["jobId"]}
         return data
 
+    @field_validator("requirements")
+    @classmethod
+    def _requirements(cls, value: str) -> str:
+        parse_requirements(value)
+        return value
+
     @field_validator("memoryLimit")
     @classmethod
     def _size(cls, value: str) -> str:
@@ -108,6 +151,11 @@ class JobSpec(BaseModel):
     def gpus(self) -> int:
         """How many GPUs the job needs."""
         return max(self.gpuCount, 1 if self.gpuRequired else 0)
+
+    @property
+    def requirement_list(self) -> tuple[str, ...]:
+        """The requirements, normalized: what the cache is keyed on and pip is given."""
+        return parse_requirements(self.requirements)
 
     @property
     def memory_bytes(self) -> int:

@@ -1,17 +1,145 @@
-"""Logging set-up for the CLI (libraries only log). Secrets never reach a handler."""
+"""Logging for the CLI (libraries only log): timestamps, levels, job and slot context, text or JSON.
+
+Libraries add context without touching handlers: a worker process calls
+``bind_process(slot=...)`` once, and code handling one job wraps it in
+``with job_context(job_id):``; every record logged inside (from any module, on that
+thread) carries ``job_id`` and ``slot``. Secrets never reach the output: the formatter
+redacts the whole rendered line, exception tracebacks included.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import json
 import logging
 import re
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
 
-_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-_TOKEN_FIELD = re.compile(r'("token"\s*:\s*")[^"]*(")|(Authorization:\s*)\S+', re.IGNORECASE)
+_TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s%(context)s: %(message)s"
+MASK = "***"
+
+# Values that are secrets wherever they appear, whatever the secret is: token and password fields
+# (JSON, Python reprs, key=value), Authorization headers with or without a scheme, ?token= in URLs,
+# and the password of a URL such as redis://:password@host.
+_SECRET_PATTERNS = (
+    re.compile(
+        r"""(?P<keep>["']?(?:[a-z_]*token|authorization|password|secret)["']?\s*[:=]\s*)"""
+        r"""(?P<q>["'])(?P<value>.*?)(?P=q)""",
+        re.IGNORECASE,
+    ),
+    re.compile(
+        r"(?P<keep>\bauthorization\b\s*[:=]\s*(?:(?:bearer|basic|token)\s+)?)(?P<value>[^\s,;'\"}]+)",
+        re.IGNORECASE,
+    ),
+    re.compile(r"(?P<keep>\b[a-z_]*token\s*[:=]\s*)(?P<value>[^\s&'\",;}]+)", re.IGNORECASE),
+    re.compile(r"(?P<keep>[?&](?:token|access_token|auth)=)(?P<value>[^&\s'\"]+)", re.IGNORECASE),
+    re.compile(r"(?P<keep>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<value>[^@\s/]+)(?=@)", re.IGNORECASE),
+)
+
+
+def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
+    """``text`` with every known secret and every secret-looking field value masked."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, MASK)
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(_mask, text)
+    return text
+
+
+def _mask(match: re.Match[str]) -> str:
+    quote = match.groupdict().get("q") or ""
+    return f"{match.group('keep')}{quote}{MASK}{quote}"
+
+
+# Context ------------------------------------------------------------------------------------
+
+_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("hn_job_id", default=None)
+_slot: contextvars.ContextVar[int | None] = contextvars.ContextVar("hn_slot", default=None)
+_process: dict[str, Any] = {}  # context of the whole process (a worker's slot), for every thread
+
+
+def bind_process(*, slot: int | None = None) -> None:
+    """Context for every record of this process, on every thread (a worker's slot)."""
+    _process["slot"] = slot
+
+
+@contextmanager
+def job_context(job_id: str, slot: int | None = None) -> Iterator[None]:
+    """Records logged inside, on this thread, name the job (and the slot, when given)."""
+    job_token = _job_id.set(job_id)
+    slot_token = _slot.set(slot) if slot is not None else None
+    try:
+        yield
+    finally:
+        _job_id.reset(job_token)
+        if slot_token is not None:
+            _slot.reset(slot_token)
+
+
+class ContextFilter(logging.Filter):
+    """Puts ``job_id`` and ``slot`` on each record (an ``extra=`` given by the caller wins)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        job_id = getattr(record, "job_id", None) or _job_id.get()
+        slot = getattr(record, "slot", None)
+        if slot is None:
+            slot = _slot.get()
+        if slot is None:
+            slot = _process.get("slot")
+        parts = ([f"job={job_id}"] if job_id else []) + ([f"slot={slot}"] if slot is not None else [])
+        record.__dict__.update(job_id=job_id, slot=slot, context=f" [{' '.join(parts)}]" if parts else "")
+        return True
+
+
+# Formatters ---------------------------------------------------------------------------------
+
+
+class RedactingFormatter(logging.Formatter):
+    """Text lines: ``time level logger [job=… slot=…]: message``, secrets masked after rendering."""
+
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__(_TEXT_FORMAT)
+        self.converter = time.gmtime  # UTC, like the JSON lines and every timestamp on the wire
+        self.secrets = [s for s in secrets if s]
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record), self.secrets)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts (UTC, ISO 8601), level, logger, message, job_id, slot, exc."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage(), self.secrets),
+        }
+        for name in ("job_id", "slot"):
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
+        if record.exc_info:
+            entry["exc"] = redact(self.formatException(record.exc_info), self.secrets)
+        return json.dumps(entry, ensure_ascii=False)
 
 
 class RedactFilter(logging.Filter):
-    """Removes the node token (and token fields, Authorization values) from every record."""
+    """Masks secrets in a record's message itself, for handlers whose formatter we do not control."""
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
@@ -19,19 +147,20 @@ class RedactFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = _TOKEN_FIELD.sub(lambda m: (m.group(1) or m.group(3) or "") + "***" + (m.group(2) or ""), message)
-        for secret in self.secrets:
-            cleaned = cleaned.replace(secret, "***")
+        cleaned = redact(message, self.secrets)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True
 
 
-def configure(level: str = "INFO", secrets: list[str] | None = None) -> None:
-    """Root handler on stderr with redaction; websockets never below INFO (its DEBUG logs frames)."""
+def configure(level: str = "INFO", secrets: list[str] | None = None, fmt: str = "text") -> None:
+    """Root handler on stderr: text or JSON lines, with context and redaction.
+
+    websockets never below INFO (its DEBUG logs whole frames, job payloads included).
+    """
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(_FORMAT))
-    handler.addFilter(RedactFilter(secrets or []))
+    handler.setFormatter(JsonFormatter(secrets or []) if fmt == "json" else RedactingFormatter(secrets or []))
+    handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

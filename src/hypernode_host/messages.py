@@ -1,7 +1,17 @@
 """The wire protocol (DESIGN.md "Wire protocol"): JSON text frames, one object each, ``type`` discriminates.
 
-Pure: ``decode`` turns a frame into a typed message or raises ProtocolError with one line
-naming the problem; ``encode`` turns a message into a frame. No socket, no clock.
+Pure: ``decode_backend`` turns a frame into a typed message or raises ProtocolError with one line
+naming the problem (never any other exception); ``encode`` turns a message into a frame. No socket,
+no clock.
+
+Strictness, per type. Every frame is bounded before it is parsed (size) and after (nesting depth and
+number of values); NaN, Infinity, duplicate keys and binary frames are refused; an unknown ``type`` is
+refused; each known field is typed and bounded, and a missing required field is refused by name.
+Unknown *fields* are ignored on every control message (``registered``, ``ack``, ``job_cancel``,
+``ping``, ``error``): upstream's backend already adds fields such as ``message``, and refusing an
+``ack`` or a ``registered`` for an extra field would strand a result or a registration. On ``job``
+they are kept: a job's fields are validated as a whole by ``JobSpec`` (a bad job gets an error
+*result*, which the backend can match to its id) and the job exactly as received fixes ``jobDigest``.
 """
 
 from __future__ import annotations
@@ -13,9 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from hypernode_host import constants as C
 from hypernode_host.errors import ProtocolError
+from hypernode_host.jobs import JobState
 
 MAX_DEPTH = 32
+# A legitimate job has a few hundred values at most (256 argv items, 64 env entries, 16 datasets).
+MAX_VALUES = 10_000
+QUOTE_CHARS = 40  # how much of a peer-supplied name an error text quotes
 ShortStr = Annotated[str, Field(max_length=1024)]
+NodeId = Annotated[str, Field(min_length=1, max_length=128)]
+JobIdText = Annotated[str, Field(min_length=1, max_length=C.MAX_JOB_ID_LEN)]
 
 
 class Message(BaseModel):
@@ -27,18 +43,20 @@ class Message(BaseModel):
 
 class Registered(Message):
     type: Literal["registered"] = "registered"
-    nodeId: Annotated[str, Field(min_length=1, max_length=128)]
+    nodeId: NodeId
     message: ShortStr | None = None
 
 
 class Ack(Message):
+    """A heartbeat's or a result's acknowledgement; ``id`` (ext) names the result's job."""
+
     type: Literal["ack"] = "ack"
     id: ShortStr | None = None
     message: ShortStr | None = None
 
 
 class JobFrame(Message):
-    """A job: its fields sit next to ``type``; they are validated as a JobSpec by the session."""
+    """A job: its fields sit next to ``type``; they are validated as a JobSpec by the bridge."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
     type: Literal["job"] = "job"
@@ -49,7 +67,7 @@ class JobFrame(Message):
 
 class JobCancel(Message):
     type: Literal["job_cancel"] = "job_cancel"
-    jobId: Annotated[str, Field(min_length=1, max_length=C.MAX_JOB_ID_LEN)]
+    jobId: JobIdText
 
 
 class Ping(Message):
@@ -57,6 +75,8 @@ class Ping(Message):
 
 
 class ErrorMessage(Message):
+    """An error, either way: the backend's (upstream's texts) or ours about a frame we refused."""
+
     type: Literal["error"] = "error"
     message: Annotated[str, Field(max_length=4096)] = ""
 
@@ -150,12 +170,38 @@ class Pong(Message):
     type: Literal["pong"] = "pong"
 
 
-AgentMessage = Annotated[Register | Heartbeat | JobResult | Pong, Field(discriminator="type")]
+class JobStatus(Message):
+    """(ext) The state of a job the backend sent again while it is still queued or running here."""
+
+    type: Literal["job_status"] = "job_status"
+    id: JobIdText
+    nodeId: str | None
+    state: JobState
+
+
+AgentMessage = Annotated[
+    Register | Heartbeat | JobResult | Pong | JobStatus | ErrorMessage, Field(discriminator="type")
+]
 
 _backend_adapter: TypeAdapter[Registered | Ack | JobFrame | JobCancel | Ping | ErrorMessage] = TypeAdapter(
     BackendMessage
 )
-_agent_adapter: TypeAdapter[Register | Heartbeat | JobResult | Pong] = TypeAdapter(AgentMessage)
+_agent_adapter: TypeAdapter[Register | Heartbeat | JobResult | Pong | JobStatus | ErrorMessage] = TypeAdapter(
+    AgentMessage
+)
+
+
+def plain(text: object, limit: int = QUOTE_CHARS) -> str:
+    """A peer-supplied name for an error text: cut to ``limit`` characters, printable ASCII only.
+
+    Error texts go into log lines and back on the wire; escaping keeps a lone surrogate, a newline or
+    a control character in a hostile key from breaking (or forging lines in) either.
+    """
+    return str(text)[:limit].encode("unicode_escape").decode("ascii")
+
+
+def quote(text: object, limit: int = QUOTE_CHARS) -> str:
+    return f"'{plain(text, limit)}'"
 
 
 def _reject_constant(name: str) -> Any:
@@ -166,29 +212,30 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ProtocolError(f"duplicate field {key[:40]!r}")
+            raise ProtocolError(f"duplicate field {quote(key)}")
         result[key] = value
     return result
 
 
-def _depth(value: Any, limit: int = MAX_DEPTH) -> int:
-    """Nesting depth, iteratively, so hostile nesting cannot exhaust the stack."""
-    deepest, stack = 0, [(value, 1)]
+def _check_shape(value: Any) -> None:
+    """Nesting depth and value count, iteratively, so hostile nesting cannot exhaust the stack."""
+    stack, seen = [(value, 1)], 0
     while stack:
         item, level = stack.pop()
-        deepest = max(deepest, level)
-        if deepest > limit:
-            return deepest
+        seen += 1
+        if level > MAX_DEPTH:
+            raise ProtocolError(f"JSON nested too deeply (more than {MAX_DEPTH} levels)")
+        if seen > MAX_VALUES:
+            raise ProtocolError(f"JSON has too many values (more than {MAX_VALUES})")
         if isinstance(item, dict):
             stack.extend((v, level + 1) for v in item.values())
         elif isinstance(item, list):
             stack.extend((v, level + 1) for v in item)
-    return deepest
 
 
 def load_object(frame: str | bytes, max_bytes: int = C.MAX_FRAME_BYTES) -> dict[str, Any]:
-    """A frame to a JSON object with a ``type``; ProtocolError for anything else."""
-    if isinstance(frame, bytes):
+    """A frame to a JSON object with a string ``type``; ProtocolError for anything else."""
+    if not isinstance(frame, str):
         raise ProtocolError("binary frames are not accepted; send JSON text")
     if len(frame) > max_bytes:
         raise ProtocolError(f"frame too large ({len(frame)} > {max_bytes} characters)")
@@ -197,15 +244,13 @@ def load_object(frame: str | bytes, max_bytes: int = C.MAX_FRAME_BYTES) -> dict[
     except ProtocolError:
         raise
     except RecursionError:
-        raise ProtocolError("JSON nested too deeply") from None
-    except ValueError as exc:
-        raise ProtocolError(f"Invalid message format: not JSON ({exc.args[0][:60]})") from None
+        raise ProtocolError(f"JSON nested too deeply (more than {MAX_DEPTH} levels)") from None
+    except ValueError as exc:  # JSONDecodeError, and ints past sys.get_int_max_str_digits()
+        raise ProtocolError(f"Invalid message format: not JSON ({plain(exc.args[0], 80)})") from None
     if not isinstance(value, dict):
         raise ProtocolError("Invalid message format: expected a JSON object")
-    if _depth(value) > MAX_DEPTH:
-        raise ProtocolError("JSON nested too deeply")
-    kind = value.get("type")
-    if not isinstance(kind, str):
+    _check_shape(value)
+    if not isinstance(value.get("type"), str):
         raise ProtocolError("message has no 'type'")
     return value
 
@@ -214,30 +259,33 @@ def _validate(adapter: TypeAdapter[Any], value: dict[str, Any]) -> Any:
     try:
         return adapter.validate_python(value)
     except ValidationError as exc:
-        error = exc.errors()[0]
+        error = exc.errors(include_url=False, include_input=False)[0]
         if error["type"] == "union_tag_invalid":
-            raise ProtocolError(f"Unknown message type {str(value.get('type'))[:40]!r}") from None
-        where = ".".join(str(p)[:40] for p in error["loc"][1:4]) or "message"
-        raise ProtocolError(f"bad {value.get('type')!s:.40} message: {where}: {error['msg']}") from None
+            raise ProtocolError(f"Unknown message type {quote(value['type'])}") from None
+        where = ".".join(plain(part, 30) for part in error["loc"][1:4]) or "message"
+        raise ProtocolError(f"bad {plain(value['type'], 20)} message: {where}: {error['msg']}") from None
+
+
+def validate_backend(value: dict[str, Any]) -> Registered | Ack | JobFrame | JobCancel | Ping | ErrorMessage:
+    """A loaded object as the backend message its ``type`` names; ProtocolError naming the problem."""
+    result: Registered | Ack | JobFrame | JobCancel | Ping | ErrorMessage = _validate(_backend_adapter, value)
+    return result
 
 
 def decode_backend(frame: str | bytes) -> Registered | Ack | JobFrame | JobCancel | Ping | ErrorMessage:
     """Parse a frame the backend sent to the agent."""
-    result: Registered | Ack | JobFrame | JobCancel | Ping | ErrorMessage = _validate(
-        _backend_adapter, load_object(frame)
-    )
-    return result
+    return validate_backend(load_object(frame))
 
 
-def decode_agent(value: dict[str, Any]) -> Register | Heartbeat | JobResult | Pong:
+def decode_agent(value: dict[str, Any]) -> Register | Heartbeat | JobResult | Pong | JobStatus | ErrorMessage:
     """Validate an object an agent sent to the backend (used by the reference backend)."""
-    result: Register | Heartbeat | JobResult | Pong = _validate(_agent_adapter, value)
+    result: Register | Heartbeat | JobResult | Pong | JobStatus | ErrorMessage = _validate(_agent_adapter, value)
     return result
 
 
 def encode(message: Message) -> str:
-    """A message as a JSON text frame."""
-    return json.dumps(message.model_dump(mode="json", exclude_none=False), separators=(",", ":"))
+    """A message as a JSON text frame (a job's extra fields included)."""
+    return json.dumps(message.model_dump(mode="json"), separators=(",", ":"))
 
 
 def gpu_entry(index: int, uuid: str, name: str, total_mb: int, free_mb: int, utilization: int) -> GpuEntry:

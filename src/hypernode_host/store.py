@@ -8,6 +8,7 @@ so a bridge killed at any moment resends it after restart.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +18,16 @@ import redis
 
 from hypernode_host import constants as C
 from hypernode_host.jobs import JobState
+
+# Keys of our own that constants.py does not name (the operator's view: metrics and inspection).
+STATUS_COUNTS_KEY = C.PREFIX + ":jobs-by-status"  # hash: final status -> jobs finished with it
+DURATIONS_KEY = C.PREFIX + ":durations"  # hash: "<status>|<bucket bound>", "<status>|count", "<status>|sum"
+FINISHED_INDEX = C.PREFIX + ":finished"  # zset: job id scored by the time its result was stored (ms)
+
+# Upper bounds (seconds) of the job duration histogram: jobs run from seconds to a day.
+DURATION_BUCKETS_S: tuple[float, ...] = (
+    1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400,
+)  # fmt: skip
 
 
 def now_ms() -> int:
@@ -38,6 +49,7 @@ return 1
 """
 
 # Store a result once: the outbox entry, the record and the counters change together.
+# ARGV[6] is the job's duration in seconds; ARGV[7..] the histogram's bucket bounds, ascending.
 _FINISH = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'finished' or state == 'reported' then return 0 end
@@ -47,6 +59,16 @@ redis.call('HSET', KEYS[1], 'state', 'finished', 'status', ARGV[3], 'result', AR
 redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
 redis.call('SREM', KEYS[4], ARGV[1])
 redis.call('SREM', KEYS[5], ARGV[1])
+redis.call('HINCRBY', KEYS[6], ARGV[3], 1)
+local seconds = tonumber(ARGV[6])
+local bucket = '+Inf'
+for i = 7, #ARGV do
+  if seconds <= tonumber(ARGV[i]) then bucket = ARGV[i]; break end
+end
+redis.call('HINCRBY', KEYS[7], ARGV[3] .. '|' .. bucket, 1)
+redis.call('HINCRBY', KEYS[7], ARGV[3] .. '|count', 1)
+redis.call('HINCRBYFLOAT', KEYS[7], ARGV[3] .. '|sum', ARGV[6])
+redis.call('ZADD', KEYS[8], ARGV[4], ARGV[1])
 return 1
 """
 
@@ -56,6 +78,20 @@ class OutboxEntry:
     entry_id: str
     job_id: str
     result: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DurationStats:
+    """The duration histogram of the jobs that ended with one status, as Prometheus writes it."""
+
+    buckets: list[tuple[str, int]]  # (upper bound in s, cumulative count), ascending, the last is "+Inf"
+    sum_s: float
+    count: int
+
+
+def _bound(value: float) -> str:
+    """A bucket bound as the Lua script compares and names it (60.0 -> "60", inf -> "+Inf")."""
+    return "+Inf" if math.isinf(value) else format(value, "g")
 
 
 class Store:
@@ -136,8 +172,20 @@ class Store:
         status = str(result["status"])
         counter = "completed" if status == "completed" else "failed"
         payload = json.dumps(dict(result), separators=(",", ":"), ensure_ascii=False)
-        keys = [C.JOB_KEY.format(job_id=job_id), C.REPLY_STREAM, C.STATS_KEY, C.QUEUED_SET, C.RUNNING_SET]
-        return bool(self._finish(keys=keys, args=[job_id, payload, status, now_ms(), counter]))
+        seconds = max(int(result.get("durationMs") or 0), 0) / 1000
+        keys = [
+            C.JOB_KEY.format(job_id=job_id),
+            C.REPLY_STREAM,
+            C.STATS_KEY,
+            C.QUEUED_SET,
+            C.RUNNING_SET,
+            STATUS_COUNTS_KEY,
+            DURATIONS_KEY,
+            FINISHED_INDEX,
+        ]
+        args: list[str | int] = [job_id, payload, status, now_ms(), counter, repr(seconds)]
+        args += [_bound(b) for b in DURATION_BUCKETS_S]
+        return bool(self._finish(keys=keys, args=args))
 
     # Outbox --------------------------------------------------------------------------------
 
@@ -194,6 +242,27 @@ class Store:
     def counters(self) -> dict[str, int]:
         raw = cast(dict[str, str], self.redis.hgetall(C.STATS_KEY))
         return {k: int(v) for k, v in raw.items()}
+
+    def status_counts(self) -> dict[str, int]:
+        """Finished jobs by final status (completed, failed, timeout, cancelled, error)."""
+        raw = cast(dict[str, str], self.redis.hgetall(STATUS_COUNTS_KEY))
+        return {k: int(v) for k, v in raw.items()}
+
+    def durations(self) -> dict[str, DurationStats]:
+        """The job duration histogram of each final status, with cumulative bucket counts."""
+        raw = cast(dict[str, str], self.redis.hgetall(DURATIONS_KEY))
+        statuses = sorted({field.partition("|")[0] for field in raw})
+        result = {}
+        for status in statuses:
+            running = 0
+            buckets = []
+            for bound in (*DURATION_BUCKETS_S, float("inf")):
+                running += int(raw.get(f"{status}|{_bound(bound)}", 0))
+                buckets.append((_bound(bound), running))
+            result[status] = DurationStats(
+                buckets=buckets, sum_s=float(raw.get(f"{status}|sum", 0)), count=int(raw.get(f"{status}|count", 0))
+            )
+        return result
 
     # Workers -------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from types import FrameType
 
-from hypernode_host.gpu import discover, plan_slots
+from hypernode_host.gpu.slots import plan_node_slots
 from hypernode_host.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class Child:
 
 def children_for(settings: Settings) -> list[Child]:
     base = [sys.executable, "-m", "hypernode_host"]
-    slots = plan_slots(discover(settings), settings.cpu_slots)
+    slots = plan_node_slots(settings)
     children = [Child("bridge", [*base, "bridge"])]
     children += [Child(f"worker {s.describe()}", [*base, "worker", "--slot", str(s.id)]) for s in slots]
     return children

@@ -382,6 +382,80 @@ def test_cancel_forwards_job_cancel_to_the_node_holding_the_job(backend: Backend
     run(scenario())
 
 
+def test_a_resumed_node_gets_its_unanswered_jobs_again_in_dispatch_order(backend: BackendThread) -> None:
+    key = proofs.NodeKey.generate()
+
+    async def scenario() -> None:
+        first, node_id = await registered_node(backend, key=key)
+        async with first:
+            for job_id in ("re-1", "re-2", "re-3"):
+                backend.send_job({"id": job_id, "command": "true"})
+            frames = [await recv(first) for _ in range(3)]
+            await first.send(json.dumps(signed_result(frames[1], node_id, key)))  # re-2 is answered
+            assert (await recv(first))["id"] == "re-2"
+
+        async with client(backend) as second:
+            reply = await request(second, register("tok-1", nodeId=node_id, nodePublicKey=key.public_key_b58))
+            assert reply["type"] == "registered"
+
+            again = [await recv(second), await recv(second)]
+
+            assert [frame["id"] for frame in again] == ["re-1", "re-3"]
+            assert again[0] == frames[0]  # the same job, byte for byte: it fixes the jobDigest
+            await nothing_more(second)
+        dispatches = {job["id"]: job["dispatches"] for job in backend.jobs()}
+        assert dispatches == {"re-1": 2, "re-2": 1, "re-3": 2}
+        [node] = backend.nodes()
+        assert node["registrations"] == 2
+
+    run(scenario())
+
+
+def test_without_redispatch_a_resumed_node_gets_no_old_jobs() -> None:
+    async def scenario(backend: BackendThread) -> None:
+        first, node_id = await registered_node(backend)
+        async with first:
+            backend.send_job({"id": "once-1", "command": "true"})
+            await recv(first)
+        async with client(backend) as second:
+            assert (await request(second, register("tok-1", nodeId=node_id)))["type"] == "registered"
+            await nothing_more(second)
+
+    with BackendThread("127.0.0.1", 0, TOKENS, redispatch_on_resume=False) as quiet:
+        run(scenario(quiet))
+
+
+def test_a_job_status_from_the_node_holding_the_job_is_recorded(backend: BackendThread) -> None:
+    async def scenario() -> None:
+        node, node_id = await registered_node(backend)
+        async with node:
+            job_id = backend.send_job({"id": "st-1", "command": "sleep 5"})
+            await recv(node)
+            await node.send(json.dumps({"type": "job_status", "id": job_id, "nodeId": node_id, "state": "running"}))
+            other = {"type": "job_status", "id": "no-such-job", "nodeId": node_id, "state": "queued"}
+            assert await request(node, other) == {"type": "error", "message": "Job not found"}
+            bad = await request(node, {"type": "job_status", "id": job_id, "nodeId": node_id, "state": "asleep"})
+            assert bad["message"].startswith("bad job_status message: state")
+
+        assert [job["statuses"] for job in backend.jobs()] == [["running"]]
+
+    run(scenario())
+
+
+def test_an_error_frame_from_a_node_is_recorded_and_never_answered(backend: BackendThread) -> None:
+    async def scenario() -> None:
+        node, node_id = await registered_node(backend)
+        async with node:
+            await node.send(json.dumps({"type": "error", "message": "Unknown message type 'bogus'"}))
+            await node.send(json.dumps({"type": "error", "message": 7}))  # not even a valid error
+            await nothing_more(node)
+            assert await request(node, heartbeat(node_id)) == {"type": "ack"}
+
+        assert backend.nodes()[0]["errors"] == ["Unknown message type 'bogus'"]
+
+    run(scenario())
+
+
 # helpers for bridge tests ------------------------------------------------------------------------
 
 
@@ -418,6 +492,20 @@ def test_with_acks_off_a_result_is_recorded_but_not_acked(backend: BackendThread
             await node.send(json.dumps(signed_result(await recv(node), node_id, key)))
             await nothing_more(node)
             assert len(backend.results(job_id)) == 1
+
+    run(scenario())
+
+
+def test_with_upstream_acks_a_result_is_acked_without_its_id(backend: BackendThread) -> None:
+    key = proofs.NodeKey.generate()
+
+    async def scenario() -> None:
+        backend.set_upstream_acks(True)
+        node, node_id = await registered_node(backend, key=key)
+        async with node:
+            backend.send_job({"id": "bare-1", "command": "true"})
+            ack = await request(node, signed_result(await recv(node), node_id, key))
+            assert ack == {"type": "ack", "message": "Job result received"}
 
     run(scenario())
 

@@ -1,16 +1,21 @@
-"""GPU leases against a real Redis: two workers never hold the same GPU."""
+"""GPU leases against a real Redis, and real worker processes: two workers never hold the same GPU."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import redis
 
 from hypernode_host.errors import GpuError
-from hypernode_host.gpu.leases import GpuLeases
+from hypernode_host.gpu.leases import LEASE_KEY, GpuLeases
+from hypernode_host.gpu.simulated import simulated_gpus
+from hypernode_host.redisproc import RedisProcess
+from hypernode_host.tasks.containers import DockerRuntime
+from support import NodeProcess, node_env, wait_for
 
 
 def test_a_second_worker_on_a_held_gpu_is_refused(redis_client: redis.Redis) -> None:
@@ -43,3 +48,31 @@ def test_a_dead_local_holder_is_taken_over_at_once(redis_client: redis.Redis) ->
     GpuLeases(redis_client, ["GPU-a"], "new-owner", ttl_s=30).acquire()
 
     assert redis_client.get("hn:gpu-lease:GPU-a") == "new-owner"
+
+
+def test_a_second_worker_process_on_held_gpus_exits_with_the_reason(
+    docker_runtime: DockerRuntime, redis_server: RedisProcess, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    env = node_env(redis_server.url, "ws://127.0.0.1:9", "unused", tmp_path, HN_SIMULATE_GPUS="2", HN_CPU_SLOTS="0")
+    [first_gpu, _] = [g.uuid for g in simulated_gpus("2", seed=env["HN_NODE_NAME"])]
+    with NodeProcess(env, ("worker", "--slot", "0")) as first:
+        holder = wait_for(lambda: redis_client.get(LEASE_KEY.format(uuid=first_gpu)), timeout=30)
+        assert f"/pid-{first.proc.pid}/" in holder  # type: ignore[union-attr]
+
+        second = subprocess.run(
+            [sys.executable, "-m", "hypernode_host", "worker", "--slot", "0"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+        assert second.returncode == 1
+        reason = f"error: GPU {first_gpu} is already held by worker {holder}; refusing to start a second worker on it"
+        assert second.stderr.strip().splitlines()[-1] == reason
+        assert redis_client.get(LEASE_KEY.format(uuid=first_gpu)) == holder  # the first keeps its GPU
+        assert first.proc.poll() is None  # type: ignore[union-attr]
+        assert first.stop() == 0
+
+    assert redis_client.get(LEASE_KEY.format(uuid=first_gpu)) is None  # released on a clean stop

@@ -12,10 +12,11 @@ from hypernode_host.bridge.backoff import reconnect_delays
 from hypernode_host.errors import ConfigError, JobRejected
 from hypernode_host.gpu import plan_slots
 from hypernode_host.gpu.simulated import parse_spec, simulated_gpus
-from hypernode_host.jobs import JobSpec, parse_size
+from hypernode_host.jobs import JobSpec, parse_requirements, parse_size
 from hypernode_host.settings import Settings
 
 SETTINGS = Settings.from_env({"HN_JOB_IMAGE": "hypernode/job-python:3.11", "HN_JOB_TIMEOUT": "120"})
+WITH_WHEELS = SETTINGS.model_copy(update={"pip_find_links": "/srv/wheels"})
 CPU_ONLY = plan_slots([], 1)
 TWO_GPUS = plan_slots(simulated_gpus("2xRTX4090:24576"), 1)
 
@@ -50,7 +51,7 @@ def test_gpu_job_goes_to_a_gpu_queue() -> None:
         ({"memoryLimit": "1m"}, CPU_ONLY, "memoryLimit 1m is outside"),
         ({"memoryLimit": "100000g"}, CPU_ONLY, "memoryLimit 100000g is outside"),
         ({"cpuLimit": 1000}, CPU_ONLY, "exceeds this node's"),
-        ({"requirements": "numpy"}, CPU_ONLY, "requirements are not supported"),
+        ({"requirements": "numpy"}, CPU_ONLY, "requirements are not supported by this node (no HN_PIP_FIND_LINKS"),
         ({"datasets": ["https://x/y"]}, CPU_ONLY, "datasets are not supported"),
     ],
 )
@@ -119,11 +120,50 @@ def test_slots_one_per_gpu_then_cpu() -> None:
     ]
 
 
-def test_reconnect_delays_grow_with_jitter_and_cap() -> None:
+def test_reconnect_delays_grow_with_full_jitter_and_cap() -> None:
     delays = reconnect_delays(5, 60, random.Random(7))
-    values = [next(delays) for _ in range(10)]
-    assert 2.5 <= values[0] <= 5
-    assert 5 <= values[1] <= 10
-    assert 10 <= values[2] <= 20
-    assert all(30 <= v <= 60 for v in values[4:])
+    values = [next(delays) for _ in range(200)]
+    assert 0 <= values[0] <= 5 and 0 <= values[1] <= 10 and 0 <= values[2] <= 20
+    assert all(0 <= v <= 60 for v in values)
+    assert max(values[4:]) > 30  # the ceiling reached the cap
     assert len(set(values)) == len(values)  # jittered
+
+
+def test_requirements_are_admitted_normalized_when_the_node_has_wheels() -> None:
+    admission = admit(job(requirements="Numpy>=1.26\n\n# comment\nrequests[socks] ==2.31  # pinned\nnumpy >= 1.26\n"),
+                      WITH_WHEELS, CPU_ONLY)  # fmt: skip
+    assert admission.requirements == ("numpy>=1.26", "requests[socks]==2.31")
+
+
+def test_no_requirements_is_an_empty_tuple() -> None:
+    assert admit(job(), WITH_WHEELS, CPU_ONLY).requirements == ()
+    assert admit(job(requirements="\n# nothing\n"), SETTINGS, CPU_ONLY).requirements == ()
+
+
+@pytest.mark.parametrize(
+    ("requirements", "reason"),
+    [
+        ("--index-url http://evil/simple", "line 1: pip options are not allowed"),
+        ("numpy\n-e git+https://x/y.git#egg=y", "line 2: pip options are not allowed"),
+        ("-r /etc/passwd", "pip options are not allowed"),
+        ("pkg @ https://evil/pkg.whl", "line 1: URLs and paths are not allowed"),
+        ("pkg @ file:///etc/passwd", "URLs and paths are not allowed"),
+        ("./local/path", "line 1 is not a PEP 508 requirement"),
+        ("numpy pandas", "line 1 is not a PEP 508 requirement"),
+        ("numpy; os.system('id')", "not a PEP 508 requirement"),
+        ("x" * 300, "longer than 256 characters"),
+        ("\n".join(f"pkg{i}" for i in range(65)), "65 requirements, at most 64 per job"),
+    ],
+)
+def test_requirements_other_than_names_and_versions_are_refused(requirements: str, reason: str) -> None:
+    with pytest.raises(JobRejected) as caught:
+        job(requirements=requirements)
+    message = str(caught.value)
+    assert message.startswith("invalid job: requirements: ") and reason in message and "\n" not in message
+
+
+def test_requirement_normalization_is_stable() -> None:
+    assert parse_requirements("B\na[Y,X]>=1,<2 ; python_version >= '3.8'\nb") == (
+        'a[x,y]<2,>=1; python_version >= "3.8"',
+        "b",
+    )

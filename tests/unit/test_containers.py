@@ -1,11 +1,18 @@
-"""The container contract, pinned field by field (research/reliability.md 1.2)."""
+"""The container contract, pinned field by field (research/reliability.md 1.2), and its pure helpers."""
 
 from __future__ import annotations
 
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
 from hypernode_host import constants as C
-from hypernode_host.tasks.containers import ContainerSpec, _ms, container_config
+from hypernode_host.tasks.containers import (
+    ContainerSpec,
+    PrepSpec,
+    _ms,
+    container_config,
+    prep_container_config,
+    scratch_bytes,
+)
 
 
 def spec(**overrides: object) -> ContainerSpec:
@@ -39,9 +46,10 @@ def test_every_field_of_the_contract() -> None:
         "working_dir": "/work",
         "network_mode": "none",
         "read_only": True,
+        # A quarter of the job's 256 MiB each: scratch space fills up (ENOSPC) before memory does.
         "tmpfs": {
-            "/tmp": "rw,nosuid,nodev,size=256m",
-            "/work": "rw,nosuid,nodev,size=256m,uid=65534,gid=65534,mode=0700",
+            "/tmp": "rw,nosuid,nodev,size=64m",
+            "/work": "rw,nosuid,nodev,size=64m,uid=65534,gid=65534,mode=0700",
         },
         "mounts": [Mount("/job", None, type="volume")],
         "cap_drop": ["ALL"],
@@ -49,24 +57,89 @@ def test_every_field_of_the_contract() -> None:
         "pids_limit": 1024,
         "mem_limit": 256 << 20,
         "memswap_limit": 256 << 20,
+        "oom_score_adj": 500,
         "nano_cpus": 1_000_000_000,
         "ulimits": [Ulimit(name="nofile", soft=4096, hard=4096), Ulimit(name="core", soft=0, hard=0)],
         "ipc_mode": "private",
-        "shm_size": 256 << 20,
+        "shm_size": 64 << 20,
         "init": True,
         "privileged": False,
         "restart_policy": {"Name": "no"},
         "auto_remove": False,
-        "log_config": LogConfig(type="json-file", config={"max-size": "50m", "max-file": "2"}),
+        "log_config": LogConfig(type="local", config={"max-size": "10m", "max-file": "3", "compress": "false"}),
+        "detach": True,
+    }
+
+
+def test_scratch_space_is_a_quarter_of_memory_capped_at_256_mib() -> None:
+    assert scratch_bytes(32 << 20) == 8 << 20
+    assert scratch_bytes(8 << 30) == 256 << 20
+    assert scratch_bytes(3 << 20) == 1 << 20  # never zero: a zero-sized tmpfs is unlimited
+    big = container_config(spec(memory_bytes=8 << 30))
+    assert big["tmpfs"]["/tmp"] == "rw,nosuid,nodev,size=256m" and big["shm_size"] == 256 << 20
+
+
+def test_requirements_volume_is_read_only_and_first_on_the_path() -> None:
+    config = container_config(spec(deps_volume="hn-req-0123456789abcdef", env={"PYTHONPATH": "/work/lib"}))
+    assert config["mounts"] == [
+        Mount("/job", None, type="volume"),
+        Mount("/opt/hypernode/deps", "hn-req-0123456789abcdef", type="volume", read_only=True),
+    ]
+    assert config["environment"]["PYTHONPATH"] == "/opt/hypernode/deps/site:/work/lib"
+    assert config["network_mode"] == "none"
+
+
+def test_requirements_step_is_hardened_like_a_job_and_mounts_only_its_wheelhouse() -> None:
+    config = prep_container_config(
+        PrepSpec(
+            name="hn-prep-0123456789abcdef",
+            image="sha256:abc",
+            command=["sh", "-c", "pip install"],
+            labels={"hypernode.role": "prep"},
+            volume="hn-req-0123456789abcdef",
+            wheelhouse="/srv/wheels",
+        )
+    )
+    assert config == {
+        "image": "sha256:abc",
+        "command": ["sh", "-c", "pip install"],
+        "name": "hn-prep-0123456789abcdef",
+        "labels": {"hypernode.role": "prep"},
+        "environment": {"HOME": "/tmp", "PIP_NO_CACHE_DIR": "1", "NVIDIA_VISIBLE_DEVICES": "void"},
+        "user": "65534:65534",
+        "working_dir": "/tmp",
+        "network_mode": "none",
+        "read_only": True,
+        "tmpfs": {"/tmp": "rw,nosuid,nodev,size=256m"},
+        "mounts": [
+            Mount("/deps", "hn-req-0123456789abcdef", type="volume"),
+            Mount("/wheels", "/srv/wheels", type="bind", read_only=True),
+        ],
+        "shm_size": 64 << 20,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "pids_limit": 256,
+        "mem_limit": 1 << 30,
+        "memswap_limit": 1 << 30,
+        "oom_score_adj": 500,
+        "nano_cpus": 1_000_000_000,
+        "ulimits": [Ulimit(name="nofile", soft=4096, hard=4096), Ulimit(name="core", soft=0, hard=0)],
+        "ipc_mode": "private",
+        "init": True,
+        "privileged": False,
+        "restart_policy": {"Name": "no"},
+        "auto_remove": False,
+        "log_config": LogConfig(type="local", config={"max-size": "10m", "max-file": "3", "compress": "false"}),
         "detach": True,
     }
 
 
 def test_never_a_host_path_or_the_docker_socket() -> None:
-    config = container_config(spec())
-    assert "volumes" not in config and "devices" not in config
-    assert all(m["Type"] == "volume" and m["Source"] is None for m in config["mounts"])
-    assert "docker.sock" not in repr(config)
+    for config in (container_config(spec()), container_config(spec(deps_volume="hn-req-x"))):
+        assert "volumes" not in config and "devices" not in config
+        assert all(m["Type"] == "volume" for m in config["mounts"])
+        assert all(m["Source"] is None or m["ReadOnly"] for m in config["mounts"])  # only the read-only cache
+        assert "docker.sock" not in repr(config)
 
 
 def test_real_gpus_by_exact_uuid_and_env_overridden() -> None:

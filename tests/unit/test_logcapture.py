@@ -54,3 +54,44 @@ def test_exactly_the_budget_is_not_cut() -> None:
     capture.feed(b"a" * 256)
     assert capture.result().text == "a" * 256
     assert not capture.result().truncated
+
+
+def test_multibyte_characters_split_across_chunks_and_cuts_stay_whole() -> None:
+    text = "héllo wörld ✅ " * 2000  # 2-, 3-byte characters; fed in odd-sized chunks
+    data = text.encode()
+    capture = LogCapture(500)
+    for start in range(0, len(data), 7):
+        capture.feed(data[start : start + 7])
+    result = capture.result()
+    assert result.truncated and len(result.text) <= 500
+    assert "\ufffd" not in result.text  # no character broken by a chunk or a cut
+    head, _, tail = result.text.partition("\n[... hypernode: ")
+    assert text.startswith(head)
+    assert text.endswith(tail.split("cut here ...]\n", 1)[1])
+    assert result.total_bytes == len(data)
+
+
+def test_the_cut_marker_counts_the_bytes_left_out() -> None:
+    capture = LogCapture(300)
+    data = bytes(range(97, 123)) * 10_000  # ASCII: one byte per character
+    capture.feed(data)
+    result = capture.result()
+    marker = result.text.split("[... hypernode: ", 1)[1]
+    cut = int(marker.split(" bytes", 1)[0])
+    kept = len(result.text) - len("\n[... hypernode:  bytes of output cut here ...]\n") - len(str(cut))
+    assert cut + kept == len(data)
+
+
+def test_nothing_written_is_empty_and_not_truncated() -> None:
+    result = LogCapture(1000).result()
+    assert result.text == "" and result.total_bytes == 0 and not result.truncated
+    assert result.full_sha256 == hashlib.sha256(b"").hexdigest()
+
+
+def test_only_invalid_bytes_never_raise() -> None:
+    capture = LogCapture(256)
+    for _ in range(1000):
+        capture.feed(b"\xff\xfe\xc3")  # invalid and truncated sequences, repeated past the budget
+    result = capture.result()
+    assert result.truncated and len(result.text) <= 256
+    result.text.encode("utf-8")  # valid text whatever came in

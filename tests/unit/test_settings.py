@@ -111,3 +111,27 @@ def test_cli_bad_option_value_is_one_line_and_exit_2() -> None:
     assert len(done.stderr.strip().splitlines()) == 1
     assert "HN_HEARTBEAT_INTERVAL: Input should be greater than 0" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env_example() -> dict[str, str]:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    pairs = [line.split("=", 1) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+def test_env_example_names_every_setting_with_a_valid_value() -> None:
+    example = _env_example()
+    aliases = {field.alias for field in Settings.model_fields.values()}
+    assert aliases <= example.keys(), f"missing from .env.example: {sorted(aliases - example.keys())}"
+    settings = Settings.from_env({**example, "HN_NODE_TOKEN": "t"})  # the example's values all validate
+    assert settings.endpoint == "wss://nodes.hypernodesolana.org" and settings.metrics_port == 0
+    assert settings.simulate_gpus is None and settings.allowed_images == ()
+
+
+def test_every_setting_is_a_global_option() -> None:
+    from hypernode_host.cli import _OPTION_ENV
+
+    assert set(_OPTION_ENV.values()) == {field.alias for field in Settings.model_fields.values()}

@@ -13,6 +13,7 @@ import copy
 import json
 import logging
 import signal
+import ssl
 import threading
 import time
 import uuid
@@ -26,13 +27,14 @@ from websockets.exceptions import ConnectionClosed
 from hypernode_host import constants as C
 from hypernode_host import messages
 from hypernode_host.backend import oracle
+from hypernode_host.bridge.wirelog import wire_logger
 from hypernode_host.errors import ConfigError, HypernodeError, ProtocolError
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-AGENT_TYPES = frozenset({"register", "heartbeat", "job_result", "pong"})
+AGENT_TYPES = frozenset({"register", "heartbeat", "job_result", "pong", "job_status", "error"})
 SUBMITTER_TYPES = frozenset({"submit", "wait", "cancel", "status"})
 # A peer that does not answer our close frame (often a test blocked on this very backend) is cut off
 # after this long instead of websockets' default 10 s.
@@ -61,6 +63,8 @@ class NodeRecord:
     connection: ServerConnection | None = None
     heartbeats: list[HeartbeatRecord] = field(default_factory=list)
     pongs: list[int] = field(default_factory=list)
+    registrations: int = 0  # 1 for the first register, +1 for every resume
+    errors: list[str] = field(default_factory=list)  # (ext) error frames the node sent us
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -69,6 +73,7 @@ class NodeRecord:
             "connected": self.connection is not None,
             "heartbeats": len(self.heartbeats),
             "lastHeartbeatAt": self.heartbeats[-1].wall_ms if self.heartbeats else None,
+            "registrations": self.registrations,
         }
 
 
@@ -80,6 +85,8 @@ class JobRecord:
     dispatched_at_ms: int | None = None
     received_at_ms: int | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)  # (ext) job_status states the node reported
+    dispatches: int = 0  # sends of the job frame: 1, plus one per resume while it had no result
     verification: oracle.Verification | None = None
     waiters: set[ServerConnection] = field(default_factory=set)
 
@@ -134,8 +141,9 @@ def _wire_text(exc: ProtocolError) -> str:
     return text
 
 
-def _ws_url(host: str, port: int) -> str:
-    return f"ws://[{host}]:{port}" if ":" in host else f"ws://{host}:{port}"
+def _ws_url(host: str, port: int, secure: bool = False) -> str:
+    scheme = "wss" if secure else "ws"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 class ReferenceBackend:
@@ -149,8 +157,12 @@ class ReferenceBackend:
         *,
         ack_results: bool = True,
         close_timeout: float = CLOSE_TIMEOUT_S,
+        redispatch_on_resume: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+        upstream_acks: bool = False,
     ) -> None:
         self.host = host
+        self.ssl_context = ssl_context  # serve wss:// (tests of the bridge's certificate checks)
         self._requested_port = port
         # token → the nodeId it created (None while unused). Tokens are single-use, as upstream's.
         self._tokens: dict[str, str | None] = dict.fromkeys(tokens)
@@ -162,6 +174,11 @@ class ReferenceBackend:
         self._background: set[asyncio.Task[None]] = set()
         # Off lets bridge tests see a result stay in the outbox and come back after a reconnect.
         self.ack_results = ack_results
+        # Upstream's backend acks a result without naming it; on, this one does the same.
+        self.upstream_acks = upstream_acks
+        # At-least-once dispatch: a job frame lost with a connection (or with a node killed before it
+        # recorded the job) is sent again when the node resumes; the node dedupes by job id.
+        self.redispatch_on_resume = redispatch_on_resume
 
     # lifecycle -----------------------------------------------------------------------------------
 
@@ -173,6 +190,8 @@ class ReferenceBackend:
             self._requested_port,
             max_size=C.MAX_FRAME_BYTES,
             close_timeout=self.close_timeout,
+            ssl=self.ssl_context,
+            logger=wire_logger("websockets.server"),  # no frame lines: a register frame holds a token
         )
 
     async def stop(self) -> None:
@@ -195,7 +214,7 @@ class ReferenceBackend:
 
     @property
     def url(self) -> str:
-        return _ws_url(self.host, self.port)
+        return _ws_url(self.host, self.port, self.ssl_context is not None)
 
     def add_token(self, token: str) -> None:
         self._tokens.setdefault(token, None)
@@ -245,14 +264,35 @@ class ReferenceBackend:
             await self._on_register(peer, value)
         elif kind == "job_result":
             await self._on_job_result(peer, value)
+        elif kind == "error":
+            self._on_node_error(peer, value)
         elif kind in AGENT_TYPES:
             message = messages.decode_agent(value)
             if isinstance(message, messages.Heartbeat):
                 await self._on_heartbeat(peer, message)
+            elif isinstance(message, messages.JobStatus):
+                self._on_job_status(peer, message)
             elif isinstance(message, messages.Pong) and peer.node_id in self._nodes:
                 self._nodes[peer.node_id].pongs.append(_now_ms())
         else:
             raise Refused("Unknown message type")
+
+    def _on_node_error(self, peer: _Peer, value: dict[str, Any]) -> None:
+        """(ext) A node telling us it refused one of our frames. Never answered: an error about an
+        error would let two peers keep each other busy."""
+        text = value.get("message")
+        if not isinstance(text, str) or peer.node_id not in self._nodes:
+            logger.info("ignored an error frame from %s", peer.node_id or "a client")
+            return
+        self._nodes[peer.node_id].errors.append(text[:MAX_ERROR_TEXT])
+        logger.info("node %s refused a frame: %.300s", peer.node_id, text)
+
+    def _on_job_status(self, peer: _Peer, message: messages.JobStatus) -> None:
+        record = self._jobs.get(message.id)
+        if record is None or peer.node_id is None or record.node_id != peer.node_id:
+            raise Refused("Job not found")
+        record.statuses.append(message.state.value)
+        logger.info("job %s is %s on node %s", record.job_id, message.state.value, peer.node_id)
 
     async def _send(self, connection: ServerConnection, data: str | bytes) -> bool:
         try:
@@ -301,6 +341,7 @@ class ReferenceBackend:
             self._forget(peer)  # a socket re-registering as another node leaves the first one offline
         peer.node_id = node.node_id
         node.connection = peer.connection
+        node.registrations += 1
         logger.info(
             "node %s %s (hostname %s)",
             node.node_id,
@@ -309,7 +350,23 @@ class ReferenceBackend:
         )
         reply = {"type": "registered", "nodeId": node.node_id, "message": "Successfully registered"}
         await self._send(peer.connection, _dumps(reply))
+        if resumed and self.redispatch_on_resume:
+            await self._redispatch(node)
         await self._dispatch_pending()
+
+    async def _redispatch(self, node: NodeRecord) -> None:
+        """Send a resumed node every job it was given and has not answered, in dispatch order."""
+        unanswered = [
+            record
+            for record in self._jobs.values()
+            if record.node_id == node.node_id and not record.results and record.state == "dispatched"
+        ]
+        unanswered.sort(key=lambda record: record.dispatched_at_ms or 0)
+        for record in unanswered:
+            if node.connection is None or not await self._send(node.connection, _dumps({"type": "job", **record.job})):
+                return
+            record.dispatches += 1
+            logger.info("job %s dispatched again to resumed node %s", record.job_id, node.node_id)
 
     def _resume(self, node: NodeRecord, message: messages.Register) -> None:
         node.host_info = message.hostInfo.model_dump(mode="json")
@@ -343,7 +400,9 @@ class ReferenceBackend:
         if first:
             self._grade(record, value)
         if self.ack_results:
-            reply = {"type": "ack", "id": record.job_id, "message": "Job result received"}
+            reply = {"type": "ack", "message": "Job result received"}
+            if not self.upstream_acks:
+                reply["id"] = record.job_id
             await self._send(peer.connection, _dumps(reply))
         if first:
             await self._deliver(record)
@@ -468,6 +527,7 @@ class ReferenceBackend:
             # Recorded before the send: the node cannot start earlier, so this bounds startedAt honestly.
             record.node_id, record.dispatched_at_ms, record.state = node.node_id, _now_ms(), "dispatched"
             if await self._send(node.connection, _dumps({"type": "job", **record.job})):
+                record.dispatches += 1
                 logger.info("job %s dispatched to node %s", record.job_id, node.node_id)
                 return True
             record.node_id, record.dispatched_at_ms, record.state = None, None, "pending"
@@ -521,13 +581,20 @@ class ReferenceBackend:
                 "capacity": copy.deepcopy(node.capacity),
                 "registeredAt": node.registered_at_ms,
                 "pongs": len(node.pongs),
+                "errors": list(node.errors),
             }
             for node in self._nodes.values()
         ]
 
     def job_snapshots(self) -> list[dict[str, Any]]:
         return [
-            {**record.summary(), "job": copy.deepcopy(record.job), "dispatchedAt": record.dispatched_at_ms}
+            {
+                **record.summary(),
+                "job": copy.deepcopy(record.job),
+                "dispatchedAt": record.dispatched_at_ms,
+                "dispatches": record.dispatches,
+                "statuses": list(record.statuses),
+            }
             for record in self._jobs.values()
         ]
 
@@ -561,8 +628,20 @@ class BackendThread:
         ack_results: bool = True,
         start_timeout: float = 10.0,
         close_timeout: float = CLOSE_TIMEOUT_S,
+        redispatch_on_resume: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+        upstream_acks: bool = False,
     ) -> None:
-        self.backend = ReferenceBackend(host, port, tokens, ack_results=ack_results, close_timeout=close_timeout)
+        self.backend = ReferenceBackend(
+            host,
+            port,
+            tokens,
+            ack_results=ack_results,
+            close_timeout=close_timeout,
+            redispatch_on_resume=redispatch_on_resume,
+            ssl_context=ssl_context,
+            upstream_acks=upstream_acks,
+        )
         self._start_timeout = start_timeout
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -620,7 +699,7 @@ class BackendThread:
 
     @property
     def url(self) -> str:
-        return _ws_url(self.backend.host, self.port)
+        return _ws_url(self.backend.host, self.port, self.backend.ssl_context is not None)
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._loop is None or self._thread is None or not self._thread.is_alive():
@@ -663,6 +742,14 @@ class BackendThread:
     def set_ack_results(self, value: bool) -> None:
         def assign() -> None:
             self.backend.ack_results = value
+
+        self._on_loop(assign)
+
+    def set_upstream_acks(self, value: bool) -> None:
+        """On: result acks carry no id, as upstream's backend sends them."""
+
+        def assign() -> None:
+            self.backend.upstream_acks = value
 
         self._on_loop(assign)
 

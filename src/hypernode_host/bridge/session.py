@@ -1,7 +1,16 @@
 """The bridge's protocol session, Sans-I/O: frames in, events and messages out.
 
-No socket, no Redis, no clock inside: the asyncio layer (bridge/client.py) feeds it frames
-and the time, and carries out what it returns. One Session lives for one connection.
+No socket, no Redis, no clock inside: the asyncio layer (bridge/client.py) tells it when a
+connection opens and closes, feeds it frames, and carries out what it returns. One Session lives
+as long as the bridge, across reconnects, so the node id it registered with is the one the next
+``register`` carries (resume) and the results in flight are forgotten with the connection that
+carried them (the outbox sends them again on the next one).
+
+    CONNECTING ──connected()──▶ REGISTERING ──registered──▶ REGISTERED
+        ▲                           │                           │
+        └───── connection_lost() ───┴───────────────────────────┘
+    REGISTERING ──auth error──▶ REFUSED (final)
+    any state but REFUSED ──close()──▶ CLOSED (final)
 """
 
 from __future__ import annotations
@@ -11,8 +20,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from hypernode_host.errors import ProtocolError
-from hypernode_host.jobs import job_id_of
+from hypernode_host.errors import HypernodeError, ProtocolError
+from hypernode_host.jobs import JobState, job_id_of
 from hypernode_host.messages import (
     Ack,
     ErrorMessage,
@@ -21,22 +30,30 @@ from hypernode_host.messages import (
     HostInfo,
     JobCancel,
     JobFrame,
+    JobStatus,
     Message,
     Ping,
     Pong,
     Register,
     Registered,
-    decode_backend,
+    load_object,
+    validate_backend,
 )
 
 # Errors after which retrying with the same credentials cannot help (upstream's texts).
 AUTH_ERRORS = ("Invalid token", "Token already used", "Token is required")
+REDACTED = "***"
 
 
 class State(enum.Enum):
-    REGISTERING = "registering"
+    CONNECTING = "connecting"  # no connection: about to connect, or waiting to reconnect
+    REGISTERING = "registering"  # connected, register sent, no answer yet
     REGISTERED = "registered"
-    REFUSED = "refused"
+    REFUSED = "refused"  # the backend refused our token: final, reconnecting cannot help
+    CLOSED = "closed"  # stopped by us: final
+
+
+FINAL = frozenset({State.REFUSED, State.CLOSED})
 
 
 # Events: what happened, for the I/O layer to act on ----------------------------------------
@@ -50,6 +67,8 @@ class Send:
 @dataclass(frozen=True)
 class RegisteredEvent:
     node_id: str
+    resumed: bool  # the backend kept the node id we asked to resume
+    previous: str | None = None  # the node id we asked to resume, when it was not kept
 
 
 @dataclass(frozen=True)
@@ -73,6 +92,7 @@ class CancelRequested:
 @dataclass(frozen=True)
 class ResultAcked:
     job_id: str
+    entry_id: str | None  # the outbox entry to drop; None for a copy of a result already reported
 
 
 @dataclass(frozen=True)
@@ -103,18 +123,35 @@ Event = (
 )
 
 
+@dataclass(frozen=True)
+class InFlight:
+    """A result sent on this connection and not acknowledged yet."""
+
+    job_id: str
+    entry_id: str | None
+
+
 class Session:
-    """One connection's protocol state."""
+    """The protocol state of one bridge, across its connections."""
 
-    def __init__(self, token: str, previous_node_id: str | None, public_key: str) -> None:
+    def __init__(self, token: str, node_id: str | None, public_key: str) -> None:
         self._token = token
-        self.node_id = previous_node_id
+        self.node_id = node_id
         self._public_key = public_key
-        self.state = State.REGISTERING
-        self._in_flight: deque[str] = deque()  # job ids of results sent and not yet acknowledged
+        self.state = State.CONNECTING
+        self.refusal: str | None = None
+        self._in_flight: deque[InFlight] = deque()
 
-    def register(self, host_info: HostInfo, capacity: dict[str, int]) -> Register:
-        """The first message on a new connection (carries our previous nodeId to resume)."""
+    def __repr__(self) -> str:  # the token stays out of every repr
+        return f"Session(state={self.state.value}, node_id={self.node_id!r})"
+
+    # connection lifecycle ----------------------------------------------------------------------
+
+    def connected(self, host_info: HostInfo, capacity: dict[str, int]) -> Register:
+        """A connection is open: the register to send first (with our previous nodeId, to resume)."""
+        if self.state is not State.CONNECTING:
+            raise HypernodeError(f"cannot register a session that is {self.state.value}")
+        self.state = State.REGISTERING
         return Register(
             token=self._token,
             hostInfo=host_info,
@@ -123,32 +160,63 @@ class Session:
             capacity=capacity,
         )
 
+    def connection_lost(self) -> bool:
+        """The connection is gone; True if it had registered (a healthy connection resets backoff)."""
+        healthy = self.state is State.REGISTERED
+        self._in_flight.clear()  # the outbox sends every unacknowledged result again on the next one
+        if self.state not in FINAL:
+            self.state = State.CONNECTING
+        return healthy
+
+    def close(self) -> None:
+        if self.state is not State.REFUSED:
+            self.state = State.CLOSED
+
+    # messages out ------------------------------------------------------------------------------
+
     def heartbeat(self, timestamp: str, stats: HeartbeatStats) -> Heartbeat | None:
         """A heartbeat, or None before ``registered`` (upstream sent nodeId null, bug B5)."""
         if self.state is not State.REGISTERED:
             return None
         return Heartbeat(nodeId=self.node_id, timestamp=timestamp, stats=stats)
 
-    def result_sent(self, job_id: str) -> None:
-        self._in_flight.append(job_id)
+    def job_status(self, job_id: str, state: JobState) -> JobStatus:
+        """(ext) Where a job the backend sent again stands: it is known and is not run twice."""
+        return JobStatus(id=job_id, nodeId=self.node_id, state=state)
+
+    def result_sent(self, job_id: str, entry_id: str | None) -> None:
+        """Call *before* sending the result, so its ack cannot overtake the bookkeeping."""
+        self._in_flight.append(InFlight(job_id, entry_id))
 
     @property
-    def in_flight(self) -> tuple[str, ...]:
+    def in_flight(self) -> tuple[InFlight, ...]:
         return tuple(self._in_flight)
 
+    # frames in ---------------------------------------------------------------------------------
+
     def receive(self, frame: str | bytes) -> list[Event]:
-        """Everything one frame means."""
+        """Everything one frame means. A bad frame gets an error reply naming the problem."""
         try:
-            message = decode_backend(frame)
+            value = load_object(frame)
         except ProtocolError as exc:
-            return [BadFrame(str(exc)), Send(ErrorMessage(message=str(exc)))]
+            return self._refuse(str(exc), reply=True)
+        try:
+            message = validate_backend(value)
+        except ProtocolError as exc:
+            # Never answer an error with an error: two peers that each dislike the other's frames
+            # would otherwise keep each other busy forever.
+            return self._refuse(str(exc), reply=value["type"] != "error")
         return self._handle(message)
+
+    def _refuse(self, reason: str, *, reply: bool) -> list[Event]:
+        events: list[Event] = [BadFrame(reason)]
+        if reply:
+            events.append(Send(ErrorMessage(message=reason)))
+        return events
 
     def _handle(self, message: Message) -> list[Event]:
         if isinstance(message, Registered):
-            self.state = State.REGISTERED
-            self.node_id = message.nodeId
-            return [RegisteredEvent(message.nodeId)]
+            return self._registered(message)
         if isinstance(message, Ping):
             return [Send(Pong())]
         if isinstance(message, Ack):
@@ -158,20 +226,31 @@ class Session:
         if isinstance(message, JobFrame):
             return self._job(message.fields())
         assert isinstance(message, ErrorMessage)
-        if self.state is State.REGISTERING and message.message.startswith(AUTH_ERRORS):
-            self.state = State.REFUSED
-            return [AuthFailed(message.message)]
-        return [BackendError(message.message)]
+        reason = self._redact(message.message)
+        if self.state is State.REGISTERING and reason.startswith(AUTH_ERRORS):
+            self.state, self.refusal = State.REFUSED, reason
+            return [AuthFailed(reason)]
+        return [BackendError(reason)]
+
+    def _registered(self, message: Registered) -> list[Event]:
+        asked = self.node_id
+        self.state, self.node_id = State.REGISTERED, message.nodeId
+        if asked is None or asked == message.nodeId:
+            return [RegisteredEvent(message.nodeId, resumed=asked is not None)]
+        return [RegisteredEvent(message.nodeId, resumed=False, previous=asked)]
 
     def _ack(self, ack: Ack) -> list[Event]:
         if ack.id is not None:
-            if ack.id in self._in_flight:
-                self._in_flight.remove(ack.id)
-            return [ResultAcked(ack.id)]  # even for a result sent on an earlier connection
-        # Upstream's backend acks results without an id ("Job result received") and heartbeats
-        # with a bare ack: a bare ack with a result message settles the oldest result in flight.
+            for sent in self._in_flight:
+                if sent.job_id == ack.id:
+                    self._in_flight.remove(sent)
+                    return [ResultAcked(sent.job_id, sent.entry_id)]
+            return []  # not sent on this connection: after a reconnect it is sent (and acked) again
+        # Upstream's backend acks a result without an id ("Job result received") and a heartbeat with
+        # a bare ack. It answers frames in order, so a result ack settles the oldest result in flight.
         if ack.message and "result" in ack.message.lower() and self._in_flight:
-            return [ResultAcked(self._in_flight.popleft())]
+            sent = self._in_flight.popleft()
+            return [ResultAcked(sent.job_id, sent.entry_id)]
         return []
 
     def _job(self, fields: dict[str, Any]) -> list[Event]:
@@ -180,3 +259,7 @@ class Session:
             reason = "job refused: 'id' must be 1-64 characters of A-Z a-z 0-9 . _ -"
             return [JobRefused(reason), Send(ErrorMessage(message=reason))]
         return [JobReceived(job_id, fields)]
+
+    def _redact(self, text: str) -> str:
+        """A backend that echoes our token in an error text must not get it into our logs."""
+        return text.replace(self._token, REDACTED) if self._token else text

@@ -1,44 +1,105 @@
 """A simulated GPU inventory for hosts without GPUs (tests, demos, CI).
 
 ``HN_SIMULATE_GPUS`` is either a count ("4") or a mixed spec of COUNTxNAME:MiB entries
-("2xRTX4090:24576,1xA100:81920"). UUIDs are stable: the same spec gives the same UUIDs.
+("2xRTX4090:24576,1xA100:81920"). UUIDs are stable: the same spec on the same node gives the
+same UUIDs, and two nodes (``HN_NODE_NAME``) sharing one Redis get different ones, as real
+GPUs would. Utilization, free memory, temperature and power follow the jobs the node's
+workers run on them (``with_load``); a GPU is lost on purpose with ``gpu.health.mark_lost``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from hypernode_host.errors import ConfigError
+from hypernode_host.gpu.health import simulated_health
 from hypernode_host.gpu.models import GpuInfo
 
 _ENTRY = re.compile(r"^(\d+)x([A-Za-z0-9_.-]+):(\d+)$")
 DEFAULT_MODEL = ("Simulated-GPU", 24576)
+MAX_SIMULATED = 64
+
+# What a busy and an idle simulated GPU read like (a data-centre card under a training job).
+IDLE_TEMPERATURE_C = 34
+IDLE_POWER_W = 28.0
+BUSY_TEMPERATURE_C = 71
+BUSY_POWER_W = 265.0
+BUSY_MEMORY_SHARE = 4  # a job that names no gpuMemoryMb holds a quarter of the card
 
 
-def _uuid(index: int, name: str) -> str:
-    digest = hashlib.sha256(f"{index}:{name}".encode()).hexdigest()
+@dataclass(frozen=True)
+class Busy:
+    """A job running on a simulated GPU."""
+
+    job_id: str
+    memory_mb: int | None = None
+
+
+def _uuid(index: int, name: str, seed: str) -> str:
+    source = f"{index}:{name}" if not seed else f"{seed}/{index}:{name}"
+    digest = hashlib.sha256(source.encode()).hexdigest()
     return f"GPU-{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
 
 
 def parse_spec(spec: str) -> list[tuple[str, int]]:
     """The (name, MiB) of each simulated GPU in index order."""
     spec = spec.strip()
-    if spec.isdigit():
-        return [DEFAULT_MODEL] * int(spec)
     models: list[tuple[str, int]] = []
-    for part in spec.split(","):
-        match = _ENTRY.match(part.strip())
-        if not match:
-            raise ConfigError(
-                f"HN_SIMULATE_GPUS: bad entry {part.strip()!r} (use a count like 4 or 2xRTX4090:24576,1xA100:81920)"
-            )
-        models += [(match.group(2), int(match.group(3)))] * int(match.group(1))
+    if spec.isdigit():
+        models = [DEFAULT_MODEL] * int(spec)
+    else:
+        for part in spec.split(","):
+            match = _ENTRY.match(part.strip())
+            if not match:
+                raise ConfigError(
+                    f"HN_SIMULATE_GPUS: bad entry {part.strip()!r} (use a count like 4 or 2xRTX4090:24576,1xA100:81920)"
+                )
+            models += [(match.group(2), int(match.group(3)))] * int(match.group(1))
+    if len(models) > MAX_SIMULATED:
+        raise ConfigError(f"HN_SIMULATE_GPUS: {len(models)} GPUs is more than the {MAX_SIMULATED} simulated at most")
     return models
 
 
-def simulated_gpus(spec: str) -> list[GpuInfo]:
+def simulated_gpus(spec: str, seed: str = "") -> list[GpuInfo]:
+    """Idle simulated GPUs; ``seed`` (the node name) makes the UUIDs differ between nodes."""
     return [
-        GpuInfo(index=i, uuid=_uuid(i, name), name=name, memory_total_mb=mib, memory_free_mb=mib, simulated=True)
+        GpuInfo(
+            index=i,
+            uuid=_uuid(i, name, seed),
+            name=name,
+            memory_total_mb=mib,
+            memory_free_mb=mib,
+            temperature_c=IDLE_TEMPERATURE_C,
+            power_w=IDLE_POWER_W,
+            driver_version="simulated",
+            simulated=True,
+        )
         for i, (name, mib) in enumerate(parse_spec(spec))
     ]
+
+
+def with_load(gpus: Sequence[GpuInfo], busy: Mapping[str, Busy]) -> list[GpuInfo]:
+    """The GPUs as they read while ``busy`` (GPU UUID → job) runs on them."""
+    return [_loaded(g, busy[g.uuid]) if g.uuid in busy else g for g in gpus]
+
+
+def _loaded(gpu: GpuInfo, job: Busy) -> GpuInfo:
+    used = min(job.memory_mb or gpu.memory_total_mb // BUSY_MEMORY_SHARE, gpu.memory_total_mb)
+    return dataclasses.replace(
+        gpu,
+        utilization_pct=85 + zlib.crc32(job.job_id.encode()) % 15,  # 85..99, steady for one job
+        memory_free_mb=gpu.memory_total_mb - used,
+        temperature_c=BUSY_TEMPERATURE_C,
+        power_w=BUSY_POWER_W,
+    )
+
+
+def with_lost(gpus: Sequence[GpuInfo], marks: Mapping[str, str]) -> list[GpuInfo]:
+    """The GPUs with those marked lost (``hn:gpu-lost:<uuid>``) unhealthy."""
+    health = simulated_health([g.uuid for g in gpus], marks)
+    return [dataclasses.replace(g, healthy=h.healthy, health=h.reason) for g, h in zip(gpus, health, strict=True)]

@@ -1,23 +1,28 @@
 """The only module that imports docker: the container contract and a small runtime adapter.
 
 ``container_config`` builds every job container's configuration in one place (DESIGN.md
-"Container contract", research/reliability.md 1.2); ``DockerRuntime`` maps docker-py and its
-errors onto the few operations the runner needs.
+"Container contract", research/reliability.md 1.2), and ``prep_container_config`` the
+requirements step's, on the same hardened base; ``DockerRuntime`` maps docker-py and its
+errors onto the few operations the runner, the image puller and the requirements step need.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import tarfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import docker
+import docker.auth
 import docker.errors
+import docker.utils
+import requests
 import requests.exceptions
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
@@ -25,6 +30,34 @@ from hypernode_host import constants as C
 from hypernode_host.errors import ContainerError, ImageUnavailable
 
 log = logging.getLogger(__name__)
+
+# The kernel's OOM killer picks a job before the agent, dockerd or anything else on the host.
+OOM_SCORE_ADJ = 500
+# A job's output reaches the worker through attach; the driver keeps only enough for a worker
+# restarted mid-job to re-read (30 MiB, uncompressed: compressing rotated files costs a core).
+LOG_CONFIG = LogConfig(type="local", config={"max-size": "10m", "max-file": "3", "compress": "false"})
+# Each scratch tmpfs (/tmp, the work dir, /dev/shm) lives in RAM charged to the job's memory
+# cgroup: capped at a quarter of the job's memory, so a full disk is ENOSPC and never an OOM kill.
+SCRATCH_SHARE = 4
+MIB = 1 << 20
+
+# Where a job finds its installed requirements (a cache volume, mounted read-only).
+DEPS_DIR = "/opt/hypernode/deps"
+DEPS_SITE = DEPS_DIR + "/site"
+
+# The requirements step's container: it never runs job code (wheels only), but it is hardened the same way.
+PREP_DEPS_DIR = "/deps"
+PREP_SITE = PREP_DEPS_DIR + "/site"
+PREP_WHEELS_DIR = "/wheels"
+PREP_MEMORY = 1 << 30
+PREP_NANO_CPUS = 1_000_000_000
+PREP_PIDS_LIMIT = 256
+LABEL_ROLE = "hypernode.role"
+LABEL_REQUIREMENTS = "hypernode.requirements"
+
+
+class NameTaken(ContainerError):
+    """A container with this name exists already: another worker holds the job (the name is the lock)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +74,20 @@ class ContainerSpec:
     gpu_uuids: tuple[str, ...] = ()
     real_gpus: bool = False  # False with simulated GPUs: assignment shows in env and labels only
     files: Mapping[str, bytes] = field(default_factory=dict)  # name → content, put under /job
+    deps_volume: str | None = None  # the requirements cache volume, mounted read-only at DEPS_DIR
+
+
+@dataclass(frozen=True)
+class PrepSpec:
+    """The requirements step: pip into ``volume`` from a wheelhouse and/or an index, nothing else."""
+
+    name: str
+    image: str
+    command: list[str]
+    labels: Mapping[str, str]
+    volume: str
+    wheelhouse: str | None = None  # host directory of wheels, mounted read-only (the only host path)
+    network: str = "none"  # "host" only when pip must reach an index URL
 
 
 @dataclass(frozen=True)
@@ -51,6 +98,37 @@ class ContainerState:
     started_at_ms: int
     finished_at_ms: int
     image_id: str
+    created_at_ms: int = 0
+
+
+def scratch_bytes(memory_bytes: int) -> int:
+    """Size of each scratch tmpfs for a job with ``memory_bytes``: a quarter of it, 256 MiB at most."""
+    return max(min(C.SHM_SIZE, memory_bytes // SCRATCH_SHARE) // MIB, 1) * MIB
+
+
+def _hardened(memory_bytes: int, nano_cpus: int, pids_limit: int) -> dict[str, Any]:
+    """What every container we create shares: no privilege, no swap, bounded pids, files and logs."""
+    return {
+        "read_only": True,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "pids_limit": pids_limit,
+        "mem_limit": memory_bytes,
+        "memswap_limit": memory_bytes,  # equal to mem_limit: no swap
+        "oom_score_adj": OOM_SCORE_ADJ,
+        "nano_cpus": nano_cpus,
+        "ulimits": [
+            Ulimit(name="nofile", soft=C.NOFILE_LIMIT, hard=C.NOFILE_LIMIT),
+            Ulimit(name="core", soft=0, hard=0),
+        ],
+        "ipc_mode": "private",
+        "init": True,
+        "privileged": False,
+        "restart_policy": {"Name": "no"},
+        "auto_remove": False,
+        "log_config": LOG_CONFIG,
+        "detach": True,
+    }
 
 
 def container_config(spec: ContainerSpec) -> dict[str, Any]:
@@ -62,6 +140,14 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
         env["NVIDIA_DRIVER_CAPABILITIES"] = "compute,utility"
     else:
         env["NVIDIA_VISIBLE_DEVICES"] = "void"
+    # The script directory is an anonymous volume so put_archive can fill it before start
+    # (the rootfs is read-only and tmpfs is not mounted yet); it is root-owned, so the
+    # non-root job can read it but not write to it. Removed with the container.
+    mounts = [Mount(C.SCRIPT_DIR, None, type="volume")]
+    if spec.deps_volume is not None:
+        mounts.append(Mount(DEPS_DIR, spec.deps_volume, type="volume", read_only=True))
+        env["PYTHONPATH"] = ":".join(p for p in (DEPS_SITE, spec.env.get("PYTHONPATH", "")) if p)
+    scratch_mib = scratch_bytes(spec.memory_bytes) // MIB
     config: dict[str, Any] = {
         "image": spec.image,
         "command": spec.command,
@@ -71,33 +157,13 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
         "user": C.JOB_USER,
         "working_dir": C.WORK_DIR,
         "network_mode": "none",
-        "read_only": True,
         "tmpfs": {
-            "/tmp": f"rw,nosuid,nodev,size={C.TMP_SIZE}",
-            C.WORK_DIR: f"rw,nosuid,nodev,size={C.WORK_SIZE},uid=65534,gid=65534,mode=0700",
+            "/tmp": f"rw,nosuid,nodev,size={scratch_mib}m",
+            C.WORK_DIR: f"rw,nosuid,nodev,size={scratch_mib}m,uid=65534,gid=65534,mode=0700",
         },
-        # The script directory is an anonymous volume so put_archive can fill it before start
-        # (the rootfs is read-only and tmpfs is not mounted yet); it is root-owned, so the
-        # non-root job can read it but not write to it. Removed with the container.
-        "mounts": [Mount(C.SCRIPT_DIR, None, type="volume")],
-        "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges:true"],
-        "pids_limit": C.PIDS_LIMIT,
-        "mem_limit": spec.memory_bytes,
-        "memswap_limit": spec.memory_bytes,  # equal to mem_limit: no swap
-        "nano_cpus": spec.nano_cpus,
-        "ulimits": [
-            Ulimit(name="nofile", soft=C.NOFILE_LIMIT, hard=C.NOFILE_LIMIT),
-            Ulimit(name="core", soft=0, hard=0),
-        ],
-        "ipc_mode": "private",
-        "shm_size": C.SHM_SIZE,
-        "init": True,
-        "privileged": False,
-        "restart_policy": {"Name": "no"},
-        "auto_remove": False,
-        "log_config": LogConfig(type="json-file", config={"max-size": "50m", "max-file": "2"}),
-        "detach": True,
+        "mounts": mounts,
+        "shm_size": scratch_mib * MIB,
+        **_hardened(spec.memory_bytes, spec.nano_cpus, C.PIDS_LIMIT),
     }
     if spec.gpu_uuids and spec.real_gpus:
         config["device_requests"] = [
@@ -106,9 +172,37 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
     return config
 
 
-def _tar(files: Mapping[str, bytes]) -> bytes:
+def prep_container_config(spec: PrepSpec) -> dict[str, Any]:
+    """Keyword arguments for the requirements step's container: the job contract minus the job."""
+    mounts = [Mount(PREP_DEPS_DIR, spec.volume, type="volume")]
+    if spec.wheelhouse is not None:
+        mounts.append(Mount(PREP_WHEELS_DIR, spec.wheelhouse, type="bind", read_only=True))
+    return {
+        "image": spec.image,
+        "command": spec.command,
+        "name": spec.name,
+        "labels": dict(spec.labels),
+        "environment": {"HOME": "/tmp", "PIP_NO_CACHE_DIR": "1", "NVIDIA_VISIBLE_DEVICES": "void"},
+        "user": C.JOB_USER,
+        "working_dir": "/tmp",
+        "network_mode": spec.network,
+        "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={scratch_bytes(PREP_MEMORY) // MIB}m"},
+        "mounts": mounts,
+        "shm_size": 64 * MIB,
+        **_hardened(PREP_MEMORY, PREP_NANO_CPUS, PREP_PIDS_LIMIT),
+    }
+
+
+def _tar(files: Mapping[str, bytes], dirs: Mapping[str, int] | None = None) -> bytes:
+    """A tar of read-only ``files`` (root-owned) and of ``dirs`` owned by the given uid (and gid)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, owner in (dirs or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            info.uid = info.gid = owner
+            archive.addfile(info)
         for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -125,6 +219,26 @@ def _ms(stamp: str) -> int:
     frac = frac.split("+")[0].split("-")[0]
     parsed = datetime.fromisoformat(head + "+00:00")
     return int(parsed.timestamp()) * 1000 + int((frac + "000")[:3])
+
+
+class OutputStream:
+    """A container's output as raw chunks, on a connection of its own; ``close`` works from any thread."""
+
+    def __init__(self, client: docker.APIClient, chunks: Any) -> None:
+        self._client = client
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._chunks
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            raise ContainerError(f"output stream failed: {exc}") from None
+
+    def close(self) -> None:
+        self._chunks.close()  # shuts the socket down, which wakes a reader blocked on it
+        # docker-py's close leaves the socket's file objects open, and with them the descriptor.
+        self._chunks._response.close()
+        self._client.close()
 
 
 class DockerRuntime:
@@ -148,6 +262,11 @@ class DockerRuntime:
             self._local.client = client
         return client
 
+    def _stream_client(self, timeout: float | None) -> docker.APIClient:
+        """A client of its own for a long-lived stream, so no other call waits behind it."""
+        version = self.client.api.api_version  # known already: no version round trip per stream
+        return docker.APIClient(version=version, timeout=timeout, **docker.utils.kwargs_from_env())
+
     def version(self) -> str:
         try:
             return str(self.client.version().get("Version", "unknown"))
@@ -155,52 +274,141 @@ class DockerRuntime:
             return "unknown"
 
     def has_image(self, image: str) -> bool:
-        try:
-            self.client.images.get(image)
-        except docker.errors.ImageNotFound:
-            return False
-        except docker.errors.APIError as exc:
-            raise ContainerError(f"cannot inspect image {image}: {exc.explanation}") from None
-        return True
+        return self.image_id(image) is not None
 
-    def ensure_image(self, image: str, pull_timeout_s: float = 600) -> str:
-        """The local image ID of ``image``, pulling it when absent."""
+    def image_id(self, image: str) -> str | None:
+        """The local image ID of ``image``; None when it is not here."""
         try:
-            return str(self.client.images.get(image).id)
+            return str(self.client.api.inspect_image(image)["Id"])
         except docker.errors.ImageNotFound:
-            pass
+            return None
         except docker.errors.APIError as exc:
             raise ContainerError(f"cannot inspect image {image}: {exc.explanation}") from None
-        log.info("pulling image %s", image)
+
+    def pull(self, image: str, stall_timeout_s: float) -> Generator[dict[str, Any], None, None]:
+        """Pull ``image``, yielding dockerd's progress events; ImageUnavailable when it fails.
+
+        The read timeout bounds each silent stretch (a hung registry); the caller bounds the
+        whole pull by closing the generator, which drops the connection and makes dockerd
+        abandon the pull.
+        """
+        repository, tag = docker.utils.parse_repository_tag(image)
+        params = {"fromImage": repository, "tag": tag or "latest"}  # a digest goes in "tag" too
+        api = self._stream_client(stall_timeout_s)
+        headers = {}
+        registry, _ = docker.auth.resolve_repository_name(repository)
+        auth = docker.auth.get_config_header(api, registry)
+        if auth:
+            headers["X-Registry-Auth"] = auth
+        url = f"{api.base_url}/v{api.api_version}/images/create"
         try:
-            pulled = docker.from_env(timeout=int(pull_timeout_s)).images.pull(image)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise ImageUnavailable(f"image {image} is not available: {str(exc)[:200]}") from None
-        return str(pulled.id)
+            with api.post(url, params=params, headers=headers, stream=True, timeout=stall_timeout_s) as response:
+                if response.status_code >= 400:
+                    raise ImageUnavailable(f"image {image} is not available: {_api_message(response)}")
+                for line in response.iter_lines():
+                    if line:
+                        yield _event(line)
+        except requests.exceptions.RequestException as exc:
+            reason = f"no progress for {stall_timeout_s:.0f} s" if _is_timeout(exc) else str(exc)[:200]
+            raise ImageUnavailable(f"image {image} is not available: pull failed ({reason})") from None
+        finally:
+            api.close()
 
     def find(self, name: str) -> str | None:
         """The id of the container called ``name``, if any."""
         try:
-            return str(self.client.containers.get(name).id)
+            return str(self.client.api.inspect_container(name)["Id"])
         except docker.errors.NotFound:
             return None
         except docker.errors.APIError as exc:
             raise ContainerError(f"cannot inspect container {name}: {exc.explanation}") from None
 
     def create(self, spec: ContainerSpec) -> str:
-        """Create the container and put its files in; the name is a lock (409 when taken)."""
+        """Create the container and put its files in; NameTaken when the name (the job's lock) is taken."""
+        container_id = self._create(container_config(spec), spec.image)
+        if spec.files:
+            self._put(container_id, C.SCRIPT_DIR, _tar(spec.files))
+        return container_id
+
+    def create_prep(self, spec: PrepSpec) -> str:
+        """Create a requirements container whose site directory in the volume belongs to the job user."""
+        container_id = self._create(prep_container_config(spec), spec.image)
+        self._put(container_id, PREP_DEPS_DIR, _tar({}, {"site": int(C.JOB_USER.split(":")[0])}))
+        return container_id
+
+    def _create(self, config: dict[str, Any], image: str) -> str:
         try:
-            container = self.client.containers.create(**container_config(spec))
-            if spec.files:
-                container.put_archive(C.SCRIPT_DIR, _tar(spec.files))
+            return str(self.client.containers.create(**config).id)
         except docker.errors.ImageNotFound:
-            raise ImageUnavailable(f"image {spec.image} is not available") from None
+            raise ImageUnavailable(f"image {image} is not available") from None
         except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                raise NameTaken(f"container {config['name']} exists already") from None
             raise ContainerError(f"cannot create container: {exc.explanation}") from None
-        return str(container.id)
+
+    def _put(self, container_id: str, path: str, archive: bytes) -> None:
+        try:
+            self.client.api.put_archive(container_id, path, archive)
+        except docker.errors.APIError as exc:
+            self.remove(container_id)  # a container without its files must never start
+            raise ContainerError(f"cannot put files into the container: {exc.explanation}") from None
+
+    def has_file(self, container_id: str, path: str) -> bool:
+        """True when ``path`` exists in the container (created or not: its volumes are mounted for this)."""
+        try:
+            stream, _ = self.client.api.get_archive(container_id, path)
+            for _ in stream:  # drain it, so the connection goes back to the pool
+                pass
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError as exc:
+            raise ContainerError(f"cannot read {path}: {exc.explanation}") from None
+        return True
+
+    def ensure_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        try:
+            self.client.api.create_volume(name, labels=dict(labels))
+        except docker.errors.APIError as exc:
+            raise ContainerError(f"cannot create volume {name}: {exc.explanation}") from None
+
+    def volume_created(self, name: str) -> str | None:
+        """When the volume was created (its identity: a pruned and recreated one differs); None if absent."""
+        try:
+            return str(self.client.api.inspect_volume(name).get("CreatedAt", ""))
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise ContainerError(f"cannot inspect volume {name}: {exc.explanation}") from None
 
     def start(self, container_id: str) -> None:
         self._call(container_id, "start")
+
+    def attach(self, container_id: str) -> OutputStream:
+        """Stdout and stderr from now on, with back-pressure: call before ``start`` to get every byte."""
+        api = self._stream_client(None)  # a job may be silent for hours: never time out a read
+        try:
+            chunks = api.attach(container_id, stdout=True, stderr=True, stream=True, logs=False)
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            api.close()
+            raise ContainerError(f"attach failed: {exc}") from None
+        return OutputStream(api, chunks)
+
+    def logs(self, container_id: str) -> OutputStream:
+        """Stdout and stderr as the log driver kept them, from the start, following until exit."""
+        api = self._stream_client(None)
+        try:
+            chunks = api.logs(container_id, stdout=True, stderr=True, stream=True, follow=True)
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            api.close()
+            raise ContainerError(f"log stream failed: {exc}") from None
+        return OutputStream(api, chunks)
+
+    def output_tail(self, container_id: str, lines: int) -> bytes:
+        """The last ``lines`` lines a finished container wrote."""
+        try:
+            return bytes(self.client.api.logs(container_id, stdout=True, stderr=True, tail=lines))
+        except docker.errors.APIError as exc:
+            raise ContainerError(f"cannot read the output: {exc.explanation}") from None
 
     def wait(self, container_id: str, timeout_s: float) -> bool:
         """Wait up to ``timeout_s``; True when the container has exited."""
@@ -213,16 +421,6 @@ class DockerRuntime:
         except docker.errors.APIError as exc:
             raise ContainerError(f"wait failed: {exc.explanation}") from None
         return True
-
-    def logs(self, container_id: str) -> Iterator[bytes]:
-        """Follow stdout and stderr from the start until the container exits."""
-        try:
-            stream = self.client.api.logs(container_id, stdout=True, stderr=True, stream=True, follow=True)
-            yield from stream
-        except docker.errors.NotFound:
-            return
-        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
-            raise ContainerError(f"log stream failed: {exc}") from None
 
     def state(self, container_id: str) -> ContainerState:
         try:
@@ -237,10 +435,18 @@ class DockerRuntime:
             started_at_ms=_ms(state.get("StartedAt", "")),
             finished_at_ms=_ms(state.get("FinishedAt", "")),
             image_id=str(info.get("Image", "")),
+            created_at_ms=_ms(str(info.get("Created", ""))),
         )
 
     def stop(self, container_id: str, grace_s: int) -> None:
-        self._call(container_id, "stop", timeout=grace_s)
+        try:
+            # The HTTP call itself lasts up to the grace period: give it room beyond it.
+            self.client.api.stop(container_id, timeout=grace_s)
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            log.warning("container %s: stop did not answer in time; killing it", container_id[:12])
+        except docker.errors.APIError as exc:
+            if exc.status_code not in (304, 404):  # already stopped or gone
+                raise ContainerError(f"stop failed: {exc.explanation}") from None
 
     def kill(self, container_id: str) -> None:
         try:
@@ -255,6 +461,8 @@ class DockerRuntime:
         except docker.errors.NotFound:
             return
         except docker.errors.APIError as exc:
+            if exc.status_code == 409 and "already in progress" in str(exc.explanation):
+                return  # another worker is removing it
             raise ContainerError(f"remove failed: {exc.explanation}") from None
 
     def labelled(self, label: str, value: str | None = None) -> list[tuple[str, dict[str, str]]]:
@@ -271,3 +479,22 @@ class DockerRuntime:
             getattr(self.client.api, method)(container_id, **kwargs)
         except docker.errors.APIError as exc:
             raise ContainerError(f"{method} failed: {exc.explanation}") from None
+
+
+def _event(line: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return {"status": line.decode("utf-8", "replace")[:200]}
+    return value if isinstance(value, dict) else {"status": str(value)[:200]}
+
+
+def _api_message(response: requests.Response) -> str:
+    try:
+        return str(response.json().get("message", response.reason))[:200]
+    except ValueError:
+        return str(response.reason)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    return isinstance(exc, requests.exceptions.Timeout) or "timed out" in str(exc).lower()

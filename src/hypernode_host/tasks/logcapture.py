@@ -53,7 +53,7 @@ class LogCapture:
         if kept == self.total and len(whole) <= self.max_chars:
             return CapturedLogs(whole, self.total, self._hash.hexdigest(), truncated=False)
         head = self._head.decode("utf-8", errors="replace")
-        tail = self._tail.decode("utf-8", errors="replace")
+        tail = _skip_partial_char(self._tail).decode("utf-8", errors="replace")
         marker = CUT_MARKER.format(cut=max(self.total - len(self._head) - len(self._tail), 0))
         budget = max(self.max_chars - len(marker), 0)
         head_chars = min(len(head), budget // 3)
@@ -64,3 +64,11 @@ class LogCapture:
         marker = CUT_MARKER.format(cut=max(self.total - kept_bytes, 0))
         text = (head + marker + tail)[: self.max_chars]
         return CapturedLogs(text, self.total, self._hash.hexdigest(), truncated=True)
+
+
+def _skip_partial_char(data: bytearray) -> bytes:
+    """The tail from its first whole character: the window rolls over byte boundaries, not characters."""
+    start = 0
+    while start < min(len(data), 3) and data[start] & 0xC0 == 0x80:  # UTF-8 continuation bytes
+        start += 1
+    return bytes(data[start:])

@@ -3,7 +3,9 @@
 A worker killed mid-job leaves its container running (or exited) and the job's record in
 state running on its slot. The slot's next worker reattaches to that container (or collects
 the exited one) and stores exactly one result, within seconds of its start instead of after
-Dramatiq's heartbeat timeout. Containers of the slot that belong to no live job are removed.
+Dramatiq's heartbeat timeout; the killed worker's message, redelivered later, then finds the
+job finished and does nothing. Containers of the slot that belong to no live job are removed,
+and so are the slot's requirements containers, which only a dead predecessor can have left.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import logging
 
 from hypernode_host import constants as C
+from hypernode_host.errors import HypernodeError
 from hypernode_host.jobs import JobState
 from hypernode_host.store import Store
-from hypernode_host.tasks.containers import DockerRuntime
+from hypernode_host.tasks.containers import LABEL_ROLE, DockerRuntime
+from hypernode_host.tasks.requirements import PREP_ROLE
 from hypernode_host.tasks.runner import JobRunner
 
 log = logging.getLogger(__name__)
@@ -23,9 +27,21 @@ def recover(runner: JobRunner, runtime: DockerRuntime, store: Store) -> None:
     """Finish this slot's interrupted jobs, then remove its containers that no live job owns."""
     for job_id in store.running_jobs(slot=runner.slot.id):
         log.info("job %s: resuming after a worker restart", job_id)
-        runner.run(job_id)
+        try:
+            runner.run(job_id)
+        except HypernodeError as exc:  # one job's trouble must not keep the slot from the others
+            log.error("job %s: could not be resumed: %s", job_id, exc)
+    reap(runner, runtime, store)
+
+
+def reap(runner: JobRunner, runtime: DockerRuntime, store: Store) -> None:
+    """Remove the slot's containers whose job is finished or unknown, and its requirements containers."""
     for container_id, labels in runtime.labelled(C.LABEL_WORKER, str(runner.slot.id)):
         if labels.get(C.LABEL_NODE) != runner.settings.node_name:
+            continue
+        if labels.get(LABEL_ROLE) == PREP_ROLE:
+            log.info("removing a requirements container left by a previous worker: %s", container_id[:12])
+            runtime.remove(container_id)
             continue
         record = store.job(labels.get(C.LABEL_JOB, ""))
         if record is None or record.get("state") in (JobState.FINISHED, JobState.REPORTED):

@@ -1,10 +1,15 @@
 """Run one job in its container, from the job record to a signed result in the outbox.
 
-create → put script → start → wait in slices (deadline, cancel) → stop(grace) → kill →
-exit code and OOMKilled → logs → result stored → container removed. The worker enforces
-the deadline itself: Dramatiq's TimeLimit cannot interrupt a blocking Docker call.
-A message delivered twice finds the record finished, or the named container, and never
-starts a second container for the same job.
+claim → image (pulled if absent) → requirements (cached volume) → create → put script →
+attach → start → wait in slices (deadline, cancel) → stop(grace) → kill → exit code and
+OOMKilled → logs → result kept in the record → container removed → result published to the
+outbox. The worker enforces the deadline itself: Dramatiq's TimeLimit cannot interrupt a
+blocking Docker call.
+
+Exactly one container and one result per job, however often its message arrives and wherever
+a worker dies: the claim in Redis gives a job to one live slot at a time, the container's name
+is a lock in Docker, a kept result is published as it is, and a finished record ends any later
+delivery.
 """
 
 from __future__ import annotations
@@ -15,36 +20,54 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from hypernode_host import constants as C
 from hypernode_host.admission import admit
 from hypernode_host.errors import ContainerError, JobRejected
 from hypernode_host.gpu.models import Slot
 from hypernode_host.jobs import JobSpec, JobState, Status
+from hypernode_host.logs import job_context
 from hypernode_host.proofs import NodeKey
 from hypernode_host.results import error_result, make_result
 from hypernode_host.settings import Settings
 from hypernode_host.store import Store, now_ms
-from hypernode_host.tasks.containers import ContainerSpec, ContainerState
+from hypernode_host.tasks.containers import ContainerSpec, NameTaken, OutputStream
+from hypernode_host.tasks.images import ImageRuntime, ensure_image
 from hypernode_host.tasks.logcapture import CapturedLogs, LogCapture
+from hypernode_host.tasks.requirements import PrepRuntime, RequirementsFailed, RequirementsInstaller
 
 log = logging.getLogger(__name__)
 
+LOG_DRAIN_S = 10.0  # after exit, how long the output stream may take to deliver its last bytes
+PENDING_FIELD = "pending_result"  # job record field: the result, kept while its container is removed
 
-class Runtime(Protocol):
+# Take the job for one slot, atomically: a queued job, one this slot already held (a restart),
+# or one held by a slot whose worker is gone. -1: a live worker of another slot holds it;
+# 0: the job is finished (or unknown). Otherwise the attempt number.
+_CLAIM = """
+local state = redis.call('HGET', KEYS[1], 'state')
+local holder = redis.call('HGET', KEYS[1], 'slot')
+if state ~= 'queued' and state ~= 'running' then return 0 end
+if state == 'running' and holder ~= ARGV[1] then
+  if holder ~= ARGV[3] or redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
+end
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('HSET', KEYS[1], 'state', 'running', 'slot', ARGV[1], 'container', ARGV[2])
+redis.call('SREM', KEYS[2], ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[4])
+return attempt
+"""
+
+
+class Runtime(ImageRuntime, PrepRuntime, Protocol):
     """The container operations the runner needs (DockerRuntime in production)."""
 
-    def ensure_image(self, image: str, pull_timeout_s: float = ...) -> str: ...
-    def find(self, name: str) -> str | None: ...
     def create(self, spec: ContainerSpec) -> str: ...
-    def start(self, container_id: str) -> None: ...
-    def wait(self, container_id: str, timeout_s: float) -> bool: ...
-    def logs(self, container_id: str) -> Any: ...
-    def state(self, container_id: str) -> ContainerState: ...
+    def attach(self, container_id: str) -> OutputStream: ...
+    def logs(self, container_id: str) -> OutputStream: ...
     def stop(self, container_id: str, grace_s: int) -> None: ...
     def kill(self, container_id: str) -> None: ...
-    def remove(self, container_id: str) -> None: ...
 
 
 def container_name(job_id: str) -> str:
@@ -69,30 +92,43 @@ class Outcome:
     started_at: int
     completed_at: int
     image_id: str
+    container_id: str = ""
 
 
 class LogFollower:
-    """Streams a container's output into a bounded LogCapture on its own thread."""
+    """Streams a container's output into a bounded LogCapture on its own thread.
 
-    def __init__(self, runtime: Runtime, container_id: str, max_chars: int) -> None:
+    A fresh container is followed through attach, opened before it starts: every byte, and
+    back-pressure instead of loss when the job writes faster than we read. A container found
+    running after a worker restart is followed through the log driver from its start, which
+    keeps the last 30 MiB: logBytes and fullLogsHash then cover what the driver still had.
+    """
+
+    def __init__(self, stream: OutputStream, max_chars: int) -> None:
         self.capture = LogCapture(max_chars)
         self.error: str | None = None
-        self._thread = threading.Thread(
-            target=self._follow, args=(runtime, container_id), name=f"logs-{container_id[:12]}", daemon=True
-        )
+        self._stream = stream
+        self._thread = threading.Thread(target=self._follow, name="job-output", daemon=True)
         self._thread.start()
 
-    def _follow(self, runtime: Runtime, container_id: str) -> None:
+    def _follow(self) -> None:
         try:
-            for chunk in runtime.logs(container_id):
+            for chunk in self._stream:
                 self.capture.feed(chunk)
         except ContainerError as exc:
             self.error = str(exc)
+        finally:
+            self._stream.close()  # a reader that stopped must not leave dockerd blocked writing to it
 
-    def finish(self, timeout_s: float = 10.0) -> CapturedLogs:
+    def finish(self, timeout_s: float = LOG_DRAIN_S) -> CapturedLogs:
+        """The captured output, once the stream has ended (closing it if it has not within ``timeout_s``)."""
         self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.warning("output stream still open %.0f s after exit; closing it", timeout_s)
+            self._stream.close()
+            self._thread.join(timeout_s)
         if self.error:
-            log.warning("log stream ended early: %s", self.error)
+            log.warning("output stream ended early: %s", self.error)
         return self.capture.result()
 
 
@@ -116,9 +152,15 @@ class JobRunner:
         self.slot = slot
         self.slots = slots
         self.clock = clock
+        self.installer = RequirementsInstaller(runtime, settings, slot.id)
+        self._claim = store.redis.register_script(_CLAIM)
 
     def run(self, job_id: str) -> None:
         """Run (or reattach to) the job and store exactly one result for it."""
+        with job_context(job_id, self.slot.id):  # every record logged meanwhile names the job and slot
+            self._run(job_id)
+
+    def _run(self, job_id: str) -> None:
         record = self.store.job(job_id)
         if record is None:
             log.warning("job %s: no record in Redis; message dropped", job_id)
@@ -126,59 +168,81 @@ class JobRunner:
         if record.get("state") in (JobState.FINISHED, JobState.REPORTED):
             log.info("job %s: already finished; duplicate delivery ignored", job_id)
             return
-        job = json.loads(record["job"])
         name = container_name(job_id)
-        try:
-            outcome = self._run(job_id, job, name)
-        except (JobRejected, ContainerError) as exc:
-            log.warning("job %s: %s", job_id, exc)
-            result = error_result(
-                job_id=job_id,
-                job=job,
-                node_id=self.store.node_id(),
-                key=self.key,
-                reason=str(exc),
-                at_ms=now_ms(),
-            )
-            self.store.finish_job(job_id, result.model_dump(mode="json"))
-            self._remove(name)
+        if PENDING_FIELD in record:  # the worker died between keeping the result and publishing it
+            log.info("job %s: publishing the result its previous worker kept", job_id)
+            self._publish(job_id, name, None, json.loads(record[PENDING_FIELD]))
             return
-        result = make_result(
-            job_id=job_id,
-            job=job,
-            node_id=self.store.node_id(),
-            key=self.key,
-            status=outcome.status,
-            exit_code=outcome.exit_code,
-            logs=outcome.logs,
-            started_at=outcome.started_at,
-            completed_at=outcome.completed_at,
-            image=outcome.image_id,
-            oom_killed=outcome.oom_killed,
-        )
-        self.store.finish_job(job_id, result.model_dump(mode="json"))
-        log.info(
-            "job %s: %s (exit %s, %d ms) on %s",
-            job_id,
-            outcome.status.value,
-            outcome.exit_code,
-            outcome.completed_at - outcome.started_at,
-            self.slot.describe(),
-        )
-        self._remove(name)  # only now: the result is safe in the outbox
+        attempt = self.claim(job_id, record, name)
+        if attempt <= 0:
+            return
+        job = json.loads(record["job"])
+        try:
+            outcome = self._execute(job_id, job, name, attempt)
+        except NameTaken:
+            log.warning("job %s: container %s belongs to another worker; leaving the job to it", job_id, name)
+            return
+        except (JobRejected, ContainerError, RequirementsFailed) as exc:
+            log.warning("job %s: %s", job_id, exc)
+            self._publish(job_id, name, None, self._error(job_id, job, str(exc)))
+            return
+        self._publish(job_id, name, outcome.container_id, self._result(job_id, job, outcome))
 
-    def _run(self, job_id: str, job: dict[str, Any], name: str) -> Outcome:
+    def claim(self, job_id: str, record: dict[str, str], name: str) -> int:
+        """The attempt number once this slot holds the job; 0 or -1 (logged) when it must leave it."""
+        holder = record.get("slot", "")
+        keys = [
+            C.JOB_KEY.format(job_id=job_id),
+            C.QUEUED_SET,
+            C.RUNNING_SET,
+            C.WORKER_KEY.format(slot=holder or "none"),
+        ]
+        attempt = int(cast(int, self._claim(keys=keys, args=[self.slot.id, name, holder, job_id])))
+        if attempt == -1:
+            log.info("job %s: running on slot %s, whose worker is alive; duplicate delivery ignored", job_id, holder)
+        elif attempt == 0:
+            log.info("job %s: already finished; duplicate delivery ignored", job_id)
+        return attempt
+
+    def _execute(self, job_id: str, job: dict[str, Any], name: str, attempt: int) -> Outcome:
         spec = JobSpec.parse(job)
         admission = admit(spec, self.settings, self.slots)
+        existing = self.runtime.find(name)
+        if existing is not None:
+            started_ms = self.runtime.state(existing).started_at_ms
+            if started_ms:
+                log.info("job %s: reattaching to container %s", job_id, existing[:12])
+                deadline = started_ms / 1000 + admission.timeout_s  # from its own start: survives restarts
+                return self._follow(job_id, existing, self.runtime.logs(existing), deadline)
+            self.runtime.remove(existing)  # created but never started: its files may be missing
         if self.store.cancel_requested(job_id):
-            at = now_ms()
-            empty = LogCapture(self.settings.max_log_size).result()
-            return Outcome(Status.CANCELLED, -1, False, empty, at, at, "")
-        container_id = self._container(job_id, spec, admission.image, name)
-        follower = LogFollower(self.runtime, container_id, self.settings.max_log_size)
-        status = self._wait(job_id, container_id, admission.timeout_s)
-        state = self.runtime.state(container_id)
-        logs = follower.finish()
+            return self._never_started(job_id)
+        image_id = ensure_image(self.runtime, admission.image, self.settings.pull_timeout)
+        deps = None
+        if admission.requirements:
+            deps = self.installer.ensure(
+                image_id, admission.requirements, should_stop=lambda: self.store.cancel_requested(job_id)
+            )
+        if self.store.cancel_requested(job_id):
+            return self._never_started(job_id)
+        container_id = self.runtime.create(self._spec(job_id, spec, image_id, name, attempt, deps))
+        output = self.runtime.attach(container_id)
+        try:
+            self.runtime.start(container_id)
+        except ContainerError:
+            output.close()
+            raise
+        deadline = self.clock() + admission.timeout_s  # a hair after Docker's StartedAt: never early
+        return self._follow(job_id, container_id, output, deadline)
+
+    def _follow(self, job_id: str, container_id: str, output: OutputStream, deadline: float) -> Outcome:
+        """Wait for the container while its output streams in; the outcome once it has exited."""
+        follower = LogFollower(output, self.settings.max_log_size)
+        try:
+            status = self._wait(job_id, container_id, deadline)
+            state = self.runtime.state(container_id)
+        finally:
+            logs = follower.finish()
         if status is None:
             status = Status.COMPLETED if state.exit_code == 0 else Status.FAILED
         return Outcome(
@@ -189,25 +253,18 @@ class JobRunner:
             started_at=state.started_at_ms,
             completed_at=state.finished_at_ms or now_ms(),
             image_id=state.image_id,
+            container_id=container_id,
         )
 
-    def _container(self, job_id: str, spec: JobSpec, image: str, name: str) -> str:
-        """The job's running (or exited) container: reattached if it exists, else created and started."""
-        existing = self.runtime.find(name)
-        if existing is not None:
-            state = self.runtime.state(existing)
-            if state.started_at_ms:
-                log.info("job %s: reattaching to container %s", job_id, existing[:12])
-                self.store.begin_attempt(job_id, self.slot.id, name)
-                return existing
-            self.runtime.remove(existing)  # created but never started: its files may be missing
-        image_id = self.runtime.ensure_image(image)
-        attempt = self.store.begin_attempt(job_id, self.slot.id, name)
-        container_id = self.runtime.create(self._spec(job_id, spec, image_id, name, attempt))
-        self.runtime.start(container_id)
-        return container_id
+    def _never_started(self, job_id: str) -> Outcome:
+        log.info("job %s: cancelled before it started", job_id)
+        at = now_ms()
+        empty = LogCapture(self.settings.max_log_size).result()
+        return Outcome(Status.CANCELLED, -1, False, empty, at, at, "")
 
-    def _spec(self, job_id: str, spec: JobSpec, image_id: str, name: str, attempt: int) -> ContainerSpec:
+    def _spec(
+        self, job_id: str, spec: JobSpec, image_id: str, name: str, attempt: int, deps: str | None
+    ) -> ContainerSpec:
         files = {"script.py": spec.script.encode()} if spec.script is not None else {}
         uuids = self.slot.gpu_uuids[: spec.gpus] if spec.gpus else ()
         return ContainerSpec(
@@ -227,12 +284,14 @@ class JobRunner:
             gpu_uuids=uuids,
             real_gpus=bool(uuids) and not self.slot.gpus[0].simulated,
             files=files,
+            deps_volume=deps,
         )
 
-    def _wait(self, job_id: str, container_id: str, timeout_s: float) -> Status | None:
-        """Wait for exit; on deadline or cancel stop it and say which. None: it exited by itself."""
-        started = self.runtime.state(container_id).started_at_ms or now_ms()
-        deadline = started / 1000 + timeout_s  # from the container's own start: survives reattach
+    def _wait(self, job_id: str, container_id: str, deadline: float) -> Status | None:
+        """Wait for exit until ``deadline`` (epoch s); on deadline or cancel stop it and say which.
+
+        None: it exited by itself.
+        """
         while True:
             remaining = deadline - self.clock()
             if remaining <= 0:
@@ -241,6 +300,7 @@ class JobRunner:
             if self.runtime.wait(container_id, min(C.WAIT_SLICE_S, remaining)):
                 return None
             if self.store.cancel_requested(job_id):
+                log.info("job %s: cancelled while running; stopping it", job_id)
                 self._halt(container_id)
                 return Status.CANCELLED
 
@@ -249,9 +309,51 @@ class JobRunner:
         self.runtime.kill(container_id)
         self.runtime.wait(container_id, 10)
 
-    def _remove(self, name: str) -> None:
+    def _publish(self, job_id: str, name: str, container_id: str | None, result: dict[str, Any]) -> None:
+        """Keep the result, remove the container, then put the result in the outbox.
+
+        Kept first, so a worker dying at any point never loses a result nor runs the job again;
+        removed before publishing, so whoever reads a result finds the container gone.
+        """
+        self.store.update_job(job_id, **{PENDING_FIELD: json.dumps(result, separators=(",", ":"))})
+        self._remove(name, container_id)
+        self.store.finish_job(job_id, result)
+
+    def _result(self, job_id: str, job: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
+        result = make_result(
+            job_id=job_id,
+            job=job,
+            node_id=self.store.node_id(),
+            key=self.key,
+            status=outcome.status,
+            exit_code=outcome.exit_code,
+            logs=outcome.logs,
+            started_at=outcome.started_at,
+            completed_at=outcome.completed_at,
+            image=outcome.image_id,
+            oom_killed=outcome.oom_killed,
+        )
+        log.info(
+            "job %s: %s (exit %s%s, %d ms, %d bytes of output) on %s",
+            job_id,
+            outcome.status.value,
+            outcome.exit_code,
+            ", out of memory" if outcome.oom_killed else "",
+            outcome.completed_at - outcome.started_at,
+            outcome.logs.total_bytes,
+            self.slot.describe(),
+        )
+        return result.model_dump(mode="json")
+
+    def _error(self, job_id: str, job: dict[str, Any], reason: str) -> dict[str, Any]:
+        result = error_result(
+            job_id=job_id, job=job, node_id=self.store.node_id(), key=self.key, reason=reason, at_ms=now_ms()
+        )
+        return result.model_dump(mode="json")
+
+    def _remove(self, name: str, container_id: str | None = None) -> None:
         try:
-            container_id = self.runtime.find(name)
+            container_id = container_id or self.runtime.find(name)
             if container_id is not None:
                 self.runtime.remove(container_id)
         except ContainerError as exc:

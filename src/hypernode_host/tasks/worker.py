@@ -1,28 +1,43 @@
 """A worker process: one slot, one Dramatiq worker thread, one job at a time.
 
-At start it reattaches to its slot's running jobs and reaps its slot's containers that
-belong to no live job; then it consumes its slot's queue until SIGTERM.
+At start it takes the leases on its slot's GPUs (refused loudly if another worker holds one),
+reattaches to its slot's interrupted jobs and reaps its slot's leftover containers; then, every
+few seconds until SIGTERM, it refreshes the leases, checks its GPUs' health and rewrites its
+registration. It consumes its slot's queues only while the slot is healthy: when a GPU is lost
+or reports errors it stops consuming (the running job may finish, prefetched messages go back
+to the queue for other slots) and says why in its registration; it resumes by itself once the
+GPU is healthy again.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import signal
 import threading
+import time
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import dramatiq
+from dramatiq.brokers.redis import RedisBroker
 
 from hypernode_host import constants as C
-from hypernode_host.errors import ConfigError, ContainerError
-from hypernode_host.gpu import discover, plan_slots
+from hypernode_host.errors import ConfigError, ContainerError, GpuError, JobRejected
+from hypernode_host.gpu import registry
 from hypernode_host.gpu.leases import GpuLeases, owner_id
 from hypernode_host.gpu.models import Slot
+from hypernode_host.gpu.monitor import SlotMonitor
+from hypernode_host.gpu.registry import Registration
+from hypernode_host.gpu.slots import gpus_for, plan_node_slots
+from hypernode_host.jobs import JobSpec
 from hypernode_host.proofs import NodeKey
 from hypernode_host.settings import Settings
-from hypernode_host.store import Store
-from hypernode_host.tasks.broker import build_broker
+from hypernode_host.store import Store, now_ms
+from hypernode_host.tasks.broker import build_broker, enqueue_job
 from hypernode_host.tasks.containers import DockerRuntime
 from hypernode_host.tasks.recovery import recover
 from hypernode_host.tasks.runner import JobRunner
@@ -30,65 +45,246 @@ from hypernode_host.tasks.runner import JobRunner
 log = logging.getLogger(__name__)
 
 REGISTRATION_TTL_S = 15
-REGISTRATION_EVERY_S = 5.0
+REGISTRATION_EVERY_S = 5.0  # also how often the slot's health is checked
 LEASE_TTL_S = 20  # a dead worker's GPUs are free again this long after its last refresh
 # How long SIGTERM waits for the running job; after that the container keeps running and the
 # slot's next worker reattaches to it (`up` kills a child that takes longer than this).
 SHUTDOWN_WAIT_MS = 15_000
+# An unhealthy slot's running job may run to its deadline (plus stop grace and log collection).
+DRAIN_MARGIN_S = 60
+WATCH_TICK_S = 0.2  # how soon a worker consumes after its start-up recovery, and stops after SIGTERM
 
 
 def slot_for(settings: Settings, slot_id: int) -> tuple[Slot, list[Slot]]:
-    slots = plan_slots(discover(settings), settings.cpu_slots)
+    slots = plan_node_slots(settings)
     for slot in slots:
         if slot.id == slot_id:
             return slot, slots
     raise ConfigError(f"--slot {slot_id}: this node has slots 0..{len(slots) - 1}")
 
 
+class Membership:
+    """This worker's registration, rewritten at every check and whenever its job changes.
+
+    Written twice: the host-scoped hash (gpu/registry.py) that admission, health and the
+    simulated GPUs read, and the slot-only hash (Store.register_worker) that the bridge's
+    ``free_slots`` and ``hypernode-host workers`` read.
+    """
+
+    def __init__(self, store: Store, registration: Registration, ttl_s: int) -> None:
+        self.store = store
+        self.registration = registration
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+
+    def update(self, **changes: Any) -> None:
+        with self._lock:
+            self.registration = dataclasses.replace(self.registration, **changes)
+            registry.register(self.store.redis, self.registration, self.ttl_s, now_ms())
+            self.store.register_worker(self.registration.slot.id, self.registration.fields(), self.ttl_s)
+
+    def withdraw(self) -> None:
+        with self._lock:
+            registry.unregister(self.store.redis, self.registration.host, self.registration.slot.id)
+            self.store.unregister_worker(self.registration.slot.id)
+
+
+class Consumption:
+    """Dramatiq consumption of one slot's queues, started and stopped as the slot's health goes.
+
+    Stopping (``pause``) happens in the background: Dramatiq lets the running job finish (up
+    to ``drain_ms``, past its deadline, so the consumers keep the message's broker heartbeat
+    alive and no other slot is handed the job meanwhile) and puts prefetched messages back on
+    their queue. A fresh broker and Dramatiq worker start again only once every thread of the
+    previous one has ended, so the slot never runs two jobs at once.
+    """
+
+    def __init__(self, redis_url: str, slot: Slot, serve: Callable[[str], None], drain_ms: int) -> None:
+        self.redis_url = redis_url
+        self.slot = slot
+        self.serve = serve
+        self.drain_ms = drain_ms
+        self.broker: RedisBroker | None = None
+        self._worker: dramatiq.Worker | None = None
+        self._retired: list[tuple[RedisBroker, dramatiq.Worker, threading.Thread]] = []
+
+    @property
+    def consuming(self) -> bool:
+        return self._worker is not None
+
+    def start(self) -> bool:
+        """Consume (again); False while the previous worker is still finishing its job."""
+        if self._worker is not None:
+            return True
+        if not self._reap():
+            return False
+        broker = build_broker(self.redis_url)
+        # No retries: a job that ran and failed is the backend's to resubmit. No TimeLimit
+        # (see tasks/broker.py): the runner enforces each job's deadline on the container itself.
+        declare = dramatiq.actor(actor_name=C.ACTOR_NAME, broker=broker, queue_name=self.slot.queue, max_retries=0)
+        declare(self.serve)
+        for queue in self.slot.queues[1:]:
+            broker.declare_queue(queue)
+        worker = dramatiq.Worker(broker, queues=set(self.slot.queues), worker_threads=1)
+        worker.queue_prefetch = 1  # an idle slot never waits behind a job another slot holds
+        worker.start()
+        self.broker, self._worker = broker, worker
+        return True
+
+    def pause(self) -> None:
+        """Stop consuming, without waiting for the running job."""
+        if self._worker is None or self.broker is None:
+            return
+        stopping = threading.Thread(
+            target=self._worker.stop, kwargs={"timeout": self.drain_ms}, name="consumption-stop", daemon=True
+        )
+        stopping.start()
+        self._retired.append((self.broker, self._worker, stopping))
+        self._worker = None
+
+    def close(self) -> None:
+        """Stop consuming and wait (up to SHUTDOWN_WAIT_MS) for the running job."""
+        if self._worker is not None:
+            self._worker.stop(timeout=SHUTDOWN_WAIT_MS)
+            self._worker = None
+            if self.broker is not None:
+                _close(self.broker)
+        for _, _, stopping in self._retired:
+            stopping.join(SHUTDOWN_WAIT_MS / 1000)
+        self._reap()
+
+    def hand_back(self, job_id: str, queue: str) -> None:
+        """Put a job this slot will not run back on ``queue``, for another slot (or this one, later)."""
+        if self.broker is None:
+            raise GpuError(f"job {job_id} cannot be handed back: this worker never consumed")
+        enqueue_job(self.broker, queue, job_id)
+
+    def _reap(self) -> bool:
+        """Close the brokers of stopped workers; False while one still has a live thread."""
+        for entry in list(self._retired):
+            broker, worker, stopping = entry
+            if stopping.is_alive() or any(t.is_alive() for t in worker.workers):
+                return False
+            _close(broker)
+            self._retired.remove(entry)
+        return True
+
+
+def _close(broker: RedisBroker) -> None:
+    broker.close()
+    broker.client.close()  # RedisBroker.close() leaves its connection pool open
+
+
+class SlotWorker:
+    """One slot's worker: leases, health, registration and consumption, kept up until ``stop``."""
+
+    def __init__(self, settings: Settings, slot_id: int, stop: threading.Event) -> None:
+        self.settings = settings
+        self.stop = stop
+        self.slot, slots = slot_for(settings, slot_id)
+        self.store = Store.from_url(settings.redis_url)
+        self.runtime = DockerRuntime()
+        key = NodeKey.load_or_create(settings.key_file)
+        self.runner = JobRunner(settings, self.store, self.runtime, key, self.slot, slots)
+        self.leases = GpuLeases(self.store.redis, self.slot.gpu_uuids, owner_id(self.slot.id), LEASE_TTL_S)
+        self.monitor = SlotMonitor(self.store.redis, self.slot.gpu_uuids, simulated=settings.simulate_gpus is not None)
+        identity = Registration(host=settings.node_name, slot=self.slot, owner=self.leases.owner, pid=os.getpid())
+        self.membership = Membership(self.store, identity, REGISTRATION_TTL_S)
+        drain_ms = (settings.job_timeout + DRAIN_MARGIN_S) * 1000
+        self.consumption = Consumption(settings.redis_url, self.slot, self.serve, drain_ms)
+        self.taking_jobs = threading.Event()
+        self._recovery = threading.Thread(target=self._recover, name="recovery", daemon=True)
+
+    def run(self) -> None:
+        self.leases.acquire()  # before touching any container: this slot's GPUs are ours alone
+        try:
+            self.monitor.open()
+            self._check()  # registered (healthy or not) before anything else happens
+            self._recovery.start()
+            self._watch()
+        finally:
+            log.info("worker stopping: %s", self.slot.describe())
+            self.taking_jobs.clear()
+            self.consumption.close()
+            if self._recovery.ident is not None:
+                self._recovery.join(SHUTDOWN_WAIT_MS / 1000)
+            self.membership.withdraw()
+            self.leases.release()
+            self.monitor.close()
+
+    def _watch(self) -> None:
+        """Until stopped: refresh and check every REGISTRATION_EVERY_S; consume once recovery is done.
+
+        Only this thread starts and stops consumption, so health changes and the end of
+        recovery never race each other.
+        """
+        next_check = time.monotonic() + REGISTRATION_EVERY_S
+        while not self.stop.wait(WATCH_TICK_S):
+            if self.taking_jobs.is_set() and not self._recovery.is_alive() and not self.consumption.consuming:
+                self._consume()
+            if time.monotonic() < next_check:
+                continue
+            next_check = time.monotonic() + REGISTRATION_EVERY_S
+            if not self.leases.refresh():
+                raise GpuError("lost the lease on this slot's GPUs; stopping so that no two workers share a GPU")
+            self._check()
+
+    def _check(self) -> None:
+        """Check the slot's health, stop consuming if it is unhealthy, and re-register."""
+        healthy, reason = self.monitor.check()
+        if healthy != self.membership.registration.healthy:
+            if healthy:
+                log.warning("%s is healthy again; taking jobs", self.slot.describe())
+            else:
+                log.error("%s takes no jobs: %s", self.slot.describe(), reason)
+        if healthy:
+            self.taking_jobs.set()
+        else:
+            self.taking_jobs.clear()
+            self.consumption.pause()
+        self.membership.update(healthy=healthy, health=reason)
+
+    def _consume(self) -> None:
+        if self.consumption.start():
+            log.info("worker ready: %s, queues %s", self.slot.describe(), ", ".join(self.slot.queues))
+
+    def _recover(self) -> None:
+        try:
+            recover(self.runner, self.runtime, self.store)
+        except ContainerError as exc:
+            log.warning("could not reap leftover containers: %s", exc)
+
+    def serve(self, job_id: str) -> None:
+        """The ``run_job`` actor: run the job on this slot, or hand it back while the slot is unhealthy."""
+        record = self.store.job(job_id) or {}
+        if not self.taking_jobs.is_set():
+            queue = record.get("queue") or self.slot.queue
+            log.warning("job %s: %s is unhealthy; handed back to %s", job_id, self.slot.describe(), queue)
+            self.consumption.hand_back(job_id, queue)
+            return
+        count, memory = _gpu_need(record)
+        self.membership.update(job=job_id, job_gpus=gpus_for(self.slot, count), job_gpu_memory_mb=memory)
+        try:
+            self.runner.run(job_id)
+        finally:
+            self.membership.update(job="", job_gpus=(), job_gpu_memory_mb=None)
+
+
+def _gpu_need(record: dict[str, str]) -> tuple[int, int | None]:
+    """(GPU count, MiB per GPU) the job asks for; (0, None) when its record cannot say."""
+    try:
+        spec = JobSpec.parse(json.loads(record.get("job", "{}")))
+    except (JobRejected, ValueError):
+        return 0, None
+    return spec.gpus, spec.gpuMemoryMb
+
+
 def run_worker(settings: Settings, slot_id: int, stop: threading.Event | None = None) -> None:
-    """Serve one slot until SIGTERM/SIGINT (or ``stop`` is set)."""
-    slot, slots = slot_for(settings, slot_id)
-    store = Store.from_url(settings.redis_url)
-    runtime = DockerRuntime()
-    runner = JobRunner(settings, store, runtime, NodeKey.load_or_create(settings.key_file), slot, slots)
-    broker = build_broker(settings.redis_url)
-    # No retries: a job that ran and failed is the backend's to resubmit. No TimeLimit middleware
-    # (see tasks/broker.py): the runner enforces each job's deadline on the container itself.
-    declare = dramatiq.actor(actor_name=C.ACTOR_NAME, broker=broker, queue_name=slot.queue, max_retries=0)
-    declare(runner.run)
-    leases = GpuLeases(store.redis, slot.gpu_uuids, owner_id(slot.id), LEASE_TTL_S)
-    leases.acquire()  # before touching any container: this slot's GPUs are ours alone
+    """Serve one slot until SIGTERM/SIGINT (or ``stop`` is set); GpuError when its GPUs are held."""
     stop = stop or threading.Event()
+    worker = SlotWorker(settings, slot_id, stop)
     _install_signals(stop)
-    try:
-        recover(runner, runtime, store)
-    except ContainerError as exc:
-        log.warning("could not reap leftover containers: %s", exc)
-    worker = dramatiq.Worker(broker, queues={slot.queue}, worker_threads=1)
-    worker.queue_prefetch = 1  # an idle slot never waits behind a job another slot holds
-    info: dict[str, str | int] = {
-        "owner": leases.owner,
-        "slot": slot.id,
-        "queue": slot.queue,
-        "gpus": ",".join(slot.gpu_uuids),
-        "host": settings.node_name,
-        "pid": os.getpid(),
-    }
-    worker.start()
-    log.info("worker ready: %s, queue %s", slot.describe(), slot.queue)
-    try:
-        while not stop.is_set():
-            if not leases.refresh():
-                log.error("lost the lease on this slot's GPUs; stopping so no two workers share a GPU")
-                break
-            store.register_worker(slot.id, info, REGISTRATION_TTL_S)
-            stop.wait(REGISTRATION_EVERY_S)
-    finally:
-        log.info("worker stopping: %s", slot.describe())
-        worker.stop(timeout=SHUTDOWN_WAIT_MS)
-        store.unregister_worker(slot.id)
-        leases.release()
-        broker.close()
+    worker.run()
 
 
 def _install_signals(stop: threading.Event) -> None:

@@ -1,0 +1,114 @@
+"""Jobs in: admit, record (the one atomic claim of a job id), enqueue, or refuse with an error result.
+
+Synchronous (Redis, Dramatiq): the bridge calls it through ``asyncio.to_thread``. Every method is
+safe to call again after a Redis failure at any point, or after the bridge died half-way: the claim
+is atomic, and a claim whose intake was cut short is completed by the next call for that job (the
+backend sends it again) or by ``reconcile`` when the bridge starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dramatiq.brokers.redis import RedisBroker
+
+from hypernode_host.admission import admit
+from hypernode_host.errors import JobRejected
+from hypernode_host.gpu.models import Slot
+from hypernode_host.jobs import JobSpec, JobState
+from hypernode_host.proofs import NodeKey
+from hypernode_host.results import error_result
+from hypernode_host.settings import Settings
+from hypernode_host.store import Store, now_ms
+from hypernode_host.tasks.broker import enqueue_job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A job sent again while it is still queued or running here: the backend hears where it stands."""
+
+    job_id: str
+    state: JobState
+
+
+@dataclass(frozen=True)
+class Reported:
+    """A job sent again after its result was acknowledged: the backend gets the same result again."""
+
+    job_id: str
+    frame: str  # the result exactly as stored
+
+
+class Intake:
+    def __init__(
+        self, settings: Settings, store: Store, broker: RedisBroker, key: NodeKey, slots: Sequence[Slot]
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.broker = broker
+        self.key = key
+        self.slots = slots
+
+    def accept(self, job_id: str, fields: Mapping[str, Any]) -> Pending | Reported | None:
+        """Take a job in; for a job id already known, what the backend should hear instead (never a second run).
+
+        None: a new job (queued, or refused with an error result in the outbox), or a known job whose
+        result is already in the outbox, which sends it.
+        """
+        queue, _ = self._admit(fields)
+        if self.store.record_job(job_id, fields, queue):
+            self._complete(job_id, fields, queue)
+            return None
+        return self._known(job_id)
+
+    def reconcile(self) -> None:
+        """Complete the intake of jobs recorded by a bridge that died before it could enqueue them."""
+        for job_id in self.store.unenqueued():
+            record = self.store.job(job_id) or {}
+            if "job" in record:
+                log.info("job %s: completing its intake after a bridge restart", job_id)
+                self._complete(job_id, json.loads(record["job"]), record.get("queue", ""))
+
+    def _admit(self, fields: Mapping[str, Any]) -> tuple[str, str]:
+        """(queue, "") for a job this node takes; ("", the one-line reason) for one it refuses."""
+        try:
+            return admit(JobSpec.parse(fields), self.settings, self.slots).queue, ""
+        except JobRejected as exc:
+            return "", str(exc)
+
+    def _complete(self, job_id: str, fields: Mapping[str, Any], queue: str) -> None:
+        """Enqueue a recorded job, or put its refusal in the outbox as an error result."""
+        if queue:
+            enqueue_job(self.broker, queue, job_id)
+            self.store.mark_enqueued(job_id)
+            log.info("job %s: queued on %s", job_id, queue)
+            return
+        # Recorded as refused: it stays refused even if the settings changed since (it was never enqueued).
+        reason = self._admit(fields)[1] or "job refused by this node"
+        log.warning("job %s refused: %s", job_id, reason)
+        result = error_result(
+            job_id=job_id, job=fields, node_id=self.store.node_id(), key=self.key, reason=reason, at_ms=now_ms()
+        )
+        self.store.finish_job(job_id, result.model_dump(mode="json"))
+
+    def _known(self, job_id: str) -> Pending | Reported | None:
+        record = self.store.job(job_id) or {}
+        state = record.get("state", "")
+        if state == JobState.REPORTED and "result" in record:
+            log.info("job %s: already reported; its result is sent again, the job is not run again", job_id)
+            return Reported(job_id, record["result"])
+        if state == JobState.QUEUED and "enqueued" not in record and "job" in record:
+            log.info("job %s: completing an intake that was cut short", job_id)
+            self._complete(job_id, json.loads(record["job"]), record.get("queue", ""))
+            state = (self.store.job(job_id) or {}).get("state", state)
+        if state in (JobState.QUEUED, JobState.RUNNING):
+            log.info("job %s: already %s; not run again", job_id, state)
+            return Pending(job_id, JobState(state))
+        log.info("job %s: already finished; its result is in the outbox", job_id)
+        return None

@@ -1,0 +1,425 @@
+"""Is this node working (``check``, the container HEALTHCHECK), and is this host set up right (``doctor``)?
+
+``check`` looks at the running node through Redis: the bridge registered and heartbeating,
+Redis and Docker answering, a live worker on every slot. ``doctor`` is the operator's
+pre-flight: the daemon, NVIDIA runtime and toolkit settings that decide job isolation, Redis
+durability, disk, images and the node's own files, each with the fix when it is wrong.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from hypernode_host.errors import ContainerError, GpuError
+from hypernode_host.gpu import GpuInfo, discover, plan_node_slots
+from hypernode_host.inspection import worker_registrations
+from hypernode_host.logs import redact
+from hypernode_host.settings import Settings
+from hypernode_host.store import Store, now_ms
+
+if TYPE_CHECKING:  # docker-py is imported only by the checks that talk to the engine
+    from hypernode_host.tasks.containers import DockerRuntime
+
+TOOLKIT_CONFIG = Path("/etc/nvidia-container-runtime/config.toml")
+DOCKER_SOCKET = Path("/var/run/docker.sock")
+ENVVAR_SWITCH = "accept-nvidia-visible-devices-envvar-when-unprivileged"
+MIN_TOOLKIT = (1, 17, 8)  # CVE-2024-0132 (fixed in 1.16.2) and CVE-2025-23266 (fixed in 1.17.8)
+MIN_DOCKER = (20, 10)
+DISK_FAIL_BYTES = 5 << 30
+DISK_WARN_BYTES = 20 << 30  # a CUDA image alone is several GiB
+HEARTBEAT_GRACE_BEATS = 3  # a bridge is stale after this many missed heartbeats
+REDIS_TIMEOUT_S = 3.0
+
+
+class Level(enum.StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Finding:
+    part: str
+    level: Level
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.part}: {self.detail}"
+        return f"{text} (fix: {self.fix})" if self.fix and self.level is not Level.OK else text
+
+
+def healthy(findings: Sequence[Finding]) -> bool:
+    return all(f.level is not Level.FAIL for f in findings)
+
+
+def open_store(settings: Settings) -> Store:
+    """A Store whose commands give up after a few seconds: a health check must answer."""
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+    )
+    return Store(client)
+
+
+def shown_url(settings: Settings) -> str:
+    return redact(settings.redis_url)
+
+
+# check --------------------------------------------------------------------------------------
+
+
+def check_node(
+    settings: Settings,
+    *,
+    bridge: bool = True,
+    slots: Sequence[int] | None = None,
+    docker: bool = True,
+    store: Store | None = None,
+) -> list[Finding]:
+    """One finding per part: Redis, then (as asked) the bridge, Docker and the worker of each slot.
+
+    ``slots`` None means every slot of this node, an empty list none. Nothing but Redis is judged
+    when Redis is down.
+    """
+    own = store is None
+    store = store or open_store(settings)
+    try:
+        try:
+            store.redis.ping()
+        except redis.RedisError as exc:
+            return [Finding("redis", Level.FAIL, f"no answer from {shown_url(settings)}: {exc}", "start Redis")]
+        findings = [Finding("redis", Level.OK, f"answers at {shown_url(settings)}")]
+        if bridge:
+            findings.append(check_bridge(store.node(), settings.heartbeat_interval, now_ms()))
+        if docker:
+            from hypernode_host.tasks.containers import DockerRuntime
+
+            findings.append(check_docker(DockerRuntime()))
+        if slots is None or slots:
+            findings += check_workers(settings, store, slots)
+        return findings
+    finally:
+        if own:
+            store.redis.close()
+
+
+def check_bridge(node: dict[str, str], interval_s: float, now: int) -> Finding:
+    """Registered, and heartbeating within HEARTBEAT_GRACE_BEATS intervals."""
+    if not node.get("node_id"):
+        return Finding("bridge", Level.FAIL, "never registered with the backend", "start the bridge; see its log")
+    if not node.get("heartbeat_at"):
+        return Finding("bridge", Level.FAIL, f"registered as {node['node_id']} but no heartbeat yet")
+    age = (now - int(node["heartbeat_at"])) / 1000
+    grace = HEARTBEAT_GRACE_BEATS * interval_s + 1
+    if age > grace:
+        detail = f"last heartbeat {age:.0f} s ago (limit {grace:.0f} s): the bridge is down or disconnected"
+        return Finding("bridge", Level.FAIL, detail, "see the bridge's log")
+    return Finding("bridge", Level.OK, f"node {node['node_id']}, heartbeat {age:.1f} s ago")
+
+
+def check_docker(runtime: DockerRuntime) -> Finding:
+    try:
+        version = runtime.version()
+    except ContainerError as exc:
+        return Finding("docker", Level.FAIL, str(exc), docker_fix())
+    if version == "unknown":
+        return Finding("docker", Level.FAIL, "the Docker engine does not answer", docker_fix())
+    return Finding("docker", Level.OK, f"engine {version} answers")
+
+
+def docker_fix() -> str:
+    """What to do when the engine does not answer: the socket is missing, not ours, or dockerd is down."""
+    host = os.environ.get("DOCKER_HOST", "")
+    if host and not host.startswith("unix://"):
+        return f"check that DOCKER_HOST={host} is reachable"
+    path = Path(host.removeprefix("unix://")) if host else DOCKER_SOCKET
+    if not path.exists():
+        return f"mount the Docker socket: -v {path}:{path}"
+    if not os.access(path, os.R_OK | os.W_OK):
+        gid = path.stat().st_gid
+        return f"give this user the socket's group: docker run --group-add {gid} (compose: group_add: ['{gid}'])"
+    return "start the Docker engine (systemctl start docker)"
+
+
+def check_workers(settings: Settings, store: Store, only: Sequence[int] | None) -> list[Finding]:
+    """A live registration, of a process that still exists and serves the right queue, for each slot."""
+    try:
+        planned = plan_node_slots(settings)
+    except GpuError as exc:
+        return [Finding("workers", Level.FAIL, f"cannot list this node's slots: {exc}")]
+    by_id = {s.id: s for s in planned}
+    registered = {
+        slot: info for (host, slot), info in worker_registrations(store).items() if host == settings.node_name
+    }
+    findings = []
+    for slot_id in only if only is not None else sorted(by_id):
+        name = f"worker {by_id[slot_id].describe()}" if slot_id in by_id else f"worker slot {slot_id}"
+        if slot_id not in by_id:
+            findings.append(Finding(name, Level.FAIL, f"this node has slots 0..{len(planned) - 1}"))
+            continue
+        info = registered.get(slot_id)
+        if not info:
+            findings.append(Finding(name, Level.FAIL, "not registered: not running, or stopped", "start it"))
+        elif _gone(info):
+            detail = f"its process {info.get('pid')} has exited; the registration is stale"
+            findings.append(Finding(name, Level.FAIL, detail, "restart it"))
+        elif info.get("healthy", "1") != "1":
+            findings.append(Finding(name, Level.FAIL, f"takes no jobs: {info.get('health', 'unhealthy')}"))
+        elif info.get("queue") != by_id[slot_id].queue:
+            detail = f"serves {info.get('queue')}, expected {by_id[slot_id].queue}: its settings differ from these"
+            findings.append(Finding(name, Level.FAIL, detail, "give every part the same HN_* settings"))
+        else:
+            findings.append(Finding(name, Level.OK, f"alive (pid {info.get('pid')} on {info.get('host')})"))
+    return findings
+
+
+def _gone(info: dict[str, str]) -> bool:
+    """True when the worker's process ran on this host and no longer exists (killed before its TTL ran out)."""
+    host = info.get("owner", "").partition("/")[0]
+    pid = info.get("pid", "")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host or container: its registration TTL decides
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+# doctor -------------------------------------------------------------------------------------
+
+
+def run_doctor(
+    settings: Settings, toolkit_config: Path = TOOLKIT_CONFIG, runtime: DockerRuntime | None = None
+) -> list[Finding]:
+    """Every pre-flight check, in the order an operator fixes them."""
+    from hypernode_host.tasks.containers import DockerRuntime
+
+    runtime = runtime or DockerRuntime()
+    findings: list[Finding] = []
+    try:
+        gpus = discover(settings)
+    except GpuError as exc:
+        gpus = []
+        findings.append(Finding("gpus", Level.FAIL, str(exc)))
+    else:
+        findings.append(describe_gpus(gpus))
+    real_gpus = any(not g.simulated for g in gpus)
+    info = _docker_info(runtime)
+    if info is None:
+        findings.append(Finding("docker", Level.FAIL, "the Docker engine does not answer", docker_fix()))
+    else:
+        findings += docker_findings(info, real_gpus)
+        findings.append(check_disk(info.get("DockerRootDir", "/var/lib/docker")))
+        findings += check_images(runtime, settings, bool(gpus))
+    findings += check_toolkit(toolkit_config, real_gpus, info is not None and info.get("DefaultRuntime") == "nvidia")
+    if real_gpus:
+        findings.append(check_toolkit_version())
+    findings += check_redis(settings)
+    findings += check_node_files(settings)
+    return findings
+
+
+def _docker_info(runtime: DockerRuntime) -> dict[str, Any] | None:
+    try:
+        info: dict[str, Any] = runtime.client.info()
+    except (ContainerError, OSError):  # docker-py's API and connection errors are OSErrors (via requests)
+        return None
+    return info
+
+
+def describe_gpus(gpus: Sequence[GpuInfo]) -> Finding:
+    if not gpus:
+        return Finding("gpus", Level.OK, "none found: this node runs CPU jobs only")
+    names = ", ".join(f"{g.index}: {g.name} {g.memory_total_mb} MiB" for g in gpus)
+    if any(g.simulated for g in gpus):
+        return Finding("gpus", Level.WARN, f"simulated ({names})", "unset HN_SIMULATE_GPUS outside tests and demos")
+    return Finding("gpus", Level.OK, names)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def docker_findings(info: dict[str, Any], real_gpus: bool) -> list[Finding]:
+    """The engine's version, live-restore, and the runtime settings that decide who gets a GPU."""
+    version = str(info.get("ServerVersion", "unknown"))
+    findings = [
+        Finding("docker", Level.OK, f"engine {version}")
+        if _version_tuple(version) >= MIN_DOCKER
+        else Finding("docker", Level.WARN, f"engine {version} is old", "upgrade Docker to 20.10 or newer")
+    ]
+    if info.get("LiveRestoreEnabled"):
+        findings.append(Finding("live-restore", Level.OK, "on: jobs survive a dockerd restart"))
+    else:
+        findings.append(
+            Finding(
+                "live-restore",
+                Level.WARN,
+                "off: restarting dockerd kills every running job",
+                'set "live-restore": true in /etc/docker/daemon.json and reload dockerd',
+            )
+        )
+    runtimes = sorted(info.get("Runtimes") or {})
+    if "nvidia" in runtimes:
+        findings.append(Finding("nvidia-runtime", Level.OK, "registered with Docker"))
+    elif real_gpus:
+        fix = "install nvidia-container-toolkit, then: nvidia-ctk runtime configure --runtime=docker"
+        findings.append(Finding("nvidia-runtime", Level.FAIL, f"not registered (runtimes: {', '.join(runtimes)})", fix))
+    else:
+        findings.append(Finding("nvidia-runtime", Level.OK, "not needed: no GPUs"))
+    if info.get("DefaultRuntime") == "nvidia":
+        detail = "nvidia is the default runtime: an image with NVIDIA_VISIBLE_DEVICES=all reaches every GPU"
+        fix = 'remove "default-runtime" from /etc/docker/daemon.json (jobs ask for their GPUs by UUID)'
+        findings.append(Finding("default-runtime", Level.FAIL, detail, fix))
+    else:
+        findings.append(Finding("default-runtime", Level.OK, str(info.get("DefaultRuntime", "runc"))))
+    return findings
+
+
+def check_toolkit(path: Path, real_gpus: bool, nvidia_default: bool) -> list[Finding]:
+    """The toolkit switch that lets a container's own NVIDIA_VISIBLE_DEVICES pick GPUs."""
+    fix = f"set {ENVVAR_SWITCH} = false in {path}"
+    try:
+        config = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        if not real_gpus:
+            return [Finding("nvidia-toolkit", Level.OK, "not installed: no GPUs")]
+        detail = f"{path} not found (in a container, mount it read-only to check it)"
+        return [Finding("nvidia-toolkit", Level.WARN, detail)]
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        return [Finding("nvidia-toolkit", Level.WARN, f"cannot read {path}: {exc}")]
+    if not config.get(ENVVAR_SWITCH, True):  # the toolkit's default is true
+        return [Finding("nvidia-toolkit", Level.OK, f"{ENVVAR_SWITCH} = false")]
+    if nvidia_default:
+        detail = f"{ENVVAR_SWITCH} is on and nvidia is the default runtime: any image can ask for every GPU"
+        return [Finding("nvidia-toolkit", Level.FAIL, detail, fix)]
+    detail = f"{ENVVAR_SWITCH} is on: safe only while nvidia is not the default runtime"
+    return [Finding("nvidia-toolkit", Level.WARN, detail, fix)]
+
+
+def check_toolkit_version() -> Finding:
+    fix = "upgrade nvidia-container-toolkit to 1.17.8 or newer"
+    binary = shutil.which("nvidia-ctk")
+    if binary is None:
+        return Finding("toolkit-version", Level.WARN, "nvidia-ctk not found: cannot tell the toolkit version", fix)
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Finding("toolkit-version", Level.WARN, f"nvidia-ctk --version failed: {exc}", fix)
+    return judge_toolkit_version(out)
+
+
+def judge_toolkit_version(output: str) -> Finding:
+    """From ``nvidia-ctk --version`` output: fail below MIN_TOOLKIT (container escapes)."""
+    match = re.search(r"version\s+(\d+\.\d+\.\d+)", output)
+    if match is None:
+        return Finding("toolkit-version", Level.WARN, "cannot read the version from nvidia-ctk")
+    version = match.group(1)
+    if _version_tuple(version) < MIN_TOOLKIT:
+        detail = f"{version} has container escapes (CVE-2024-0132, CVE-2025-23266)"
+        return Finding("toolkit-version", Level.FAIL, detail, "upgrade nvidia-container-toolkit to 1.17.8 or newer")
+    return Finding("toolkit-version", Level.OK, version)
+
+
+def check_disk(root: str) -> Finding:
+    """Free space where Docker keeps images and containers."""
+    try:
+        free = shutil.disk_usage(root).free
+    except OSError:
+        return Finding("disk", Level.WARN, f"cannot see Docker's data root {root} from here (run doctor on the host)")
+    gib = free / (1 << 30)
+    if free < DISK_FAIL_BYTES:
+        return Finding("disk", Level.FAIL, f"{gib:.1f} GiB free under {root}", "free space: docker system prune")
+    if free < DISK_WARN_BYTES:
+        return Finding("disk", Level.WARN, f"{gib:.1f} GiB free under {root}", "keep 20 GiB free for job images")
+    return Finding("disk", Level.OK, f"{gib:.0f} GiB free under {root}")
+
+
+def check_images(runtime: DockerRuntime, settings: Settings, any_gpus: bool) -> list[Finding]:
+    images = [settings.job_image] + ([settings.gpu_image()] if any_gpus else [])
+    findings = []
+    for image in dict.fromkeys(images):
+        try:
+            present = runtime.has_image(image)
+        except ContainerError as exc:
+            findings.append(Finding("image", Level.WARN, f"{image}: {exc}"))
+            continue
+        if present:
+            findings.append(Finding("image", Level.OK, f"{image} present"))
+        else:
+            detail = f"{image} absent: the first job that needs it waits for the pull"
+            findings.append(Finding("image", Level.WARN, detail, f"docker pull {image}"))
+    return findings
+
+
+def check_redis(settings: Settings) -> list[Finding]:
+    """AOF on and no eviction: otherwise a restart or memory pressure silently loses jobs and results."""
+    store = open_store(settings)
+    try:
+        appendonly = store.redis.config_get("appendonly").get("appendonly")
+        policy = store.redis.config_get("maxmemory-policy").get("maxmemory-policy")
+    except redis.ResponseError as exc:
+        return [Finding("redis", Level.WARN, f"cannot read its configuration: {exc}")]
+    except redis.RedisError as exc:
+        return [Finding("redis", Level.FAIL, f"no answer from {shown_url(settings)}: {exc}", "start Redis")]
+    finally:
+        store.redis.close()
+    findings = [Finding("redis", Level.OK, f"answers at {shown_url(settings)}")]
+    if appendonly == "yes":
+        findings.append(Finding("redis-aof", Level.OK, "appendonly yes"))
+    else:
+        fix = "run redis-server with --appendonly yes"
+        findings.append(Finding("redis-aof", Level.FAIL, "appendonly no: a restart loses queued jobs and results", fix))
+    if policy == "noeviction":
+        findings.append(Finding("redis-eviction", Level.OK, "maxmemory-policy noeviction"))
+    else:
+        detail = f"maxmemory-policy {policy}: Redis may evict queued jobs under memory pressure"
+        findings.append(
+            Finding("redis-eviction", Level.FAIL, detail, "run redis-server with --maxmemory-policy noeviction")
+        )
+    return findings
+
+
+def check_node_files(settings: Settings) -> list[Finding]:
+    """The token is set, and the node key, if it exists yet, is readable by its owner only."""
+    findings = []
+    if settings.node_token is None or not settings.node_token.get_secret_value().strip():
+        findings.append(
+            Finding("token", Level.FAIL, "HN_NODE_TOKEN is not set", "copy it from the Hypernode dashboard")
+        )
+    else:
+        findings.append(Finding("token", Level.OK, "HN_NODE_TOKEN is set"))
+    path = settings.key_file
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        findings.append(Finding("node-key", Level.OK, f"{path} is created at the first start"))
+        return findings
+    except OSError as exc:
+        findings.append(Finding("node-key", Level.FAIL, f"{path}: {exc}"))
+        return findings
+    if mode & 0o077:
+        findings.append(
+            Finding("node-key", Level.FAIL, f"{path} is readable by others (mode {mode:o})", f"chmod 600 {path}")
+        )
+    else:
+        findings.append(Finding("node-key", Level.OK, f"{path} (mode {mode:o})"))
+    return findings

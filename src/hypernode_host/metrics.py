@@ -1,0 +1,157 @@
+"""Prometheus metrics, read from Redis (and NVML) at each scrape, so any process of the node can serve them.
+
+Served on ``HN_METRICS_HOST:HN_METRICS_PORT`` (loopback by default; port 0 turns it off):
+jobs by final status, job duration (buckets from a second to a day), queue depth, in flight,
+dead letters, outbox size, reconnects, live workers and per-GPU utilisation and memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from wsgiref.simple_server import WSGIServer
+
+import redis
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from hypernode_host.gpu import GpuInfo, discover, plan_slots
+from hypernode_host.health import open_store
+from hypernode_host.inspection import known_queues, node_summary, queue_stats
+from hypernode_host.jobs import Status
+from hypernode_host.settings import Settings
+from hypernode_host.store import Store
+
+log = logging.getLogger(__name__)
+
+GPU_LABELS = ["index", "uuid", "name"]
+
+
+def _le(bound: str) -> str:
+    """A bucket bound as Prometheus clients write it ("5" -> "5.0", "+Inf" stays)."""
+    return bound if bound == "+Inf" else repr(float(bound))
+
+
+class NodeCollector(Collector):
+    """Every metric of the node, computed from Redis on each collect (a scrape)."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store or open_store(settings)
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("hn_redis_up", "1 when the node's Redis answered this scrape.")
+        gpus = discover(self.settings)
+        try:
+            families = [*self._jobs(), *self._queues(gpus)]
+        except redis.RedisError as exc:
+            log.warning("metrics: Redis did not answer: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            yield from self._gpus(gpus)
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+        yield from self._gpus(gpus)
+
+    def _jobs(self) -> list[Metric]:
+        summary = node_summary(self.store)
+        jobs = CounterMetricFamily("hn_jobs", "Jobs finished on this node, by final status.", labels=["status"])
+        for status in Status:
+            jobs.add_metric([status.value], summary.by_status.get(status.value, 0))
+        durations = HistogramMetricFamily(
+            "hn_job_duration_seconds", "How long each finished job's container ran.", labels=["status"]
+        )
+        for name, stats in sorted(self.store.durations().items()):
+            buckets = [(_le(bound), count) for bound, count in stats.buckets]
+            durations.add_metric([name], buckets, stats.sum_s)
+        gauges: list[tuple[str, str, float]] = [
+            ("hn_jobs_queued", "Jobs recorded and waiting for a worker.", summary.queued),
+            ("hn_jobs_running", "Jobs a worker is running.", summary.running),
+            ("hn_outbox_size", "Results waiting for the backend's acknowledgement.", summary.outbox),
+            ("hn_workers_alive", "Worker slots with a live registration.", summary.workers_alive),
+        ]
+        if summary.heartbeat_age_s is not None:
+            gauges.append(
+                (
+                    "hn_bridge_heartbeat_age_seconds",
+                    "Seconds since the bridge's last heartbeat.",
+                    summary.heartbeat_age_s,
+                )
+            )
+        reconnects = CounterMetricFamily(
+            "hn_reconnects", "Reconnections of the bridge to the backend.", value=summary.reconnects
+        )
+        return [jobs, durations, reconnects, *(GaugeMetricFamily(n, doc, value=v) for n, doc, v in gauges)]
+
+    def _queues(self, gpus: list[GpuInfo]) -> list[Metric]:
+        families = {
+            "ready": GaugeMetricFamily("hn_queue_ready", "Messages waiting in a queue.", labels=["queue"]),
+            "delayed": GaugeMetricFamily("hn_queue_delayed", "Delayed messages of a queue.", labels=["queue"]),
+            "in_flight": GaugeMetricFamily(
+                "hn_queue_in_flight", "Messages taken by a worker, not yet acknowledged.", labels=["queue"]
+            ),
+            "dead": GaugeMetricFamily("hn_queue_dead", "Dead-lettered messages of a queue.", labels=["queue"]),
+        }
+        oldest = GaugeMetricFamily(
+            "hn_queue_oldest_age_seconds", "Age of the message at the head of a queue.", labels=["queue"]
+        )
+        slots = plan_slots(gpus, self.settings.cpu_slots, self.settings.gpus_per_worker)
+        for stats in queue_stats(self.store, known_queues(self.store, slots)):
+            for name, family in families.items():
+                family.add_metric([stats.queue], getattr(stats, name))
+            oldest.add_metric([stats.queue], stats.oldest_age_s or 0.0)
+        return [*families.values(), oldest]
+
+    def _gpus(self, gpus: list[GpuInfo]) -> Iterator[Metric]:
+        util = GaugeMetricFamily("hn_gpu_utilization_ratio", "GPU utilisation, 0 to 1.", labels=GPU_LABELS)
+        used = GaugeMetricFamily("hn_gpu_memory_used_bytes", "GPU memory in use.", labels=GPU_LABELS)
+        total = GaugeMetricFamily("hn_gpu_memory_total_bytes", "GPU memory.", labels=GPU_LABELS)
+        temperature = GaugeMetricFamily("hn_gpu_temperature_celsius", "GPU temperature.", labels=GPU_LABELS)
+        power = GaugeMetricFamily("hn_gpu_power_watts", "GPU power draw.", labels=GPU_LABELS)
+        for gpu in gpus:
+            labels = [str(gpu.index), gpu.uuid, gpu.name]
+            util.add_metric(labels, gpu.utilization_pct / 100)
+            used.add_metric(labels, (gpu.memory_total_mb - gpu.memory_free_mb) << 20)
+            total.add_metric(labels, gpu.memory_total_mb << 20)
+            if gpu.temperature_c is not None:
+                temperature.add_metric(labels, gpu.temperature_c)
+            if gpu.power_w is not None:
+                power.add_metric(labels, gpu.power_w)
+        yield from (util, used, total, temperature, power)
+
+
+class MetricsServer:
+    """The HTTP endpoint on its own daemon thread; ``close`` stops it and frees the port."""
+
+    def __init__(self, httpd: WSGIServer, thread: threading.Thread, collector: NodeCollector) -> None:
+        self.httpd = httpd
+        self.thread = thread
+        self.collector = collector
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host!s}:{port}/metrics"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+        self.collector.store.redis.close()
+
+
+def start_metrics_server(settings: Settings) -> MetricsServer | None:
+    """Serve the node's metrics at HN_METRICS_HOST:HN_METRICS_PORT; None (nothing served) when the port is 0."""
+    if settings.metrics_port == 0:
+        return None
+    collector = NodeCollector(settings)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    httpd, thread = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+    server = MetricsServer(httpd, thread, collector)
+    log.info("metrics served at %s", server.url)
+    return server

@@ -1,0 +1,165 @@
+"""How the inspection commands look to a person: rich tables over the inspection module's records.
+
+Every value that comes from a job or a worker is shown as plain text (``Text``), never as
+rich markup, so a job cannot restyle or hide lines of the operator's terminal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from hypernode_host.deadletters import DeadLetter
+from hypernode_host.health import Finding, Level
+from hypernode_host.inspection import JobDetail, JobRow, NodeSummary, QueueStats, WorkerRow
+
+LEVEL_STYLE = {Level.OK: "green", Level.WARN: "yellow", Level.FAIL: "bold red"}
+
+
+def seconds(value: float | None) -> str:
+    """A duration for people: 850 ms, 12.5 s, 3 m 20 s, 2 h 05 m."""
+    if value is None:
+        return "-"
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 60:
+        return f"{value:.1f} s"
+    if value < 3600:
+        return f"{int(value // 60)} m {int(value % 60):02d} s"
+    return f"{int(value // 3600)} h {int(value % 3600 // 60):02d} m"
+
+
+def ago(at_ms: int | None, now_ms: int) -> str:
+    return "-" if not at_ms else f"{seconds(max(now_ms - at_ms, 0) / 1000)} ago"
+
+
+def clock(at_ms: int | None) -> str:
+    return "-" if not at_ms else datetime.fromtimestamp(at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def _text(value: object) -> Text:
+    return Text("-" if value is None or value == "" else str(value))
+
+
+def short_uuid(uuid: str) -> str:
+    return uuid[:12] if uuid.startswith("GPU-") else uuid
+
+
+def queues_table(stats: Sequence[QueueStats]) -> Table:
+    table = Table("queue", "ready", "delayed", "in flight", "dead", "oldest", title="queues", title_justify="left")
+    for q in stats:
+        table.add_row(
+            _text(q.queue),
+            str(q.ready),
+            str(q.delayed),
+            str(q.in_flight),
+            Text(str(q.dead), style="red" if q.dead else ""),
+            seconds(q.oldest_age_s),
+        )
+    return table
+
+
+def jobs_table(rows: Sequence[JobRow], now_ms: int) -> Table:
+    table = Table("job", "state", "status", "slot", "GPU", "attempt", "received", "duration", "exit", title="jobs")
+    table.title_justify = "left"
+    for job in rows:
+        table.add_row(
+            _text(job.id),
+            _text(job.state),
+            _text(job.status),
+            _text(job.slot),
+            _text(", ".join(short_uuid(g) for g in job.gpus)),
+            str(job.attempt),
+            ago(job.received_at, now_ms),
+            seconds(job.duration_ms / 1000 if job.duration_ms is not None else None),
+            _text(job.exit_code),
+        )
+    return table
+
+
+def job_view(job: JobDetail) -> RenderableType:
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    rows: list[tuple[str, object]] = [
+        ("job", job.id),
+        ("state", job.state),
+        ("status", job.status),
+        ("queue", job.queue),
+        ("slot", job.slot),
+        ("attempt", job.attempt),
+        ("container", job.container),
+        ("cancel requested", "yes" if job.cancel_requested else "no"),
+        ("exit code", job.exit_code),
+        ("oom killed", job.oom_killed),
+        ("duration", seconds(job.duration_ms / 1000) if job.duration_ms is not None else None),
+        ("log bytes", job.log_bytes if not job.truncated else f"{job.log_bytes} (cut to head and tail)"),
+    ]
+    rows += [(f"spec {name}", value) for name, value in job.spec.items()]
+    rows += [(name, clock(at)) for name, at in job.timeline.items()]
+    rows += [(name, value) for name, value in job.proofs.items()]
+    for name, value in rows:
+        facts.add_row(name, _text(value))
+    parts: list[RenderableType] = [facts]
+    if job.log_tail:
+        parts.append(Text(f"\nlast {len(job.log_tail)} log lines:", style="bold"))
+        parts.append(Text("\n".join(job.log_tail)))
+    return Group(*parts)
+
+
+def workers_table(rows: Sequence[WorkerRow], now_ms: int) -> Table:
+    table = Table("host", "slot", "queues", "GPUs", "state", "job", "last seen", "pid", title="workers")
+    table.title_justify = "left"
+    for w in rows:
+        if not w.alive:
+            state = Text("down", style="bold red")
+        elif w.healthy:
+            state = Text("alive", style="green")
+        else:
+            state = Text(f"unhealthy: {w.health}", style="yellow")
+        table.add_row(
+            _text(w.host),
+            str(w.slot),
+            _text(", ".join(w.queues)),
+            _text(", ".join(short_uuid(g) for g in w.gpus) or "CPU"),
+            state,
+            _text(w.current_job),
+            ago(w.seen_at, now_ms),
+            _text(w.pid),
+        )
+    return table
+
+
+def dead_table(rows: Sequence[DeadLetter], now_ms: int) -> Table:
+    table = Table("queue", "job", "dead since", "enqueued", "job state", title="dead letters", title_justify="left")
+    for d in rows:
+        table.add_row(
+            _text(d.queue), _text(d.job_id), ago(d.dead_at, now_ms), ago(d.enqueued_at, now_ms), _text(d.state)
+        )
+    return table
+
+
+def summary_line(node: NodeSummary) -> Text:
+    beat = "no heartbeat" if node.heartbeat_age_s is None else f"heartbeat {seconds(node.heartbeat_age_s)} ago"
+    counts = ", ".join(f"{status} {n}" for status, n in sorted(node.by_status.items())) or "none finished"
+    return Text(
+        f"node {node.node_id or '(not registered)'}: {beat}, {node.reconnects} reconnects; "
+        f"jobs {node.jobs} (queued {node.queued}, running {node.running}; {counts}); "
+        f"outbox {node.outbox}; workers alive {node.workers_alive}"
+    )
+
+
+def findings_table(findings: Sequence[Finding]) -> Table:
+    table = Table("", "check", "result", "fix", show_header=False, box=None, padding=(0, 1))
+    for f in findings:
+        table.add_row(
+            Text(f.level.value, style=LEVEL_STYLE[f.level]),
+            _text(f.part),
+            _text(f.detail),
+            Text(f.fix if f.level is not Level.OK else ""),
+        )
+    return table

@@ -1,0 +1,32 @@
+"""Bridge test fixtures: a stack of real parts (Redis, the reference backend behind a fault proxy) for
+the bridge that each test runs in-process or as a process. test_faults.py adds a worker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bridgekit import Stack
+from faultproxy import Proxy
+
+from hypernode_host.backend.server import BackendThread
+from hypernode_host.redisproc import RedisProcess
+from support import node_env
+
+
+@pytest.fixture
+def stack(redis_server: RedisProcess, token: str, tmp_path: Path) -> Iterator[Stack]:
+    with BackendThread("127.0.0.1", 0, [token]) as backend, Proxy(backend.port) as proxy:
+        env = node_env(
+            redis_server.url,
+            proxy.url,
+            token,
+            tmp_path,
+            HN_RECONNECT_DELAY="0.1",
+            HN_RECONNECT_MAX_DELAY="0.5",
+            HN_MAX_LOG_SIZE="20000",
+        )
+        s = Stack(redis_server, backend, proxy, env)
+        yield s
+        s.redis.close()

@@ -1,0 +1,402 @@
+"""The bridge's connection over a real WebSocket through a proxy that breaks it: register, resume,
+heartbeats, half-open detection, backoff, oversized and malformed frames, refused tokens, TLS, secrets.
+
+The bridge runs in-process (BridgeThread) with pings and timeouts shrunk; Redis and the reference
+backend are real. Jobs that really run are in test_faults.py.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import logging
+import re
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http import HTTPStatus
+from pathlib import Path
+
+import pytest
+from bridgekit import FAST, BridgeThread, Stack
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from faultproxy import Proxy
+from websockets.http11 import Request, Response
+from websockets.sync.server import ServerConnection, serve
+
+from hypernode_host import constants as C
+from hypernode_host.backend.server import BackendThread
+from hypernode_host.bridge.client import Tuning
+from hypernode_host.errors import AuthError
+from hypernode_host.redisproc import RedisProcess
+from support import node_env, wait_for
+
+
+def only_node(stack: Stack) -> dict[str, object]:
+    [node] = stack.backend.nodes()  # one node: a resume never spends the token on a second one
+    return node
+
+
+def resumed(stack: Stack, registrations: int) -> bool:
+    nodes = stack.backend.nodes()
+    return len(nodes) == 1 and nodes[0]["registrations"] == registrations and bool(nodes[0]["connected"])
+
+
+# register, heartbeats, resume -----------------------------------------------------------------------
+
+
+def test_heartbeats_carry_real_uptime_and_counts_once_registered(stack: Stack) -> None:
+    with BridgeThread(stack.env) as bridge:
+        node_id = stack.wait_registered()
+        beats = wait_for(lambda: (b := stack.backend.heartbeats(node_id)) and len(b) >= 3 and b, timeout=15)
+
+    assert bridge.error is None
+    stats = [beat.stats for beat in beats]
+    uptimes = [s["total_uptime"] for s in stats]
+    assert uptimes == sorted(uptimes) and uptimes[-1] >= 1  # real seconds, not upstream's constant 0
+    assert {(s["active_jobs"], s["queued_jobs"], s["free_slots"]) for s in stats} == {(0, 0, 0)}  # no worker yet
+    assert stack.redis.hget(C.NODE_KEY, "node_id") == node_id
+    assert int(stack.redis.hget(C.NODE_KEY, "heartbeat_at") or 0) > 0
+
+
+def test_after_a_drop_the_bridge_resumes_its_node_and_spends_its_token_once(stack: Stack) -> None:
+    with BridgeThread(stack.env) as bridge:
+        node_id = stack.wait_registered()
+        assert stack.proxy.drop() == 1
+
+        wait_for(lambda: resumed(stack, 2), timeout=15)
+        beats = len(stack.backend.heartbeats(node_id))
+        wait_for(lambda: len(stack.backend.heartbeats(node_id)) > beats, timeout=10)  # beating again
+
+    assert bridge.error is None
+    assert only_node(stack)["nodeId"] == node_id
+    assert stack.node_counter("reconnects") >= 1
+
+
+def test_a_bridge_restarted_on_the_same_redis_resumes_the_same_node(stack: Stack) -> None:
+    with BridgeThread(stack.env):
+        node_id = stack.wait_registered()
+    with BridgeThread(stack.env) as again:
+        wait_for(lambda: resumed(stack, 2), timeout=15)
+    assert again.error is None
+    assert only_node(stack)["nodeId"] == node_id
+
+
+def test_a_half_open_connection_is_noticed_by_pings_and_replaced(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    with BridgeThread(stack.env):
+        stack.wait_registered()
+        accepted = stack.proxy.accepted
+        stack.proxy.set_mode("blackhole")  # both ends stay open and hear nothing: no FIN, no RST
+
+        wait_for(lambda: stack.proxy.accepted > accepted, timeout=15)  # noticed: it dials again
+        stack.proxy.set_mode("pass")
+        stack.proxy.drop()  # the backend's end of the dead connection
+
+        wait_for(lambda: resumed(stack, 2), timeout=15)
+    assert "keepalive ping timeout" in caplog.text
+
+
+def test_while_the_backend_is_unreachable_the_bridge_retries_with_capped_backoff(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    stack.proxy.set_mode("refuse")
+    with BridgeThread(stack.env):
+        wait_for(lambda: stack.proxy.accepted >= 6, timeout=20)
+        stack.proxy.set_mode("pass")
+        stack.wait_registered()
+
+    delays = [float(d) for d in re.findall(r"reconnecting in ([\d.]+) s", caplog.text)]
+    assert len(delays) >= 5
+    assert all(0 <= d <= 0.5 for d in delays)  # HN_RECONNECT_MAX_DELAY caps every wait
+    assert stack.node_counter("reconnects") >= 5
+
+
+# hostile frames ------------------------------------------------------------------------------------
+
+
+def test_bad_frames_get_an_error_reply_each_and_the_connection_stays(stack: Stack) -> None:
+    frames: list[str | bytes] = [
+        "not json",
+        '{"type":"bogus"}',
+        b"\x00\x01",
+        '{"type":"job","id":"../x","script":"x"}',
+        '{"type":"ack","id":NaN}',
+        '{"type":"job_cancel"}',
+    ]
+    with BridgeThread(stack.env):
+        node_id = stack.wait_registered()
+        for frame in frames:
+            assert stack.backend.send_raw(frame, node_id) == 1
+
+        errors = wait_for(lambda: (e := only_node(stack)["errors"]) and len(e) == len(frames) and e, timeout=10)
+        wait_for(lambda: stack.node_counter("frames_refused") == len(frames), timeout=10)
+        assert only_node(stack)["registrations"] == 1  # the same connection all along
+
+    assert errors == [
+        "Invalid message format: not JSON (Expecting value: line 1 column 1 (char 0))",
+        "Unknown message type 'bogus'",
+        "binary frames are not accepted; send JSON text",
+        "job refused: 'id' must be 1-64 characters of A-Z a-z 0-9 . _ -",
+        "NaN is not allowed in JSON",
+        "bad job_cancel message: jobId: Field required",
+    ]
+
+
+def test_a_frame_over_max_size_closes_the_connection_and_the_bridge_comes_back(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with BridgeThread(stack.env):
+        node_id = stack.wait_registered()
+        stack.backend.send_raw('{"type":"ping","pad":"' + "Z" * C.MAX_FRAME_BYTES + '"}', node_id)
+
+        wait_for(lambda: resumed(stack, 2), timeout=15)
+
+    assert "message too big" in caplog.text  # close code 1009
+    assert "ZZZZZZZZ" not in caplog.text  # a summary, never the payload
+
+
+# refused tokens --------------------------------------------------------------------------------------
+
+
+def test_an_invalid_token_stops_the_bridge_without_retrying(stack: Stack) -> None:
+    with BridgeThread({**stack.env, "HN_NODE_TOKEN": "tok-not-issued"}) as bridge:
+        bridge.wait_done(15)
+
+    assert isinstance(bridge.error, AuthError)
+    assert str(bridge.error) == "the backend refused this node: Invalid token"
+    assert stack.proxy.accepted == 1  # one try: a dead token is not hammered at the backend
+
+
+def test_a_token_already_used_by_another_node_stops_the_bridge(stack: Stack, tmp_path: Path) -> None:
+    with BridgeThread(stack.env):
+        stack.wait_registered()
+        with RedisProcess() as other_redis:  # another machine: no node id of its own to resume
+            env = node_env(other_redis.url, stack.proxy.url, stack.token, tmp_path / "other")
+            with BridgeThread(env) as intruder:
+                intruder.wait_done(15)
+
+    assert isinstance(intruder.error, AuthError)
+    assert "Token already used" in str(intruder.error)
+    assert len(stack.backend.nodes()) == 1
+
+
+class GatewayThread:
+    """A WebSocket endpoint that answers every handshake with one HTTP status (a gateway before the backend)."""
+
+    def __init__(self, status: HTTPStatus) -> None:
+        self.handshakes = 0
+
+        def answer(connection: ServerConnection, request: Request) -> Response:
+            self.handshakes += 1
+            return connection.respond(status, f"{status.phrase}\n")
+
+        self.server = serve(lambda connection: None, "127.0.0.1", 0, process_request=answer)
+        self.thread = threading.Thread(target=self.server.serve_forever, name="test-gateway", daemon=True)
+
+    def __enter__(self) -> GatewayThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.thread.join(10)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.server.socket.getsockname()[1]}"
+
+
+def test_an_http_403_at_the_handshake_stops_the_bridge_like_a_refused_token(
+    redis_server: RedisProcess, token: str, tmp_path: Path
+) -> None:
+    with GatewayThread(HTTPStatus.FORBIDDEN) as gateway:
+        with BridgeThread(node_env(redis_server.url, gateway.url, token, tmp_path)) as bridge:
+            bridge.wait_done(15)
+        assert gateway.handshakes == 1
+    assert isinstance(bridge.error, AuthError)
+    assert str(bridge.error) == "the backend refused the connection: HTTP 403"
+
+
+def test_an_http_503_at_the_handshake_is_retried(redis_server: RedisProcess, token: str, tmp_path: Path) -> None:
+    with GatewayThread(HTTPStatus.SERVICE_UNAVAILABLE) as gateway:
+        env = node_env(redis_server.url, gateway.url, token, tmp_path, HN_RECONNECT_MAX_DELAY="0.2")
+        with BridgeThread(env) as bridge:
+            wait_for(lambda: gateway.handshakes >= 3, timeout=15)  # a passing outage: tried again and again
+    assert bridge.error is None
+
+
+@pytest.mark.parametrize("command", ["bridge", "up"])
+def test_the_cli_exits_3_with_one_line_when_the_token_is_refused(stack: Stack, command: str) -> None:
+    env = {**stack.env, "HN_NODE_TOKEN": "tok-not-issued", "HN_LOG_LEVEL": "WARNING"}
+
+    done = subprocess.run(
+        [sys.executable, "-m", "hypernode_host", command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "error: the backend refused this node: Invalid token" in done.stderr.splitlines()
+    assert "Traceback" not in done.stderr
+    assert stack.proxy.accepted == 1  # `up` does not restart a bridge whose token was refused
+
+
+# secrets ---------------------------------------------------------------------------------------------
+
+
+def test_the_token_never_reaches_any_log_line_at_any_level(
+    stack: Stack, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for name in ("websockets", "websockets.client", "websockets.server"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    # websockets' frame lines cut a frame short: a leak can be a part of the token. Its first 8 random
+    # characters are what such a cut keeps, and 8 hex digits do not turn up in the logs by chance.
+    secret = stack.token.removeprefix("tok-")[:8]
+
+    with BridgeThread(stack.env):
+        node_id = stack.wait_registered()
+        stack.backend.send_raw("not json", node_id)  # a refused frame
+        stack.backend.push({"type": "error", "message": "Invalid token"}, node_id)  # a backend error
+        stack.proxy.drop()  # a reconnect (and its register frame)
+        wait_for(lambda: resumed(stack, 2), timeout=15)
+        stack.proxy.set_mode("refuse")  # connection failures
+        stack.proxy.drop()
+        wait_for(lambda: stack.proxy.accepted >= 5, timeout=15)
+        stack.proxy.set_mode("pass")
+        wait_for(lambda: resumed(stack, 3), timeout=15)
+    with BridgeThread({**stack.env, "HN_NODE_TOKEN": stack.token + "-revoked"}) as refused:
+        refused.wait_done(15)  # an auth failure, with our token in the register it sent
+
+    assert isinstance(refused.error, AuthError)
+    records = [r for r in caplog.records if r.name.startswith(("hypernode_host", "websockets"))]
+    assert any(r.name.startswith("websockets") for r in records)  # the library did log, at INFO
+    logged = "\n".join(caplog.handler.format(r) for r in caplog.records)
+    printed = capfd.readouterr()
+    for text in (logged, printed.out, printed.err):
+        assert secret not in text
+
+
+# TLS ---------------------------------------------------------------------------------------------
+
+
+class Certificates:
+    """A private CA and a server certificate it signed, written as PEM files."""
+
+    def __init__(self, directory: Path, hostname: str) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hypernode test CA")])
+        ca = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        key = ec.generate_private_key(ec.SECP256R1())
+        names: list[x509.GeneralName] = [x509.DNSName(hostname)]
+        if hostname == "localhost":
+            names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+        server = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        self.ca_file = directory / f"ca-{hostname}.pem"
+        self.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        self.cert_file = directory / f"server-{hostname}.pem"
+        self.cert_file.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+        self.key_file = directory / f"server-{hostname}.key"
+        self.key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+    def trusting_client(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+
+@pytest.fixture
+def tls_stack(redis_server: RedisProcess, token: str, tmp_path: Path) -> Iterator[tuple[Stack, Certificates]]:
+    """A stack whose backend serves wss:// with a certificate for "localhost" from a private CA."""
+    certs = Certificates(tmp_path, "localhost")
+    with (
+        BackendThread("127.0.0.1", 0, [token], ssl_context=certs.server_context()) as backend,
+        Proxy(backend.port) as proxy,
+    ):
+        env = node_env(redis_server.url, f"wss://localhost:{proxy.port}", token, tmp_path, HN_RECONNECT_MAX_DELAY="0.3")
+        stack = Stack(redis_server, backend, proxy, env)
+        yield stack, certs
+        stack.redis.close()
+
+
+def test_wss_refuses_an_untrusted_certificate_and_never_falls_back_to_plain_text(
+    tls_stack: tuple[Stack, Certificates], caplog: pytest.LogCaptureFixture
+) -> None:
+    stack, _ = tls_stack
+    caplog.set_level(logging.INFO)
+    with BridgeThread(stack.env):  # the system's trust store: the private CA is not in it
+        wait_for(lambda: stack.proxy.accepted >= 3, timeout=20)
+
+    assert "certificate verify failed" in caplog.text
+    assert stack.backend.nodes() == []  # no register ever reached the backend
+    assert stack.proxy.first_bytes and all(b.startswith(b"\x16\x03") for b in stack.proxy.first_bytes)  # TLS only
+
+
+def test_wss_connects_when_the_certificate_is_trusted(tls_stack: tuple[Stack, Certificates]) -> None:
+    stack, certs = tls_stack
+    tuning = Tuning(**{**FAST.__dict__, "ssl_context": certs.trusting_client()})
+    with BridgeThread(stack.env, tuning) as bridge:
+        stack.wait_registered()
+    assert bridge.error is None
+
+
+def test_wss_refuses_a_trusted_certificate_for_another_host(
+    redis_server: RedisProcess, token: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    certs = Certificates(tmp_path, "backend.example")
+    tuning = Tuning(**{**FAST.__dict__, "ssl_context": certs.trusting_client()})
+    with (
+        BackendThread("127.0.0.1", 0, [token], ssl_context=certs.server_context()) as backend,
+        Proxy(backend.port) as proxy,
+    ):
+        env = node_env(redis_server.url, f"wss://localhost:{proxy.port}", token, tmp_path, HN_RECONNECT_MAX_DELAY="0.3")
+        with BridgeThread(env, tuning):
+            wait_for(lambda: proxy.accepted >= 2, timeout=20)
+        assert backend.nodes() == []
+    assert "Hostname mismatch" in caplog.text

@@ -1,0 +1,173 @@
+"""The runner's exactly-once rules, in process, against a real Docker engine and a real Redis.
+
+Two runners stand for the workers of two slots of one node. Containers a crashed worker
+would have left are made by hand with the same contract, names and labels.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from hypernode_host import constants as C
+from hypernode_host.gpu.slots import plan_slots
+from hypernode_host.proofs import NodeKey
+from hypernode_host.redisproc import RedisProcess
+from hypernode_host.settings import Settings
+from hypernode_host.store import Store
+from hypernode_host.tasks.containers import LABEL_ROLE, ContainerSpec, DockerRuntime
+from hypernode_host.tasks.recovery import recover
+from hypernode_host.tasks.requirements import PREP_ROLE
+from hypernode_host.tasks.runner import PENDING_FIELD, JobRunner, container_name
+from support import TEST_IMAGE
+
+
+@dataclass
+class Rig:
+    settings: Settings
+    store: Store
+    runtime: DockerRuntime
+    runners: dict[int, JobRunner]
+
+    def record(self, command: str, **fields: Any) -> str:
+        job_id = f"r-{secrets.token_hex(6)}"
+        job = {"id": job_id, "command": command, "memoryLimit": "128m", "cpuLimit": 1, **fields}
+        assert self.store.record_job(job_id, job, C.CPU_QUEUE)
+        return job_id
+
+    def leftover(self, job_id: str, slot: int, command: str, *, start: bool = True, **labels: str) -> str:
+        """A container as a worker of ``slot`` would have made it for ``job_id``."""
+        spec = ContainerSpec(
+            name=container_name(job_id) if job_id else f"hn-test-{secrets.token_hex(6)}",
+            image=TEST_IMAGE,
+            command=["sh", "-c", command],
+            env={},
+            labels={C.LABEL_NODE: self.settings.node_name, C.LABEL_WORKER: str(slot), C.LABEL_JOB: job_id, **labels},
+            memory_bytes=128 << 20,
+            nano_cpus=1_000_000_000,
+        )
+        container_id = self.runtime.create(spec)
+        if start:
+            self.runtime.start(container_id)
+        return container_id
+
+    def result(self, job_id: str) -> dict[str, Any]:
+        record = self.store.job(job_id) or {}
+        assert record.get("state") == "finished", record
+        value: dict[str, Any] = json.loads(record["result"])
+        return value
+
+    def containers(self) -> list[str]:
+        return [cid for cid, _ in self.runtime.labelled(C.LABEL_NODE, self.settings.node_name)]
+
+
+@pytest.fixture
+def rig(docker_runtime: DockerRuntime, redis_server: RedisProcess) -> Iterator[Rig]:
+    settings = Settings.from_env(
+        {"HN_JOB_IMAGE": TEST_IMAGE, "HN_NODE_NAME": f"test-{secrets.token_hex(4)}", "HN_JOB_TIMEOUT": "60"}
+    )
+    store = Store.from_url(redis_server.url)
+    slots = plan_slots([], 2)
+    key = NodeKey.generate()
+    runners = {slot.id: JobRunner(settings, store, docker_runtime, key, slot, slots) for slot in slots}
+    built = Rig(settings, store, docker_runtime, runners)
+    try:
+        yield built
+    finally:
+        for container_id in built.containers():
+            docker_runtime.remove(container_id)
+        store.redis.close()
+
+
+def test_a_delivery_for_a_job_that_a_live_slot_holds_is_left_to_it(rig: Rig) -> None:
+    job_id = rig.record("sleep 30")
+    assert rig.runners[1].claim(job_id, rig.store.job(job_id) or {}, container_name(job_id)) == 1
+    held = rig.leftover(job_id, 1, "sleep 30")
+    rig.store.register_worker(1, {"pid": 1}, 30)  # slot 1's worker is alive
+
+    rig.runners[0].run(job_id)  # the message, delivered again to slot 0
+
+    record = rig.store.job(job_id) or {}
+    assert record["state"] == "running" and record["slot"] == "1" and record["attempt"] == "1"
+    assert rig.containers() == [held] and rig.runtime.state(held).running  # untouched
+
+
+def test_a_job_whose_slot_died_is_taken_over_and_its_container_reattached(rig: Rig) -> None:
+    job_id = rig.record("echo from-slot-1; sleep 1; echo done")
+    assert rig.runners[1].claim(job_id, rig.store.job(job_id) or {}, container_name(job_id)) == 1
+    rig.leftover(job_id, 1, "echo from-slot-1; sleep 1; echo done")  # slot 1 is not registered: it died
+
+    rig.runners[0].run(job_id)
+
+    result = rig.result(job_id)
+    assert result["status"] == "completed"
+    assert result["logs"] == "from-slot-1\ndone\n"  # the whole output, from the container's start
+    assert (rig.store.job(job_id) or {})["attempt"] == "2"
+    assert rig.containers() == []
+
+
+def test_a_container_created_but_never_started_is_replaced(rig: Rig) -> None:
+    job_id = rig.record("echo fresh")
+    assert rig.runners[0].claim(job_id, rig.store.job(job_id) or {}, container_name(job_id)) == 1
+    stale = rig.leftover(job_id, 0, "echo stale", start=False)  # the worker died between create and start
+
+    rig.runners[0].run(job_id)
+
+    result = rig.result(job_id)
+    assert result["status"] == "completed" and result["logs"] == "fresh\n"
+    assert rig.runtime.find(container_name(job_id)) is None
+    assert stale not in rig.containers()
+
+
+def test_a_finished_job_is_never_run_again(rig: Rig) -> None:
+    job_id = rig.record("echo once")
+    rig.runners[0].run(job_id)
+    first = rig.result(job_id)
+
+    rig.runners[1].run(job_id)
+    rig.runners[0].run(job_id)
+
+    assert rig.result(job_id) == first
+    assert (rig.store.job(job_id) or {})["attempt"] == "1"
+
+
+def test_recovery_collects_the_exited_container_and_reaps_only_its_slots_leftovers(rig: Rig) -> None:
+    interrupted = rig.record("echo collected")
+    assert rig.runners[0].claim(interrupted, rig.store.job(interrupted) or {}, container_name(interrupted)) == 1
+    exited = rig.leftover(interrupted, 0, "echo collected")
+    assert rig.runtime.wait(exited, 30)
+    finished = rig.record("echo finished")
+    rig.runners[0].run(finished)
+    leftover = rig.leftover(finished, 0, "true", start=False)
+    prep = rig.leftover("", 0, "sleep 30", **{LABEL_ROLE: PREP_ROLE})
+    others = rig.leftover("", 1, "sleep 30")  # another slot's: not ours to touch
+
+    recover(rig.runners[0], rig.runtime, rig.store)
+
+    result = rig.result(interrupted)
+    assert result["status"] == "completed" and result["logs"] == "collected\n"
+    remaining = rig.containers()
+    assert exited not in remaining and leftover not in remaining and prep not in remaining
+    assert others in remaining
+
+
+def test_a_result_kept_before_a_crash_is_published_without_running_again(rig: Rig) -> None:
+    job_id = rig.record("echo once")
+    rig.runners[0].run(job_id)
+    kept = rig.result(job_id)
+    again = rig.record("echo must-not-run")  # the same result, as its dead worker had kept it
+    assert rig.runners[0].claim(again, rig.store.job(again) or {}, container_name(again)) == 1
+    exited = rig.leftover(again, 0, "echo must-not-run")
+    assert rig.runtime.wait(exited, 30)
+    rig.store.update_job(again, **{PENDING_FIELD: json.dumps({**kept, "id": again})})
+
+    recover(rig.runners[0], rig.runtime, rig.store)
+
+    assert rig.result(again) == {**kept, "id": again}  # published as kept, not recomputed
+    assert (rig.store.job(again) or {})["attempt"] == "1"
+    assert rig.containers() == []

@@ -1,0 +1,148 @@
+"""The NVML adapter (gpu/nvml.py) against a fake pynvml: discovery, health readings, Xid events."""
+
+from __future__ import annotations
+
+import pytest
+from fake_pynvml import ERRORS, FakeGpu, FakeNvml
+
+from hypernode_host.errors import GpuError
+from hypernode_host.gpu import nvml
+from hypernode_host.gpu.health import Readings
+from hypernode_host.gpu.inventory import discover
+from hypernode_host.gpu.models import GpuInfo
+from hypernode_host.gpu.monitor import SlotMonitor
+from hypernode_host.settings import Settings
+
+
+def test_discovery_reads_every_field(fake_nvml: FakeNvml) -> None:
+    fake_nvml.gpus[1].mig = 1
+
+    gpus = nvml.list_gpus()
+
+    assert gpus[0] == GpuInfo(
+        index=0,
+        uuid="GPU-11111111-aaaa",
+        name="NVIDIA H100 80GB HBM3",
+        memory_total_mb=81559,
+        memory_free_mb=80000,
+        utilization_pct=37,
+        temperature_c=41,
+        power_w=71.5,
+        driver_version="550.54.15",
+        cuda_version="12.4",
+        mig_enabled=False,
+        healthy=True,
+        health="ok",
+    )
+    assert gpus[1].mig_enabled is True and gpus[1].uuid == "GPU-22222222-bbbb"
+
+
+def test_unsupported_queries_read_as_unknown_not_as_faults(fake_nvml: FakeNvml) -> None:
+    consumer_card = FakeGpu("GPU-33333333-cccc", name="NVIDIA GeForce RTX 4090", mig=None)
+    consumer_card.ecc_uncorrected = consumer_card.retired_pending = consumer_card.remapped = None
+    fake_nvml.gpus = [consumer_card]
+
+    [gpu] = nvml.list_gpus()
+
+    assert gpu.mig_enabled is None
+    assert gpu.healthy and gpu.health == "ok"
+
+
+def test_no_driver_is_one_clear_line_and_no_gpus(fake_nvml: FakeNvml, caplog: pytest.LogCaptureFixture) -> None:
+    fake_nvml.init_error = ERRORS["DRIVER_NOT_LOADED"]
+
+    with pytest.raises(GpuError, match=r"^NVML unavailable \(Driver Not Loaded\); this node runs CPU jobs only$"):
+        nvml.list_gpus()
+    caplog.set_level("INFO", logger="hypernode_host.gpu.inventory")
+    assert discover(Settings.from_env({})) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "NVML unavailable (Driver Not Loaded); this node runs CPU jobs only"
+    ]
+
+
+def test_a_gpu_lost_after_discovery_is_listed_unhealthy(fake_nvml: FakeNvml, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = fake_nvml.nvmlDeviceGetMemoryInfo
+
+    def lost_on_memory(gpu: FakeGpu) -> object:
+        if gpu.uuid == "GPU-22222222-bbbb":
+            gpu.lost = True
+        return original(gpu)
+
+    monkeypatch.setattr(nvml._import(), "nvmlDeviceGetMemoryInfo", lost_on_memory)
+
+    first, second = nvml.list_gpus()
+
+    assert first.healthy
+    assert (second.uuid, second.healthy) == ("GPU-22222222-bbbb", False)
+    assert second.health == "GPU unreachable through NVML (Gpu Is Lost)"
+
+
+def test_a_gpu_whose_uuid_cannot_be_read_gets_no_slot(fake_nvml: FakeNvml, caplog: pytest.LogCaptureFixture) -> None:
+    fake_nvml.gpus[0].lost = True
+
+    gpus = nvml.list_gpus()
+
+    assert [g.uuid for g in gpus] == ["GPU-22222222-bbbb"]
+    assert "GPU 0 cannot be read (Gpu Is Lost); it gets no slot" in caplog.text
+
+
+def test_health_readings_by_uuid(fake_nvml: FakeNvml) -> None:
+    fake_nvml.gpus[0].ecc_uncorrected = 2
+    fake_nvml.gpus[1].remapped = (5, 1, 1, 0)
+
+    readings = nvml.read_health(["GPU-11111111-aaaa", "GPU-22222222-bbbb", "GPU-gone"])
+
+    assert readings == [
+        Readings("GPU-11111111-aaaa", ecc_uncorrected=2, retired_pages_pending=False, remap_pending=False,
+                 remap_failed=False),
+        Readings("GPU-22222222-bbbb", ecc_uncorrected=0, retired_pages_pending=False, remap_pending=True,
+                 remap_failed=False),
+        Readings("GPU-gone", lost="Unknown"),
+    ]  # fmt: skip
+
+
+def test_xid_watch_reports_events_per_gpu(fake_nvml: FakeNvml) -> None:
+    fake_nvml.gpus[1].xid_events = False  # e.g. a card without event support: watched for nothing
+    watch = nvml.XidWatch(["GPU-11111111-aaaa", "GPU-22222222-bbbb"])
+    watch.open()
+    try:
+        assert fake_nvml.registered == ["GPU-11111111-aaaa"]
+        assert watch.poll() == {}
+        fake_nvml.gpus[0].pending_xids += [13, 79]
+        assert watch.poll() == {"GPU-11111111-aaaa": (13, 79)}
+        assert watch.poll() == {}  # each event is reported once
+    finally:
+        watch.close()
+
+
+def test_slot_monitor_keeps_a_critical_xid_until_restart(fake_nvml: FakeNvml) -> None:
+    monitor = SlotMonitor(client=None, uuids=["GPU-11111111-aaaa"], simulated=False)  # type: ignore[arg-type]
+    monitor.open()
+    try:
+        assert monitor.check() == (True, "ok")
+        fake_nvml.gpus[0].pending_xids.append(31)  # a job's own page fault: the GPU is fine
+        assert monitor.check() == (True, "ok")
+        fake_nvml.gpus[0].pending_xids.append(48)  # double-bit ECC error
+        bad = (False, "GPU-11111111-aaaa: critical Xid 48 reported by the driver")
+        assert monitor.check() == bad
+        assert monitor.check() == bad  # the GPU needs a reset; polling again does not heal it
+    finally:
+        monitor.close()
+
+
+def test_slot_monitor_reports_a_lost_gpu_and_a_lost_driver(fake_nvml: FakeNvml) -> None:
+    monitor = SlotMonitor(client=None, uuids=["GPU-22222222-bbbb"], simulated=False)  # type: ignore[arg-type]
+    monitor.open()
+    try:
+        fake_nvml.gpus[1].lost = True
+        assert monitor.check() == (False, "GPU-22222222-bbbb: GPU unreachable through NVML (Gpu Is Lost)")
+        fake_nvml.init_error = ERRORS["DRIVER_NOT_LOADED"]
+        assert monitor.check() == (False, "NVML unavailable (Driver Not Loaded); this node runs CPU jobs only")
+    finally:
+        fake_nvml.init_error = None
+        monitor.close()
+
+
+@pytest.mark.parametrize(("encoded", "text"), [(12040, "12.4"), (11080, "11.8"), (13000, "13.0"), (0, None)])
+def test_cuda_versions(encoded: int, text: str | None) -> None:
+    assert nvml.cuda_version(encoded) == text

@@ -1,0 +1,54 @@
+"""The NVML adapter against the real driver (`make gpu-check` on a GPU machine; skipped elsewhere)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hypernode_host.gpu import nvml
+from hypernode_host.gpu.inventory import discover
+from hypernode_host.gpu.monitor import SlotMonitor
+from hypernode_host.gpu.slots import plan_slots
+from hypernode_host.settings import Settings
+
+pytestmark = pytest.mark.nvml
+
+
+def test_discovery_matches_what_nvml_counts(real_nvml: Any) -> None:
+    gpus = nvml.list_gpus()
+
+    assert len(gpus) == real_nvml.nvmlDeviceGetCount()
+    assert len({g.uuid for g in gpus}) == len(gpus)
+    for gpu in gpus:
+        assert gpu.uuid.startswith(("GPU-", "MIG-")), gpu
+        assert gpu.memory_total_mb > 0 and 0 <= gpu.memory_free_mb <= gpu.memory_total_mb
+        assert 0 <= gpu.utilization_pct <= 100
+        assert gpu.driver_version and gpu.cuda_version, gpu
+        assert gpu.healthy, gpu.health
+        assert not gpu.simulated
+
+
+def test_health_of_every_gpu_reads_clean(real_nvml: Any) -> None:
+    uuids = [g.uuid for g in nvml.list_gpus()]
+
+    readings = nvml.read_health(uuids)
+
+    assert [r.uuid for r in readings] == uuids
+    assert all(r.lost is None for r in readings), readings
+    assert nvml.read_health(["GPU-00000000-0000-0000-0000-000000000000"])[0].lost is not None
+
+
+def test_a_slot_monitor_watches_xids_and_reads_healthy(real_nvml: Any) -> None:
+    slot = plan_slots(nvml.list_gpus(), 0)[0]
+    monitor = SlotMonitor(client=None, uuids=slot.gpu_uuids, simulated=False)  # type: ignore[arg-type]
+    monitor.open()
+    try:
+        assert monitor.check() == (True, "ok")
+    finally:
+        monitor.close()
+
+
+def test_discover_uses_nvml_without_simulation(real_nvml: Any) -> None:
+    found = discover(Settings.from_env({}))
+    assert [g.uuid for g in found] == [g.uuid for g in nvml.list_gpus()]

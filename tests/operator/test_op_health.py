@@ -1,0 +1,87 @@
+"""`hypernode-host check` (the container HEALTHCHECK) against a real node whose parts are separate processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from operator_support import Node, node_environment
+
+from hypernode_host.backend.server import BackendThread
+from hypernode_host.redisproc import RedisProcess
+from hypernode_host.tasks.containers import DockerRuntime
+from support import wait_for
+
+
+@pytest.fixture
+def parts(docker_runtime: DockerRuntime) -> Iterator[Node]:
+    """Bridge and the slot-0 worker as their own processes, so a test can kill one of them."""
+    token = f"tok-{secrets.token_hex(8)}"
+    with (
+        RedisProcess() as redis_server,
+        BackendThread("127.0.0.1", 0, [token]) as backend,
+        tempfile.TemporaryDirectory() as workdir,
+    ):
+        node = Node(backend, node_environment(redis_server.url, backend, token, Path(workdir)), redis_server)
+        try:
+            node.start("bridge")
+            node.start("worker", "--slot", "0")
+            node.wait_ready(slots=1)
+            yield node
+        finally:
+            node.close()
+
+
+def test_check_passes_on_a_working_node(parts: Node) -> None:
+    done = parts.cli("check")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("healthy: redis: answers at redis://127.0.0.1:")
+    report = json.loads(parts.cli("check", "--json").stdout)
+    assert report["healthy"] is True
+    assert [c["part"] for c in report["checks"]] == ["redis", "bridge", "docker", "worker slot 0 (CPU)"]
+    assert {c["level"] for c in report["checks"]} == {"ok"}
+    assert parts.cli("check", "--bridge").returncode == 0
+    assert parts.cli("check", "--slot", "0").returncode == 0
+
+
+def test_check_fails_when_a_worker_is_killed(parts: Node) -> None:
+    worker = parts.parts[1]
+    assert worker.proc is not None
+    os.kill(worker.proc.pid, signal.SIGKILL)  # no chance to unregister: its registration outlives it
+    worker.proc.wait()
+
+    done = parts.cli("check")
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"worker slot 0 (CPU): its process {worker.proc.pid} has exited; the registration is stale (fix: restart it)"
+    ]
+    assert parts.cli("check", "--bridge").returncode == 0  # the bridge's own check is unaffected
+    assert parts.cli("check", "--slot", "0").returncode == 1
+
+
+def test_check_fails_when_redis_is_stopped(parts: Node) -> None:
+    parts.redis_server.stop()
+
+    done = parts.cli("check")
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"redis: no answer from {parts.env['HN_REDIS_URL']}: ")
+    assert line.endswith("(fix: start Redis)")
+
+
+def test_check_fails_when_the_bridge_stops_heartbeating(parts: Node) -> None:
+    assert parts.parts[0].stop() == 0
+
+    def failing() -> list[str]:
+        done = parts.cli("check")
+        return done.stderr.splitlines() if done.returncode == 1 else []
+
+    (line,) = wait_for(failing, timeout=20, interval=0.5)  # stale after 3 missed 1 s heartbeats
+    assert line.startswith("bridge: last heartbeat ")
+    assert "the bridge is down or disconnected" in line
