@@ -15,6 +15,7 @@ WORKER_KEY = PREFIX + ":worker:{slot}"  # hash: a live worker's registration, wi
 WORKERS_SET = PREFIX + ":workers"  # set of slot ids that have registered
 
 # Dramatiq queue names (dramatiq allows letters, digits, '.', '_' and '-').
+DRAMATIQ_NAMESPACE = "hn-dramatiq"  # Dramatiq's own keys, apart from ours and from other apps'
 CPU_QUEUE = "hn-cpu"
 GPU_QUEUE_TEMPLATE = "hn-gpu{count}"
 ACTOR_NAME = "run_job"

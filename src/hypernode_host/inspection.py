@@ -24,7 +24,6 @@ from hypernode_host.gpu.models import Slot
 from hypernode_host.jobs import JobState, Status
 from hypernode_host.store import FINISHED_INDEX, Store, now_ms
 
-DRAMATIQ_NAMESPACE = "hn-dramatiq"  # the namespace tasks/broker.py gives the RedisBroker
 LIST_FIELDS = ("id", "state", "status", "queue", "slot", "attempt", "received_at", "finished_at")
 PAGE = 1000  # most records read per pipeline while filtering the job index
 SCAN_LIMIT = 20_000  # newest records a filtered listing looks at, so it stays fast on a huge backlog
@@ -36,15 +35,15 @@ class UnknownJob(HypernodeError):
 
 
 def dramatiq_key(queue: str, suffix: str = "") -> str:
-    return f"{DRAMATIQ_NAMESPACE}:{queue}{suffix}"
+    return f"{C.DRAMATIQ_NAMESPACE}:{queue}{suffix}"
 
 
 def _acks_key(broker_id: str, queue: str) -> str:
-    return f"{DRAMATIQ_NAMESPACE}:__acks__.{broker_id}.{queue}"
+    return f"{C.DRAMATIQ_NAMESPACE}:__acks__.{broker_id}.{queue}"
 
 
 def _heartbeats_key() -> str:
-    return f"{DRAMATIQ_NAMESPACE}:__heartbeats__"
+    return f"{C.DRAMATIQ_NAMESPACE}:__heartbeats__"
 
 
 def _int(value: Any, default: int = 0) -> int:

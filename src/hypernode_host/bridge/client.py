@@ -466,7 +466,10 @@ def build_bridge(settings: Settings, tuning: Tuning | None = None) -> Bridge:
 
 def run_bridge(settings: Settings) -> None:
     """Run the bridge until SIGTERM/SIGINT; AuthError when the backend refuses the token."""
+    from hypernode_host.metrics import start_metrics_server
+
     bridge = build_bridge(settings)
+    metrics = start_metrics_server(settings)  # None when HN_METRICS_PORT is 0
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -478,3 +481,5 @@ def run_bridge(settings: Settings) -> None:
         asyncio.run(main())
     finally:
         bridge.close()
+        if metrics is not None:
+            metrics.close()

@@ -33,7 +33,7 @@ def build_broker(redis_url: str) -> RedisBroker:
     broker = RedisBroker(  # type: ignore[no-untyped-call]
         url=redis_url,
         middleware=middleware,
-        namespace="hn-dramatiq",
+        namespace=C.DRAMATIQ_NAMESPACE,
         heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
         maintenance_chance=MAINTENANCE_CHANCE,
     )
