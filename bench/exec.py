@@ -30,6 +30,7 @@ from typing import Any
 import docker
 
 from hypernode_host import constants as C
+from hypernode_host.gpu import registry
 from hypernode_host.gpu.slots import plan_slots
 from hypernode_host.proofs import NodeKey
 from hypernode_host.redisproc import RedisProcess
@@ -161,7 +162,7 @@ def flood(redis_url: str) -> dict[str, float]:
 
 def _flood_through(pid: int, store: Store, redis_url: str) -> dict[str, float]:
     deadline = time.monotonic() + 60
-    while not store.workers() and time.monotonic() < deadline:
+    while not registry.registrations(store.redis) and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(2)  # past start-up recovery, consuming
     idle = rss(pid)

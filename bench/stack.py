@@ -103,8 +103,9 @@ def running_stack(**settings: str) -> Iterator[Stack]:
         env.update(settings)
         log_path = workdir / "node.log"
         with log_path.open("wb") as log:
-            node = subprocess.Popen([sys.executable, "-m", "hypernode_host", "up"], env=env, stdout=log,
-                                    stderr=subprocess.STDOUT)
+            node = subprocess.Popen(
+                [sys.executable, "-m", "hypernode_host", "up"], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         try:
             backend.wait_for_node(timeout=60)
             result = Stack(backend, redis_server.url, node, node_name, log_path)

@@ -18,6 +18,9 @@ missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
+# For the tests: a loopback registry to pull from, and compose to validate docker-compose.yml.
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1 || [[ ! -e /etc/debian_version ]]; then
         die "missing ${missing[*]}; install them as root (apt-get install ${missing[*]}) and rerun"
@@ -36,7 +39,7 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     [[ -z $own_policy ]] || { rm -f "$policy"; trap - EXIT; }
 else
-    say "packages: docker.io, redis-server, mmdebstrap present"
+    say "packages: docker.io, redis-server, mmdebstrap, docker-registry, docker-compose present"
 fi
 command -v docker >/dev/null 2>&1 || die "no docker client on PATH (package docker.io)"
 command -v redis-cli >/dev/null 2>&1 || die "no redis-cli on PATH (package redis-tools)"

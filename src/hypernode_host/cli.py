@@ -294,15 +294,15 @@ def gpus(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = 
 
     settings = load_settings()
     found = discover(settings)
-    slots = plan_slots(found, settings.cpu_slots)
+    slots = plan_slots(found, settings.cpu_slots, settings.gpus_per_worker)
     if as_json:
         payload = {
-            "gpus": [g.entry().model_dump() | {"simulated": g.simulated} for g in found],
-            "slots": [{"slot": s.id, "queue": s.queue, "gpus": list(s.gpu_uuids)} for s in slots],
+            "gpus": [g.entry().model_dump() | g.details() for g in found],
+            "slots": [{"slot": s.id, "queues": list(s.queues), "gpus": list(s.gpu_uuids)} for s in slots],
         }
         typer.echo(json.dumps(payload))
         return
-    table = Table("index", "name", "uuid", "memory MiB", "util %")
+    table = Table("index", "name", "uuid", "memory MiB", "util %", "driver", "health")
     for g in found:
         table.add_row(
             str(g.index),
@@ -310,11 +310,13 @@ def gpus(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = 
             g.uuid,
             str(g.memory_total_mb),
             str(g.utilization_pct),
+            g.driver_version or "-",
+            g.health,
         )
     console = Console()
     console.print(table if found else "no GPUs: this node runs CPU jobs only")
     for s in slots:
-        console.print(f"{s.describe()} → queue {s.queue}")
+        console.print(f"{s.describe()} → {', '.join(s.queues)}")
 
 
 # Inspection: read the node's Redis with the layout the code writes ---------------------------

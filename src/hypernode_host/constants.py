@@ -11,8 +11,10 @@ QUEUED_SET = PREFIX + ":queued"  # set: ids of jobs waiting for a worker
 RUNNING_SET = PREFIX + ":running"  # set: ids of jobs a worker has started
 STATS_KEY = PREFIX + ":stats"  # hash: counters (completed, failed, ...)
 CANCEL_KEY = PREFIX + ":cancel:{job_id}"  # string: present while a cancel is pending
-WORKER_KEY = PREFIX + ":worker:{slot}"  # hash: a live worker's registration, with a TTL
-WORKERS_SET = PREFIX + ":workers"  # set of slot ids that have registered
+# A live worker's registration (hash, with a TTL), keyed by host AND slot: hosts sharing one
+# Redis all number their slots from 0 (gpu/registry.py reads and writes these).
+WORKER_KEY = PREFIX + ":worker:{host}:{slot}"
+WORKERS_SET = PREFIX + ":worker-slots"  # set of "<host>:<slot>" that have registered
 
 # Dramatiq queue names (dramatiq allows letters, digits, '.', '_' and '-').
 DRAMATIQ_NAMESPACE = "hn-dramatiq"  # Dramatiq's own keys, apart from ours and from other apps'

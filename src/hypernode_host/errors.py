@@ -6,7 +6,9 @@ HypernodeError
 ├── JobRejected          a job refused at admission (bad id, limits, image, capacity)
 ├── AuthError            the backend refused our token; retrying cannot help
 ├── ContainerError       the Docker engine failed us (not the job's own failure)
-│   └── ImageUnavailable the image is missing and could not be pulled
+│   ├── ImageUnavailable the image is missing and could not be pulled
+│   └── NameTaken        the job's container name is taken: another worker holds the job
+├── RequirementsFailed   a job's requirements could not be installed (pip's reason)
 ├── KeyFileError         the node key file is unreadable or malformed
 └── GpuError             NVML or GPU inventory trouble
 """
@@ -46,3 +48,11 @@ class KeyFileError(HypernodeError):
 
 class GpuError(HypernodeError):
     """NVML or the GPU inventory failed."""
+
+
+class NameTaken(ContainerError):
+    """A container with this name exists already: another worker holds the job (the name is the lock)."""
+
+
+class RequirementsFailed(HypernodeError):
+    """The requirements could not be installed; the message is pip's reason in one line."""

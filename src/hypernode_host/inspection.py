@@ -62,13 +62,9 @@ def _split(value: str) -> list[str]:
 
 
 def worker_registrations(store: Store) -> dict[tuple[str, int], dict[str, str]]:
-    """Live worker registrations by (host, slot), in either layout a worker may write.
-
-    gpu/registry.py keys them by host and slot (several hosts can share one Redis); the
-    per-slot hashes of ``Store.register_worker`` are read too, so no live worker is missed.
-    """
+    """Live worker registrations by (host, slot): several hosts can share one Redis."""
     found: dict[tuple[str, int], dict[str, str]] = {}
-    for info in [*store.workers().values(), *registry.registrations(store.redis)]:
+    for info in registry.registrations(store.redis):
         if "slot" in info:
             found[(info.get("host", ""), _int(info["slot"]))] = info
     return found

@@ -149,8 +149,8 @@ class JobSpec(BaseModel):
 
     @property
     def gpus(self) -> int:
-        """How many GPUs the job needs."""
-        return max(self.gpuCount, 1 if self.gpuRequired else 0)
+        """How many GPUs the job needs (asking for GPU memory means asking for a GPU)."""
+        return max(self.gpuCount, 1 if self.gpuRequired or self.gpuMemoryMb else 0)
 
     @property
     def requirement_list(self) -> tuple[str, ...]:

@@ -98,6 +98,11 @@ class GpuEntry(Message):
     vram_total: str
     vram_free: str
     utilization: str
+    # (ext) health and sensors; None where the GPU does not report them
+    temperature_c: int | None = None
+    power_w: float | None = None
+    healthy: bool = True
+    health: str = "ok"
 
 
 class HostInfo(Message):
@@ -132,6 +137,7 @@ class HeartbeatStats(Message):
     gpus: list[GpuEntry]
     queued_jobs: int = 0
     free_slots: int = 0
+    unhealthy_slots: list[str] = []  # (ext) one line per slot that takes no jobs, and why
 
 
 class Heartbeat(Message):

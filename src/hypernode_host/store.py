@@ -48,6 +48,25 @@ redis.call('SADD', KEYS[3], ARGV[3])
 return 1
 """
 
+# Take a job for a worker: queued, or running on a holder whose registration has expired.
+_CLAIM = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'queued' and state ~= 'running' then return 0 end
+local host = redis.call('HGET', KEYS[1], 'host') or ''
+local slot = redis.call('HGET', KEYS[1], 'slot') or ''
+local mine = host == ARGV[1] and slot == ARGV[2]
+if state == 'running' and not mine then
+  -- KEYS[4] is the registration of the holder the caller saw (ARGV[5], ARGV[6]); if another
+  -- worker claimed the job since, or the holder is alive, leave the job alone.
+  if host ~= ARGV[5] or slot ~= ARGV[6] or redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
+end
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('HSET', KEYS[1], 'state', 'running', 'host', ARGV[1], 'slot', ARGV[2], 'container', ARGV[3])
+redis.call('SREM', KEYS[2], ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[4])
+return attempt
+"""
+
 # Store a result once: the outbox entry, the record and the counters change together.
 # ARGV[6] is the job's duration in seconds; ARGV[7..] the histogram's bucket bounds, ascending.
 _FINISH = """
@@ -56,6 +75,7 @@ if state == 'finished' or state == 'reported' then return 0 end
 local entry = redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[1], 'result', ARGV[2])
 redis.call('HSET', KEYS[1], 'state', 'finished', 'status', ARGV[3], 'result', ARGV[2],
            'finished_at', ARGV[4], 'entry', entry)
+redis.call('HDEL', KEYS[1], 'pending_result')
 redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
 redis.call('SREM', KEYS[4], ARGV[1])
 redis.call('SREM', KEYS[5], ARGV[1])
@@ -101,6 +121,7 @@ class Store:
         self.redis = client
         self._record = client.register_script(_RECORD)
         self._finish = client.register_script(_FINISH)
+        self._claim = client.register_script(_CLAIM)
 
     @classmethod
     def from_url(cls, url: str) -> Store:
@@ -140,24 +161,34 @@ class Store:
     def update_job(self, job_id: str, **fields: str | int) -> None:
         self.redis.hset(C.JOB_KEY.format(job_id=job_id), mapping=_fields(fields))
 
-    def begin_attempt(self, job_id: str, slot: int, container: str) -> int:
-        """Mark the job running on ``slot``; returns the attempt number (1 for the first run)."""
-        key = C.JOB_KEY.format(job_id=job_id)
-        pipe = self.redis.pipeline()
-        pipe.hincrby(key, "attempt", 1)
-        pipe.hset(key, mapping={"state": JobState.RUNNING.value, "slot": slot, "container": container})
-        pipe.srem(C.QUEUED_SET, job_id)
-        pipe.sadd(C.RUNNING_SET, job_id)
-        attempt, *_ = pipe.execute()
-        return int(attempt)
+    def claim_job(self, job_id: str, host: str, slot: int, container: str) -> int:
+        """Mark the job running on this host's ``slot``: the attempt number (1 for the first run).
 
-    def running_jobs(self, slot: int | None = None) -> list[str]:
-        """Ids of running jobs (optionally only those claimed by ``slot``)."""
+        0 when the job is already finished; -1 when another live worker holds it (its
+        registration exists). A job whose holder is gone is taken over: that is how a slot's
+        restarted worker, or any worker after a crash, resumes it.
+        """
+        held = cast(list[str | None], self.redis.hmget(C.JOB_KEY.format(job_id=job_id), ["host", "slot"]))
+        held_host, held_slot = held[0] or "", held[1] or ""
+        holder_key = C.WORKER_KEY.format(host=held_host, slot=held_slot)
+        keys = [C.JOB_KEY.format(job_id=job_id), C.QUEUED_SET, C.RUNNING_SET, holder_key]
+        args: list[str | int] = [host, slot, container, job_id, held_host, held_slot]
+        return int(cast(int, self._claim(keys=keys, args=args)))
+
+    def running_jobs(self, host: str | None = None, slot: int | None = None) -> list[str]:
+        """Ids of running jobs, optionally only those held by ``host`` (and its ``slot``)."""
         ids = sorted(cast(set[str], self.redis.smembers(C.RUNNING_SET)))
-        if slot is None:
+        if host is None:
             return ids
-        slots = [self.redis.hget(C.JOB_KEY.format(job_id=i), "slot") for i in ids]
-        return [i for i, s in zip(ids, slots, strict=True) if s == str(slot)]
+        pipe = self.redis.pipeline()
+        for job_id in ids:
+            pipe.hmget(C.JOB_KEY.format(job_id=job_id), ["host", "slot"])
+        holders = cast(list[list[str | None]], pipe.execute())
+        return [
+            job_id
+            for job_id, (h, s) in zip(ids, holders, strict=True)
+            if h == host and (slot is None or s == str(slot))
+        ]
 
     def active_counts(self) -> tuple[int, int]:
         """(queued, running) job counts."""
@@ -262,26 +293,4 @@ class Store:
             result[status] = DurationStats(
                 buckets=buckets, sum_s=float(raw.get(f"{status}|sum", 0)), count=int(raw.get(f"{status}|count", 0))
             )
-        return result
-
-    # Workers -------------------------------------------------------------------------------
-
-    def register_worker(self, slot: int, info: Mapping[str, str | int], ttl_s: int) -> None:
-        key = C.WORKER_KEY.format(slot=slot)
-        pipe = self.redis.pipeline()
-        pipe.hset(key, mapping=_fields({**info, "seen_at": now_ms()}))
-        pipe.expire(key, ttl_s)
-        pipe.sadd(C.WORKERS_SET, slot)
-        pipe.execute()
-
-    def unregister_worker(self, slot: int) -> None:
-        self.redis.delete(C.WORKER_KEY.format(slot=slot))
-
-    def workers(self) -> dict[int, dict[str, str]]:
-        """Live worker registrations by slot (expired ones are gone)."""
-        result = {}
-        for slot in sorted(int(s) for s in cast(set[str], self.redis.smembers(C.WORKERS_SET))):
-            info = cast(dict[str, str], self.redis.hgetall(C.WORKER_KEY.format(slot=slot)))
-            if info:
-                result[slot] = info
         return result

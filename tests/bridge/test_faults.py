@@ -97,7 +97,8 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisProc
             HN_RECONNECT_MAX_DELAY="0.5", HN_MAX_LOG_SIZE="20000",
         )  # fmt: skip
         with NodeProcess(env, ("worker", "--slot", "0")) as process, redis.Redis.from_url(server.url) as client:
-            wait_for(lambda: client.exists(C.WORKER_KEY.format(slot=0)), timeout=60)
+            worker_key = C.WORKER_KEY.format(host=env["HN_NODE_NAME"], slot=0)
+            wait_for(lambda: client.exists(worker_key), timeout=60)
             yield server, env, process
 
 

@@ -98,6 +98,6 @@ def test_a_reported_job_sent_again_gets_its_stored_result(intake: Intake) -> Non
 
 def test_a_running_job_sent_again_is_pending(intake: Intake) -> None:
     intake.accept("in-1", JOB)
-    intake.store.begin_attempt("in-1", 0, "hn-job-in-1")
+    intake.store.claim_job("in-1", intake.settings.node_name, 0, "hn-job-in-1")
 
     assert intake.accept("in-1", JOB) == Pending("in-1", JobState.RUNNING)

@@ -24,6 +24,7 @@ import redis
 
 from hypernode_host import constants as C
 from hypernode_host.backend.server import BackendThread
+from hypernode_host.gpu import registry
 from hypernode_host.redisproc import RedisProcess
 from support import NodeProcess, job_containers, node_env, wait_for
 
@@ -58,9 +59,7 @@ class Node:
 
     def workers(self) -> dict[int, dict[str, str]]:
         """Live worker registrations by slot."""
-        slots = self.redis.smembers(C.WORKERS_SET)
-        found = {int(s): self.redis.hgetall(C.WORKER_KEY.format(slot=s)) for s in slots}
-        return {slot: info for slot, info in found.items() if info}
+        return {int(info["slot"]): info for info in registry.registrations(self.redis) if info["host"] == self.name}
 
     def worker_pid(self, slot: int) -> int:
         return int(wait_for(lambda: self.workers().get(slot, {}).get("pid"), timeout=30))

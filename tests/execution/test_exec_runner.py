@@ -88,7 +88,7 @@ def test_a_delivery_for_a_job_that_a_live_slot_holds_is_left_to_it(rig: Rig) -> 
     job_id = rig.record("sleep 30")
     assert rig.runners[1].claim(job_id, rig.store.job(job_id) or {}, container_name(job_id)) == 1
     held = rig.leftover(job_id, 1, "sleep 30")
-    rig.store.register_worker(1, {"pid": 1}, 30)  # slot 1's worker is alive
+    rig.store.redis.hset(C.WORKER_KEY.format(host=rig.settings.node_name, slot=1), "pid", 1)  # slot 1's worker lives
 
     rig.runners[0].run(job_id)  # the message, delivered again to slot 0
 

@@ -23,6 +23,7 @@ import redis
 
 from hypernode_host import constants as C
 from hypernode_host.backend.server import BackendThread
+from hypernode_host.gpu import registry
 from hypernode_host.redisproc import RedisProcess
 from hypernode_host.tasks.containers import DockerRuntime
 from support import NodeProcess, job_containers, node_env, wait_for
@@ -211,9 +212,9 @@ def test_submit_cli_exits_2_when_no_result_in_time(harness: Harness) -> None:
         "--backend",
         harness.backend.url,
         "--command",
-        "sleep 20",
+        "sleep 4",
         "--timeout",
-        "25",
+        "10",
         "--memory",
         "64m",
         "--cpus",
@@ -229,12 +230,7 @@ def test_submit_cli_exits_2_when_no_result_in_time(harness: Harness) -> None:
 
 
 def _worker_pids(redis_client: redis.Redis) -> dict[int, int]:
-    return {int(slot): int(info["pid"]) for slot, info in _workers(redis_client).items() if "pid" in info}
-
-
-def _workers(redis_client: redis.Redis) -> dict[str, dict[str, str]]:
-    slots = redis_client.smembers(C.WORKERS_SET)
-    return {s: redis_client.hgetall(C.WORKER_KEY.format(slot=s)) for s in slots}
+    return {int(info["slot"]): int(info["pid"]) for info in registry.registrations(redis_client)}
 
 
 def test_up_restarts_a_crashed_worker(harness: Harness) -> None:

@@ -51,6 +51,8 @@ from hypernode_host.bridge.session import (
 from hypernode_host.bridge.throttle import Throttle
 from hypernode_host.bridge.wirelog import wire_logger
 from hypernode_host.errors import AuthError, HypernodeError
+from hypernode_host.gpu import registry
+from hypernode_host.gpu.capacity import unhealthy_slots
 from hypernode_host.gpu.models import GpuInfo, Slot
 from hypernode_host.messages import ErrorMessage, HeartbeatStats, HostInfo, encode, plain
 from hypernode_host.proofs import NodeKey
@@ -141,6 +143,7 @@ class Bridge:
         self.stop = asyncio.Event()
         self.session = Session(settings.token(), None, key.public_key_b58)
         self._started = time.monotonic()
+        self._unhealthy: list[str] = []  # the slots last seen taking no jobs, to log changes once
         self._stats: HeartbeatStats | None = None
         self._refresh: asyncio.Task[None] | None = None
         self._beat_sent_ms = 0
@@ -366,7 +369,13 @@ class Bridge:
             self.store.set_node(heartbeat_at=beat_sent_ms)
         counters = self.store.counters()
         queued, running = self.store.active_counts()
-        live = len(self.store.workers())
+        registrations = registry.registrations(self.store.redis)
+        sick = unhealthy_slots(registrations)
+        if sick != self._unhealthy:
+            for line in sorted(set(sick) - set(self._unhealthy)):
+                log.warning("slot takes no jobs: %s", line)
+            self._unhealthy = sick
+        idle = sum(1 for r in registrations if r.get("healthy", "1") == "1" and not r.get("job"))
         return HeartbeatStats(
             jobs_completed=counters.get("completed", 0),
             jobs_failed=counters.get("failed", 0),
@@ -374,7 +383,8 @@ class Bridge:
             active_jobs=running,
             gpus=[g.entry() for g in self.gpus()],
             queued_jobs=queued,
-            free_slots=max(live - running, 0),
+            free_slots=idle,
+            unhealthy_slots=sick,
         )
 
     def _current_stats(self) -> HeartbeatStats:
@@ -448,13 +458,15 @@ def build_bridge(settings: Settings, tuning: Tuning | None = None) -> Bridge:
     slots = plan_node_slots(settings)  # the slots the workers plan too: admission must agree with them
     has_gpus = any(slot.gpus for slot in slots)
     key = NodeKey.load_or_create(settings.key_file)
+    store = Store.from_url(settings.redis_url)
 
     def current_gpus() -> list[GpuInfo]:
-        return discover(settings) if has_gpus else []
+        # With Redis, simulated GPUs show the load of the jobs the workers run on them.
+        return discover(settings, store.redis) if has_gpus else []
 
     return Bridge(
         settings,
-        Store.from_url(settings.redis_url),
+        store,
         build_broker(settings.redis_url),
         key,
         slots,

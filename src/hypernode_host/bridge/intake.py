@@ -18,6 +18,8 @@ from dramatiq.brokers.redis import RedisBroker
 
 from hypernode_host.admission import admit
 from hypernode_host.errors import JobRejected
+from hypernode_host.gpu import registry
+from hypernode_host.gpu.capacity import serving_slots
 from hypernode_host.gpu.models import Slot
 from hypernode_host.jobs import JobSpec, JobState
 from hypernode_host.proofs import NodeKey
@@ -78,9 +80,14 @@ class Intake:
     def _admit(self, fields: Mapping[str, Any]) -> tuple[str, str]:
         """(queue, "") for a job this node takes; ("", the one-line reason) for one it refuses."""
         try:
-            return admit(JobSpec.parse(fields), self.settings, self.slots).queue, ""
+            return admit(JobSpec.parse(fields), self.settings, self.serving_slots()).queue, ""
         except JobRejected as exc:
             return "", str(exc)
+
+    def serving_slots(self) -> list[Slot]:
+        """This host's healthy slots plus the live healthy slots of hosts that joined its Redis."""
+        registrations = registry.registrations(self.store.redis)
+        return serving_slots(self.slots, registrations, self.settings.node_name)
 
     def _complete(self, job_id: str, fields: Mapping[str, Any], queue: str) -> None:
         """Enqueue a recorded job, or put its refusal in the outbox as an error result."""

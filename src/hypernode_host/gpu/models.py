@@ -28,9 +28,11 @@ class GpuInfo:
 
     def entry(self) -> GpuEntry:
         """This GPU as the wire protocol writes it."""
-        return gpu_entry(
+        base = gpu_entry(
             self.index, self.uuid, self.name, self.memory_total_mb, self.memory_free_mb, self.utilization_pct
         )
+        sensors = {"temperature_c": self.temperature_c, "power_w": self.power_w}
+        return base.model_copy(update={**sensors, "healthy": self.healthy, "health": self.health})
 
     def details(self) -> dict[str, Any]:
         """Every field, for `hypernode-host gpus --json` and the worker registration."""

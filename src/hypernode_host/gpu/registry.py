@@ -21,8 +21,8 @@ import redis
 from hypernode_host import constants as C
 from hypernode_host.gpu.models import GpuInfo, Slot
 
-REGISTRATION_KEY = C.PREFIX + ":worker:{host}:{slot}"
-REGISTRATIONS = C.PREFIX + ":worker-slots"
+REGISTRATION_KEY = C.WORKER_KEY
+REGISTRATIONS = C.WORKERS_SET
 
 
 @dataclass(frozen=True)

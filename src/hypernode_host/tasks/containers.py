@@ -27,7 +27,7 @@ import requests.exceptions
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
 from hypernode_host import constants as C
-from hypernode_host.errors import ContainerError, ImageUnavailable
+from hypernode_host.errors import ContainerError, ImageUnavailable, NameTaken
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,6 @@ PREP_NANO_CPUS = 1_000_000_000
 PREP_PIDS_LIMIT = 256
 LABEL_ROLE = "hypernode.role"
 LABEL_REQUIREMENTS = "hypernode.requirements"
-
-
-class NameTaken(ContainerError):
-    """A container with this name exists already: another worker holds the job (the name is the lock)."""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def recover(runner: JobRunner, runtime: DockerRuntime, store: Store) -> None:
     """Finish this slot's interrupted jobs, then remove its containers that no live job owns."""
-    for job_id in store.running_jobs(slot=runner.slot.id):
+    for job_id in store.running_jobs(host=runner.settings.node_name, slot=runner.slot.id):
         log.info("job %s: resuming after a worker restart", job_id)
         try:
             runner.run(job_id)

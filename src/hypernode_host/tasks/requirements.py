@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Protocol
 
 from hypernode_host import constants as C
-from hypernode_host.errors import ContainerError, HypernodeError
+from hypernode_host.errors import ContainerError, NameTaken, RequirementsFailed
 from hypernode_host.settings import Settings
 from hypernode_host.tasks.containers import (
     LABEL_REQUIREMENTS,
@@ -41,7 +41,6 @@ from hypernode_host.tasks.containers import (
     PREP_SITE,
     PREP_WHEELS_DIR,
     ContainerState,
-    NameTaken,
     PrepSpec,
 )
 
@@ -62,10 +61,6 @@ _PREP_SCRIPT = (
     '--no-warn-script-location --only-binary=:all: --target {site} "$@"; '
     ": > {marker}"
 )
-
-
-class RequirementsFailed(HypernodeError):
-    """The requirements could not be installed; the message is pip's reason in one line."""
 
 
 class PrepRuntime(Protocol):

@@ -20,22 +20,23 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from hypernode_host import constants as C
 from hypernode_host.admission import admit
-from hypernode_host.errors import ContainerError, JobRejected
+from hypernode_host.errors import ContainerError, JobRejected, NameTaken, RequirementsFailed
 from hypernode_host.gpu.models import Slot
+from hypernode_host.gpu.slots import gpus_for
 from hypernode_host.jobs import JobSpec, JobState, Status
 from hypernode_host.logs import job_context
 from hypernode_host.proofs import NodeKey
 from hypernode_host.results import error_result, make_result
 from hypernode_host.settings import Settings
 from hypernode_host.store import Store, now_ms
-from hypernode_host.tasks.containers import ContainerSpec, NameTaken, OutputStream
+from hypernode_host.tasks.containers import ContainerSpec, OutputStream
 from hypernode_host.tasks.images import ImageRuntime, ensure_image
 from hypernode_host.tasks.logcapture import CapturedLogs, LogCapture
-from hypernode_host.tasks.requirements import PrepRuntime, RequirementsFailed, RequirementsInstaller
+from hypernode_host.tasks.requirements import PrepRuntime, RequirementsInstaller
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +46,6 @@ PENDING_FIELD = "pending_result"  # job record field: the result, kept while its
 # Take the job for one slot, atomically: a queued job, one this slot already held (a restart),
 # or one held by a slot whose worker is gone. -1: a live worker of another slot holds it;
 # 0: the job is finished (or unknown). Otherwise the attempt number.
-_CLAIM = """
-local state = redis.call('HGET', KEYS[1], 'state')
-local holder = redis.call('HGET', KEYS[1], 'slot')
-if state ~= 'queued' and state ~= 'running' then return 0 end
-if state == 'running' and holder ~= ARGV[1] then
-  if holder ~= ARGV[3] or redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
-end
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-redis.call('HSET', KEYS[1], 'state', 'running', 'slot', ARGV[1], 'container', ARGV[2])
-redis.call('SREM', KEYS[2], ARGV[4])
-redis.call('SADD', KEYS[3], ARGV[4])
-return attempt
-"""
 
 
 class Runtime(ImageRuntime, PrepRuntime, Protocol):
@@ -153,7 +141,6 @@ class JobRunner:
         self.slots = slots
         self.clock = clock
         self.installer = RequirementsInstaller(runtime, settings, slot.id)
-        self._claim = store.redis.register_script(_CLAIM)
 
     def run(self, job_id: str) -> None:
         """Run (or reattach to) the job and store exactly one result for it."""
@@ -190,16 +177,10 @@ class JobRunner:
 
     def claim(self, job_id: str, record: dict[str, str], name: str) -> int:
         """The attempt number once this slot holds the job; 0 or -1 (logged) when it must leave it."""
-        holder = record.get("slot", "")
-        keys = [
-            C.JOB_KEY.format(job_id=job_id),
-            C.QUEUED_SET,
-            C.RUNNING_SET,
-            C.WORKER_KEY.format(slot=holder or "none"),
-        ]
-        attempt = int(cast(int, self._claim(keys=keys, args=[self.slot.id, name, holder, job_id])))
+        attempt = self.store.claim_job(job_id, self.settings.node_name, self.slot.id, name)
         if attempt == -1:
-            log.info("job %s: running on slot %s, whose worker is alive; duplicate delivery ignored", job_id, holder)
+            holder = f"{record.get('host', '?')} slot {record.get('slot', '?')}"
+            log.info("job %s: running on %s, whose worker is alive; duplicate delivery ignored", job_id, holder)
         elif attempt == 0:
             log.info("job %s: already finished; duplicate delivery ignored", job_id)
         return attempt
@@ -266,7 +247,7 @@ class JobRunner:
         self, job_id: str, spec: JobSpec, image_id: str, name: str, attempt: int, deps: str | None
     ) -> ContainerSpec:
         files = {"script.py": spec.script.encode()} if spec.script is not None else {}
-        uuids = self.slot.gpu_uuids[: spec.gpus] if spec.gpus else ()
+        uuids = gpus_for(self.slot, spec.gpus)
         return ContainerSpec(
             name=name,
             image=image_id,

@@ -26,6 +26,7 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from hypernode_host import constants as C
+from hypernode_host import logs
 from hypernode_host.errors import ConfigError, ContainerError, GpuError, JobRejected
 from hypernode_host.gpu import registry
 from hypernode_host.gpu.leases import GpuLeases, owner_id
@@ -66,9 +67,8 @@ def slot_for(settings: Settings, slot_id: int) -> tuple[Slot, list[Slot]]:
 class Membership:
     """This worker's registration, rewritten at every check and whenever its job changes.
 
-    Written twice: the host-scoped hash (gpu/registry.py) that admission, health and the
-    simulated GPUs read, and the slot-only hash (Store.register_worker) that the bridge's
-    ``free_slots`` and ``hypernode-host workers`` read.
+    One hash per host and slot (gpu/registry.py): admission, heartbeats, health, inspection
+    and the simulated GPUs all read it.
     """
 
     def __init__(self, store: Store, registration: Registration, ttl_s: int) -> None:
@@ -81,12 +81,10 @@ class Membership:
         with self._lock:
             self.registration = dataclasses.replace(self.registration, **changes)
             registry.register(self.store.redis, self.registration, self.ttl_s, now_ms())
-            self.store.register_worker(self.registration.slot.id, self.registration.fields(), self.ttl_s)
 
     def withdraw(self) -> None:
         with self._lock:
             registry.unregister(self.store.redis, self.registration.host, self.registration.slot.id)
-            self.store.unregister_worker(self.registration.slot.id)
 
 
 class Consumption:
@@ -282,6 +280,7 @@ def _gpu_need(record: dict[str, str]) -> tuple[int, int | None]:
 def run_worker(settings: Settings, slot_id: int, stop: threading.Event | None = None) -> None:
     """Serve one slot until SIGTERM/SIGINT (or ``stop`` is set); GpuError when its GPUs are held."""
     stop = stop or threading.Event()
+    logs.bind_process(slot=slot_id)  # every line this process logs names its slot
     worker = SlotWorker(settings, slot_id, stop)
     _install_signals(stop)
     worker.run()
