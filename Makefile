@@ -40,6 +40,7 @@ test: services venv lint ## services + lint + pytest (PYTEST_ARGS="..." passes o
 	HN_TEST_IMAGE=$(JOB_IMAGE) $(VENV_BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: services venv ## every benchmark on the real stack; writes bench/results/
+	$(VENV_BIN)/pip install -q -e '.[dev,bench]'
 	HN_TEST_IMAGE=$(JOB_IMAGE) $(VENV_BIN)/python bench/run_all.py
 
 bench-exec: services venv ## container run overhead vs raw docker-py; 1 GB log flood

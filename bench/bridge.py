@@ -81,18 +81,25 @@ def latest_stats(backend: BackendThread, node_id: str) -> dict[str, Any]:
     return beats[-1].stats if beats else {}
 
 
-def jitter_ms(backend: BackendThread, node_id: str, since: float, until: float) -> dict[str, float]:
+def beat_gaps_ms(backend: BackendThread, node_id: str, since: float, until: float) -> list[float]:
+    """Gaps between consecutive heartbeats received in [since, until] (backend monotonic times), ms."""
     times = [b.monotonic for b in backend.heartbeats(node_id) if since <= b.monotonic <= until]
-    gaps = [(b - a) * 1000 for a, b in itertools.pairwise(times)]
+    return [(b - a) * 1000 for a, b in itertools.pairwise(times)]
+
+
+def jitter_ms(backend: BackendThread, node_id: str, since: float, until: float) -> dict[str, Any]:
+    """p50/p99/max of |gap - interval|, with every beat's jitter under "samples" (for the chart)."""
+    gaps = beat_gaps_ms(backend, node_id, since, until)
     jitter = [abs(gap - INTERVAL_S * 1000) for gap in gaps]
     if not jitter:
-        return {"beats": len(times)}
+        return {"beats": len(gaps) + 1 if gaps else 0, "samples": []}
     return {
-        "beats": len(times),
+        "beats": len(gaps) + 1,
         "p50": round(percentile(jitter, 0.5), 2),
         "p99": round(percentile(jitter, 0.99), 2),
         "max": round(max(jitter), 2),
         "mean_gap": round(statistics.fmean(gaps), 2),
+        "samples": [round(j, 3) for j in jitter],
     }
 
 
@@ -106,7 +113,29 @@ def start_latency_ms(backend: BackendThread, job_ids: list[str]) -> list[int]:
     return [backend.results(i)[0]["startedAt"] - dispatched[i] for i in job_ids]
 
 
+def node_env(token: str, endpoint: str, redis_url: str, workdir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HN_")}
+    env.update(
+        HN_NODE_TOKEN=token,
+        HN_ENDPOINT=endpoint,
+        HN_REDIS_URL=redis_url,
+        HN_JOB_IMAGE=IMAGE,
+        HN_KEY_FILE=str(workdir / "node.key"),
+        HN_NODE_NAME=f"bench-{secrets.token_hex(3)}",
+        HN_HEARTBEAT_INTERVAL=str(INTERVAL_S),
+        HN_CPU_SLOTS=str(SLOTS),
+        HN_JOB_TIMEOUT="600",
+        HN_LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def workers_memory_kb(workers: list[subprocess.Popen[bytes]]) -> list[dict[str, int]]:
+    return [memory_kb(worker.pid) for worker in workers]
+
+
 def run(load_seconds: float) -> dict[str, Any]:
+    """Bridge and 8 workers as separate processes (so each one's memory is its own), idle then loaded."""
     token = f"tok-{secrets.token_hex(8)}"
     report: dict[str, Any] = {"slots": SLOTS, "heartbeat_interval_s": INTERVAL_S, "image": IMAGE}
     with (
@@ -114,19 +143,8 @@ def run(load_seconds: float) -> dict[str, Any]:
         BackendThread("127.0.0.1", 0, [token]) as backend,
         tempfile.TemporaryDirectory() as workdir,
     ):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HN_")}
-        env.update(
-            HN_NODE_TOKEN=token,
-            HN_ENDPOINT=backend.url,
-            HN_REDIS_URL=redis_server.url,
-            HN_JOB_IMAGE=IMAGE,
-            HN_KEY_FILE=str(Path(workdir) / "node.key"),
-            HN_NODE_NAME=f"bench-{secrets.token_hex(3)}",
-            HN_HEARTBEAT_INTERVAL=str(INTERVAL_S),
-            HN_CPU_SLOTS=str(SLOTS),
-            HN_JOB_TIMEOUT="600",
-            HN_LOG_LEVEL="WARNING",
-        )
+        env = node_env(token, backend.url, redis_server.url, Path(workdir))
+        report["node_name"] = env["HN_NODE_NAME"]
         base = [sys.executable, "-m", "hypernode_host"]
         log = Path(workdir) / "node.log"
         with log.open("ab") as sink:
@@ -138,46 +156,75 @@ def run(load_seconds: float) -> dict[str, Any]:
         try:
             node_id = backend.wait_for_node(timeout=60)
             wait_for(lambda: latest_stats(backend, node_id).get("free_slots") == SLOTS, 60, "all workers up")
-
-            # Idle: memory and beats with nothing to do; then single jobs, one at a time.
-            idle_from = time.monotonic()
-            time.sleep(10)
-            report["idle_jitter_ms"] = jitter_ms(backend, node_id, idle_from, time.monotonic())
-            report["bridge_memory_idle_kb"] = memory_kb(bridge.pid)
-            singles = []
-            for _ in range(5):
-                one = job("print('done')")
-                backend.send_job(one)
-                backend.wait_for_result(one["id"], 120)
-                singles.append(one["id"])
-            report["frame_to_container_start_ms_idle"] = start_latency_ms(backend, singles)
-
-            # Load: 8 CPU-bound, chatty jobs at once on 8 slots.
-            busy = [job(BUSY_JOB.format(seconds=load_seconds)) for _ in range(SLOTS)]
-            for one in busy:
-                backend.send_job(one)
-            wait_for(lambda: latest_stats(backend, node_id).get("active_jobs") == SLOTS, 120, "8 jobs running at once")
-            load_from = time.monotonic()
-            rss_samples = []
-            while time.monotonic() - load_from < load_seconds - 3:
-                rss_samples.append(memory_kb(bridge.pid)["VmRSS"])
-                time.sleep(1)
-            report["load_jitter_ms"] = jitter_ms(backend, node_id, load_from, time.monotonic())
-            report["bridge_memory_load_kb"] = {**memory_kb(bridge.pid), "VmRSS_max_sampled": max(rss_samples)}
-            for one in busy:
-                backend.wait_for_result(one["id"], load_seconds + 120)
-            report["frame_to_container_start_ms_8_at_once"] = start_latency_ms(backend, [o["id"] for o in busy])
-            report["results"] = {o["id"]: backend.results(o["id"])[0]["status"] for o in busy}
+            report |= idle_phase(backend, node_id, bridge, workers)
+            report |= load_phase(backend, node_id, bridge, workers, load_seconds)
         finally:
-            for process in [bridge, *workers]:
-                process.terminate()
-            for process in [bridge, *workers]:
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_all([bridge, *workers])
     return report
+
+
+def idle_phase(
+    backend: BackendThread, node_id: str, bridge: subprocess.Popen[bytes], workers: list[subprocess.Popen[bytes]]
+) -> dict[str, Any]:
+    """Beats and memory with nothing to do; then single jobs, one at a time."""
+    report: dict[str, Any] = {}
+    idle_from = time.monotonic()
+    time.sleep(10)
+    report["idle_jitter_ms"] = jitter_ms(backend, node_id, idle_from, time.monotonic())
+    report["bridge_memory_idle_kb"] = memory_kb(bridge.pid)
+    report["workers_memory_idle_kb"] = workers_memory_kb(workers)
+    singles = []
+    for _ in range(5):
+        one = job("print('done')")
+        backend.send_job(one)
+        backend.wait_for_result(one["id"], 120)
+        singles.append(one["id"])
+    report["frame_to_container_start_ms_idle"] = start_latency_ms(backend, singles)
+    return report
+
+
+def load_phase(
+    backend: BackendThread,
+    node_id: str,
+    bridge: subprocess.Popen[bytes],
+    workers: list[subprocess.Popen[bytes]],
+    load_seconds: float,
+) -> dict[str, Any]:
+    """8 CPU-bound, chatty jobs at once on 8 slots: beats and memory while they run."""
+    report: dict[str, Any] = {}
+    busy = [job(BUSY_JOB.format(seconds=load_seconds)) for _ in range(SLOTS)]
+    for one in busy:
+        backend.send_job(one)
+    wait_for(lambda: latest_stats(backend, node_id).get("active_jobs") == SLOTS, 120, "8 jobs running at once")
+    load_from = time.monotonic()
+    rss_samples = []
+    while time.monotonic() - load_from < load_seconds - 3:
+        rss_samples.append(memory_kb(bridge.pid)["VmRSS"])
+        time.sleep(1)
+    report["load_jitter_ms"] = jitter_ms(backend, node_id, load_from, time.monotonic())
+    report["bridge_memory_load_kb"] = {**memory_kb(bridge.pid), "VmRSS_max_sampled": max(rss_samples)}
+    for one in busy:
+        backend.wait_for_result(one["id"], load_seconds + 120)
+    # VmHWM after the jobs ended: the peak over the whole load, result handling included.
+    report["workers_memory_load_kb"] = workers_memory_kb(workers)
+    report["frame_to_container_start_ms_8_at_once"] = start_latency_ms(backend, [o["id"] for o in busy])
+    report["results"] = {o["id"]: backend.results(o["id"])[0]["status"] for o in busy}
+    return report
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def max_hwm_mb(memories: list[dict[str, int]]) -> float:
+    return max(m["VmHWM"] for m in memories) / 1024
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -191,6 +238,9 @@ def summary(report: dict[str, Any]) -> str:
         f"file {mem_idle['RssFile'] / 1024:.1f} MB, PSS {mem_idle['Pss'] / 1024:.1f} MB)",
         f"bridge RSS under load  : {mem_load['VmRSS'] / 1024:.1f} MB, peak (VmHWM) {mem_load['VmHWM'] / 1024:.1f} MB"
         "   target < 50 MB",
+        f"worker peak RSS (VmHWM, max of {len(report['workers_memory_idle_kb'])}): idle "
+        f"{max_hwm_mb(report['workers_memory_idle_kb']):.1f} MB, after load "
+        f"{max_hwm_mb(report['workers_memory_load_kb']):.1f} MB   target < 60 MB",
         f"job frame -> container start, one at a time: {report['frame_to_container_start_ms_idle']} ms",
         f"job frame -> container start, 8 at once    : {sorted(report['frame_to_container_start_ms_8_at_once'])} ms",
     ]

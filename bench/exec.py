@@ -64,6 +64,28 @@ def script_tar(script: str) -> bytes:
     return buffer.getvalue()
 
 
+def raw_job_container(
+    image_id: str, node_name: str, script: str = SCRIPT, gpu_uuids: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], bytes]:
+    """The hardened container the runner would create for a trivial job (256 MiB, 1 CPU), and its script tar.
+
+    Built by the same ``container_config``, so the raw baseline pays for exactly the same container;
+    ``raw_run`` gives each run its own name.
+    """
+    labels = {C.LABEL_JOB: "bench", C.LABEL_NODE: node_name, C.LABEL_WORKER: "0", C.LABEL_ATTEMPT: "1"}
+    spec = ContainerSpec(
+        name="unused",
+        image=image_id,
+        command=["python", C.SCRIPT_PATH],
+        env={"JOB_ID": "bench"},
+        labels={**labels, C.LABEL_GPUS: ",".join(gpu_uuids)},
+        memory_bytes=256 << 20,
+        nano_cpus=1_000_000_000,
+        gpu_uuids=gpu_uuids,
+    )
+    return container_config(spec), script_tar(script)
+
+
 def raw_run(client: docker.DockerClient, config: dict[str, Any], archive: bytes) -> float:
     """One job the plain docker-py way, same container; seconds."""
     started = time.perf_counter()
@@ -94,17 +116,7 @@ def overhead(redis_url: str) -> dict[str, float]:
     runtime = DockerRuntime()
     slots = plan_slots([], 1)
     runner = JobRunner(settings, store, runtime, NodeKey.generate(), slots[0], slots)
-    image_id = runtime.image_id(IMAGE) or IMAGE
-    spec = ContainerSpec(
-        name="unused",
-        image=image_id,
-        command=["python", C.SCRIPT_PATH],
-        env={"JOB_ID": "bench"},
-        labels={C.LABEL_JOB: "bench", C.LABEL_NODE: settings.node_name, C.LABEL_WORKER: "0"},
-        memory_bytes=256 << 20,
-        nano_cpus=1_000_000_000,
-    )
-    config, archive = container_config(spec), script_tar(SCRIPT)
+    config, archive = raw_job_container(runtime.image_id(IMAGE) or IMAGE, settings.node_name)
     client = docker.from_env()
     raw: list[float] = []
     ours: list[float] = []

@@ -82,9 +82,11 @@ def timed(call: Callable[[], Any], repeat: int = 5) -> dict[str, float]:
     return {"median_ms": round(statistics.median(samples), 2), "max_ms": round(max(samples), 2)}
 
 
-def cli(url: str, *args: str) -> None:
+def cli(url: str, *args: str) -> str:
+    """Run ``hypernode-host ARGS`` against ``url`` as a process of its own; its standard output."""
     env = {**os.environ, "HN_REDIS_URL": url, "HN_CPU_SLOTS": "1", "COLUMNS": "200"}
-    subprocess.run([sys.executable, "-m", "hypernode_host", *args], env=env, capture_output=True, check=True)
+    argv = [sys.executable, "-m", "hypernode_host", *args]
+    return subprocess.run(argv, env=env, capture_output=True, check=True, text=True).stdout
 
 
 def main() -> None:

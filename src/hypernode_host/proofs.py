@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -86,13 +87,19 @@ class NodeKey:
             pass
         key = cls.generate()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        seed = key._private.private_bytes_raw()
+        # Write a private temporary file, then link it into place: the key file appears whole or
+        # not at all, so a worker starting at the same moment never reads a half-written seed.
+        fd, temporary = tempfile.mkstemp(prefix=".node-key-", dir=path.parent)  # mode 0600
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(key._private.private_bytes_raw())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(temporary, path)
         except FileExistsError:  # another process of this node created it first: use theirs
             return cls._load(path)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(seed)
+        finally:
+            os.unlink(temporary)
         return key
 
     @classmethod

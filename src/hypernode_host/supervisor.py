@@ -15,10 +15,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from types import FrameType
 
 from hypernode_host.gpu.slots import plan_node_slots
 from hypernode_host.settings import Settings
+from hypernode_host.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ def run_up(settings: Settings, stop: threading.Event | None = None) -> int:
     """Supervise the node until SIGTERM/SIGINT (or ``stop``); the exit code for the CLI."""
     settings.token()  # fail now, with one line, rather than in a restart loop
     stop = stop or threading.Event()
-    _trap_signals(stop)
+    stop_on_signals(stop)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")  # children's output reaches their log at once
     children = children_for(settings)
     for child in children:
         child.start()
@@ -104,15 +105,3 @@ def _stop_all(children: list[Child]) -> None:
             child.proc.kill()
             child.proc.wait()
     log.info("node stopped")
-
-
-def _trap_signals(stop: threading.Event) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def handle(signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")

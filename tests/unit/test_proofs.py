@@ -101,3 +101,21 @@ def test_a_malformed_key_file_is_a_clear_error(tmp_path: Path) -> None:
     path.write_bytes(b"short")
     with pytest.raises(KeyFileError, match="expected a 32-byte Ed25519 seed, found 5 bytes"):
         proofs.NodeKey.load_or_create(path)
+
+
+def test_processes_starting_together_share_one_whole_key(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "node.key"
+    code = (
+        "import sys; from pathlib import Path; from hypernode_host.proofs import NodeKey; "
+        "print(NodeKey.load_or_create(Path(sys.argv[1])).public_key_b58)"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True) for _ in range(8)
+    ]
+    keys = {p.communicate(timeout=60)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert len(keys) == 1 and len(path.read_bytes()) == 32
+    assert [p.name for p in tmp_path.iterdir()] == ["node.key"]  # no temporary file left behind

@@ -15,11 +15,9 @@ import dataclasses
 import json
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 import dramatiq
@@ -37,6 +35,7 @@ from hypernode_host.gpu.slots import gpus_for, plan_node_slots
 from hypernode_host.jobs import JobSpec
 from hypernode_host.proofs import NodeKey
 from hypernode_host.settings import Settings
+from hypernode_host.signals import stop_on_signals
 from hypernode_host.store import Store, now_ms
 from hypernode_host.tasks.broker import build_broker, enqueue_job
 from hypernode_host.tasks.containers import DockerRuntime
@@ -282,16 +281,5 @@ def run_worker(settings: Settings, slot_id: int, stop: threading.Event | None = 
     stop = stop or threading.Event()
     logs.bind_process(slot=slot_id)  # every line this process logs names its slot
     worker = SlotWorker(settings, slot_id, stop)
-    _install_signals(stop)
+    stop_on_signals(stop)
     worker.run()
-
-
-def _install_signals(stop: threading.Event) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def handle(signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
