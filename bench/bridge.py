@@ -19,7 +19,6 @@ import os
 import secrets
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -29,6 +28,8 @@ from typing import Any
 
 from hypernode_host.backend.server import BackendThread
 from hypernode_host.redisproc import RedisProcess
+
+from stack import up_argvs
 
 IMAGE = os.environ.get("HN_TEST_IMAGE", "hypernode/job-python:3.11")
 SLOTS = 8
@@ -124,6 +125,7 @@ def node_env(token: str, endpoint: str, redis_url: str, workdir: Path) -> dict[s
         HN_NODE_NAME=f"bench-{secrets.token_hex(3)}",
         HN_HEARTBEAT_INTERVAL=str(INTERVAL_S),
         HN_CPU_SLOTS=str(SLOTS),
+        HN_SIMULATE_GPUS="0",  # no GPU slots even on a GPU machine: exactly SLOTS CPU workers
         HN_JOB_TIMEOUT="600",
         HN_LOG_LEVEL="WARNING",
     )
@@ -145,14 +147,14 @@ def run(load_seconds: float) -> dict[str, Any]:
     ):
         env = node_env(token, backend.url, redis_server.url, Path(workdir))
         report["node_name"] = env["HN_NODE_NAME"]
-        base = [sys.executable, "-m", "hypernode_host"]
+        # Started exactly as `up` starts them (same argv), but each on its own, so each one's memory is its own.
+        bridge_argv, *worker_argvs = up_argvs(env)
+        if len(worker_argvs) != SLOTS:
+            raise SystemExit(f"benchmark failed: the node plans {len(worker_argvs)} workers, not {SLOTS}")
         log = Path(workdir) / "node.log"
         with log.open("ab") as sink:
-            bridge = subprocess.Popen([*base, "bridge"], env=env, stdout=sink, stderr=subprocess.STDOUT)
-            workers = [
-                subprocess.Popen([*base, "worker", "--slot", str(s)], env=env, stdout=sink, stderr=subprocess.STDOUT)
-                for s in range(SLOTS)
-            ]
+            bridge = subprocess.Popen(bridge_argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
+            workers = [subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT) for argv in worker_argvs]
         try:
             node_id = backend.wait_for_node(timeout=60)
             wait_for(lambda: latest_stats(backend, node_id).get("free_slots") == SLOTS, 60, "all workers up")

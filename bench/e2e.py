@@ -32,8 +32,10 @@ from stack import Stack, percentile
 
 TRIVIAL = "print('done')\n"
 # Prints, sleeps ~3 s, prints done: long enough to kill its worker 1 s in and see the job finish.
-RECOVERY_SCRIPT = "import time\nprint('started', flush=True)\ntime.sleep(3)\nprint('done', flush=True)\n"
 RECOVERY_JOB_S = 3.0
+RECOVERY_SCRIPT = (
+    f"import time\nprint('started', flush=True)\ntime.sleep({RECOVERY_JOB_S})\nprint('done', flush=True)\n"
+)
 KILL_AFTER_S = 1.0
 WAIT_TIMEOUT_S = 120.0
 SIMULATED_UUID = "GPU-bench-raw"  # the raw baseline's env names one GPU, as a (simulated) GPU job's does

@@ -20,7 +20,6 @@ import os
 import secrets
 import statistics
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -39,6 +38,8 @@ from hypernode_host.store import Store
 from hypernode_host.tasks.broker import build_broker, enqueue_job
 from hypernode_host.tasks.containers import ContainerSpec, DockerRuntime, container_config
 from hypernode_host.tasks.runner import JobRunner
+
+from stack import up_argvs
 
 IMAGE = os.environ.get("HN_TEST_IMAGE", "hypernode/job-python:3.11")
 RUNS = 20
@@ -154,15 +155,15 @@ def flood(redis_url: str) -> dict[str, float]:
             HN_REDIS_URL=redis_url,
             HN_JOB_IMAGE=IMAGE,
             HN_CPU_SLOTS="1",
+            HN_SIMULATE_GPUS="0",  # one CPU slot and no GPU slot, even on a GPU machine
             HN_NODE_NAME=f"bench-{secrets.token_hex(4)}",
             HN_KEY_FILE=str(Path(state) / "node.key"),
             HN_LOG_LEVEL="WARNING",
         )
         log_path = Path(state) / "worker.log"
         with log_path.open("wb") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "hypernode_host", "worker", "--slot", "0"], env=env, stdout=log, stderr=log
-            )
+            # The worker of slot 0, started exactly as `up` starts it.
+            worker = subprocess.Popen(up_argvs(env)[1], env=env, stdout=log, stderr=log)
         store = Store.from_url(redis_url)
         try:
             return _flood_through(worker.pid, store, redis_url)

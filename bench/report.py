@@ -13,6 +13,8 @@ from typing import Any
 
 import docker
 
+import hypernode_host
+
 # Published by upstream for its own agent (not measured here): beside ours in the markdown for context.
 UPSTREAM_PUBLISHED = [
     ("heartbeat latency", "~10 ms"),
@@ -64,6 +66,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "docker_server": _docker_version(),
     }
+    info["package"] = str(Path(hypernode_host.__file__).parent)  # which src/ ran (PYTHONPATH can point elsewhere)
     info["git_commit"] = _git("rev-parse", "--short", "HEAD")
     info["git_dirty"] = bool(_git("status", "--porcelain", "--", "src"))  # src/ edits change the figures
     return info
@@ -104,7 +107,7 @@ def markdown(figures: list[Figure], info: dict[str, Any], duration_s: float, err
         "",
         f"Machine: {info['nproc']} CPUs ({info['cpu_model']}), {info['memory_gib']} GiB, kernel {info['kernel']}, "
         f"Docker {info['docker_server']}, Python {info['python']}; commit {info['git_commit']}"
-        f"{' (src/ modified)' if info['git_dirty'] else ''}. `make bench` took {duration_s / 60:.1f} min.",
+        f"{' (src/ modified)' if info['git_dirty'] else ''}. The run took {duration_s / 60:.1f} min.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",

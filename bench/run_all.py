@@ -16,6 +16,8 @@ to each figure and never asserted; the exit code is 1 only when a benchmark coul
 
 from __future__ import annotations
 
+import argparse
+import compileall
 import json
 import subprocess
 import sys
@@ -29,6 +31,7 @@ from typing import Any
 import docker
 import redis
 
+import hypernode_host
 from hypernode_host import constants as C
 from hypernode_host import inspection
 from hypernode_host.gpu.models import Slot
@@ -43,7 +46,7 @@ import report
 import stack
 from report import Figure
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results"  # --results elsewhere: e.g. to try a src/ change
 LATENCY_RUNS = 30
 THROUGHPUT_JOBS = 24
 THROUGHPUT_SLOTS = (1, 2, 4)
@@ -75,7 +78,7 @@ class Run:
         started = time.monotonic()
         try:
             body()
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # the colleagues' helpers exit on a failed wait
             traceback.print_exc()
             self.errors[name] = f"{type(exc).__name__}: {exc}"[:500]
         self.timings_s[name] = round(time.monotonic() - started, 1)
@@ -87,6 +90,17 @@ class Run:
             ratio = f", ratio {figure.ratio:.2f}" if figure.ratio is not None else ""
             verdict = {None: "", True: " (target met)", False: " (target MISSED)"}[figure.met]
             progress(f"  {figure.item}. {figure.name}: {figure.ours:.{figure.digits}f} {figure.unit}{ratio}{verdict}")
+
+
+def ensure_bytecode() -> None:
+    """Compile the package's bytecode, as an installed package has it.
+
+    Here PYTHONDONTWRITEBYTECODE=1 is set, so a module without a .pyc would be compiled again in every
+    process we start: slower starts and a compile-time peak in VmHWM that no operator's node pays.
+    """
+    package = Path(hypernode_host.__file__).parent
+    compileall.compile_dir(package, quiet=1)
+    progress(f"bytecode of {package} up to date")
 
 
 def image_id() -> str:
@@ -238,27 +252,36 @@ def leftover_containers(since: float) -> dict[str, Any]:
         client.close()
 
 
-def write(run: Run, info: dict[str, Any]) -> float:
+def sorted_figures(run: Run) -> list[Figure]:
+    """By item number; within an item, in the order measured (the single-slot node runs 7 before 2 with N=2)."""
+    return sorted(run.figures, key=lambda figure: figure.item)
+
+
+def write(run: Run, info: dict[str, Any], results: Path) -> float:
     duration = time.monotonic() - run.started
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results.mkdir(parents=True, exist_ok=True)
     document = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "duration_s": round(duration, 1),
         "machine": info,
         "image": stack.IMAGE,
-        "figures": [figure.to_json() for figure in run.figures],
+        "figures": [figure.to_json() for figure in sorted_figures(run)],
         "errors": run.errors,
         "timings_s": run.timings_s,
         "details": run.details,
     }
-    (RESULTS / "latest.json").write_text(json.dumps(document, indent=2) + "\n")
-    (RESULTS / "latest.md").write_text(report.markdown(run.figures, info, duration, run.errors))
-    report.chart(RESULTS / "latency.png", run.details.get("latency"), run.details.get("heartbeat_and_memory"))
+    (results / "latest.json").write_text(json.dumps(document, indent=2) + "\n")
+    (results / "latest.md").write_text(report.markdown(sorted_figures(run), info, duration, run.errors))
+    report.chart(results / "latency.png", run.details.get("latency"), run.details.get("heartbeat_and_memory"))
     return duration
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS, help=f"output directory (default {RESULTS})")
+    results: Path = parser.parse_args().results
     run = Run()
+    ensure_bytecode()
     info = report.machine()
     progress(f"machine: {info['nproc']} CPUs, {info['memory_gib']} GiB, {info['cpu_model']}, kernel {info['kernel']}")
     raw = e2e.RawDocker(image_id(), e2e.node_name())
@@ -272,11 +295,11 @@ def main() -> int:
     finally:
         raw.close()
         run.details["cleanup"] = leftover_containers(run.started_wall)
-    duration = write(run, info)
-    print((RESULTS / "latest.md").read_text())
+    duration = write(run, info, results)
+    print((results / "latest.md").read_text())
     cleanup = run.details["cleanup"]
     progress(f"left job containers: {len(cleanup['left_by_this_run'])} (removed); took {duration / 60:.1f} min")
-    progress(f"written: {RESULTS / 'latest.json'}, {RESULTS / 'latest.md'}, {RESULTS / 'latency.png'}")
+    progress(f"written: {results / 'latest.json'}, {results / 'latest.md'}, {results / 'latency.png'}")
     return 1 if run.errors else 0
 
 

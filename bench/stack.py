@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,8 @@ import redis
 from hypernode_host import constants as C
 from hypernode_host.backend.server import BackendThread
 from hypernode_host.redisproc import RedisProcess
+from hypernode_host.settings import Settings
+from hypernode_host.supervisor import children_for
 
 IMAGE = os.environ.get("HN_TEST_IMAGE", "hypernode/job-python:3.11")
 
@@ -56,6 +58,14 @@ class Stack:
             if "bridge" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
                 return pid
         raise RuntimeError("no bridge process found")
+
+
+def up_argvs(env: Mapping[str, str]) -> list[list[str]]:
+    """The argv of each process `up` starts with these HN_* settings: the bridge, then one worker per slot.
+
+    Benchmarks that start the parts one by one (to measure each) start them exactly as `up` does.
+    """
+    return [child.argv for child in children_for(Settings.from_env(env))]
 
 
 def children(pid: int) -> list[int]:

@@ -9,11 +9,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from hypernode_host import constants as C
+from hypernode_host.backend.server import BackendThread
+from hypernode_host.redisproc import RedisProcess
 from hypernode_host.tasks.containers import DockerRuntime
 
 TEST_IMAGE = os.environ.get("HN_TEST_IMAGE", "hypernode/job-python:3.11")
@@ -49,6 +52,18 @@ def node_env(redis_url: str, endpoint: str, token: str, workdir: Path, **extra: 
     )
     env.update(extra)
     return env
+
+
+@contextmanager
+def node_stack(**settings: str) -> Iterator[tuple[RedisProcess, BackendThread, dict[str, str]]]:
+    """A private Redis, a reference backend with a fresh token, and a node environment for them."""
+    token = f"tok-{secrets.token_hex(8)}"
+    with (
+        RedisProcess() as redis_server,
+        BackendThread("127.0.0.1", 0, [token]) as backend,
+        tempfile.TemporaryDirectory() as workdir,
+    ):
+        yield redis_server, backend, node_env(redis_server.url, backend.url, token, Path(workdir), **settings)
 
 
 class NodeProcess:

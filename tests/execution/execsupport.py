@@ -10,8 +10,6 @@ import base64
 import hashlib
 import io
 import os
-import secrets
-import tempfile
 import threading
 import uuid
 import zipfile
@@ -26,7 +24,7 @@ from hypernode_host import constants as C
 from hypernode_host.backend.server import BackendThread
 from hypernode_host.gpu import registry
 from hypernode_host.redisproc import RedisProcess
-from support import NodeProcess, job_containers, node_env, wait_for
+from support import NodeProcess, job_containers, node_stack, wait_for
 
 
 class Node:
@@ -88,31 +86,19 @@ class Node:
 @contextmanager
 def running_node(**extra_env: str) -> Iterator[Node]:
     """A private Redis, a reference backend and `hypernode-host up` with two CPU slots (plus ``extra_env``)."""
-    token = f"tok-{secrets.token_hex(8)}"
     with (
-        RedisProcess() as redis_server,
-        BackendThread("127.0.0.1", 0, [token]) as backend,
-        tempfile.TemporaryDirectory() as workdir,
+        node_stack(HN_CPU_SLOTS="2", HN_JOB_TIMEOUT="120", **extra_env) as (redis_server, backend, env),
+        NodeProcess(env) as process,
     ):
-        env = node_env(
-            redis_server.url,
-            backend.url,
-            token,
-            Path(workdir),
-            HN_CPU_SLOTS="2",
-            HN_JOB_TIMEOUT="120",
-            **extra_env,
-        )
-        with NodeProcess(env) as process:
-            backend.wait_for_node(timeout=30)
-            node = Node(backend, process, redis_server)
-            try:
-                node.assert_unharmed()
-                yield node
-            finally:
-                node.close()
-            assert process.stop() == 0, process.output()[-3000:]
-            assert job_containers(process.node_name) == []
+        backend.wait_for_node(timeout=30)
+        node = Node(backend, process, redis_server)
+        try:
+            node.assert_unharmed()
+            yield node
+        finally:
+            node.close()
+        assert process.stop() == 0, process.output()[-3000:]
+        assert job_containers(process.node_name) == []
 
 
 def proc_status(pid: int, field: str) -> int:

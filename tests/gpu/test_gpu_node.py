@@ -7,10 +7,7 @@ ran on) so the tests can tell which job got which GPU and when.
 
 from __future__ import annotations
 
-import secrets
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,10 +19,9 @@ from hypernode_host.backend.server import BackendThread
 from hypernode_host.gpu.health import clear_lost, mark_lost
 from hypernode_host.gpu.inventory import discover
 from hypernode_host.gpu.simulated import simulated_gpus
-from hypernode_host.redisproc import RedisProcess
 from hypernode_host.settings import Settings
 from hypernode_host.tasks.containers import DockerRuntime
-from support import NodeProcess, job_containers, node_env, wait_for
+from support import NodeProcess, job_containers, node_stack, wait_for
 
 
 class GpuNode:
@@ -50,29 +46,17 @@ class GpuNode:
 
 @pytest.fixture(scope="module")
 def gpu_node(docker_runtime: DockerRuntime) -> Iterator[GpuNode]:
-    token = f"tok-{secrets.token_hex(8)}"
     with (
-        RedisProcess() as redis_server,
-        BackendThread("127.0.0.1", 0, [token]) as backend,
-        tempfile.TemporaryDirectory() as workdir,
+        node_stack(HN_SIMULATE_GPUS="4", HN_CPU_SLOTS="0", HN_JOB_TIMEOUT="60") as (redis_server, backend, env),
+        NodeProcess(env) as node,
     ):
-        env = node_env(
-            redis_server.url,
-            backend.url,
-            token,
-            Path(workdir),
-            HN_SIMULATE_GPUS="4",
-            HN_CPU_SLOTS="0",
-            HN_JOB_TIMEOUT="60",
-        )
-        with NodeProcess(env) as node:
-            backend.wait_for_node(timeout=30)
-            harness = GpuNode(backend, node, redis_server.url)
-            wait_for_slots(harness.redis, node.node_name, 4)
-            yield harness
-            harness.redis.close()
-            assert node.stop() == 0, node.output()[-3000:]
-            assert job_containers(node.node_name) == []
+        backend.wait_for_node(timeout=30)
+        harness = GpuNode(backend, node, redis_server.url)
+        wait_for_slots(harness.redis, node.node_name, 4)
+        yield harness
+        harness.redis.close()
+        assert node.stop() == 0, node.output()[-3000:]
+        assert job_containers(node.node_name) == []
 
 
 def test_eight_one_gpu_jobs_run_four_at_a_time_each_on_its_own_gpu(gpu_node: GpuNode) -> None:

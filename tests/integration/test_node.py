@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +22,8 @@ import redis
 from hypernode_host import constants as C
 from hypernode_host.backend.server import BackendThread
 from hypernode_host.gpu import registry
-from hypernode_host.redisproc import RedisProcess
 from hypernode_host.tasks.containers import DockerRuntime
-from support import NodeProcess, job_containers, node_env, wait_for
+from support import NodeProcess, job_containers, node_stack, wait_for
 
 
 class Harness:
@@ -48,21 +45,17 @@ class Harness:
 
 @pytest.fixture(scope="module")
 def harness(docker_runtime: DockerRuntime) -> Iterator[Harness]:
-    token = f"tok-{secrets.token_hex(8)}"
     with (
-        RedisProcess() as redis_server,
-        BackendThread("127.0.0.1", 0, [token]) as backend,
-        tempfile.TemporaryDirectory() as workdir,
+        node_stack(HN_CPU_SLOTS="2", HN_JOB_TIMEOUT="30") as (redis_server, backend, env),
+        NodeProcess(env) as node,
     ):
-        env = node_env(redis_server.url, backend.url, token, Path(workdir), HN_CPU_SLOTS="2", HN_JOB_TIMEOUT="30")
-        with NodeProcess(env) as node:
-            backend.wait_for_node(timeout=30)
-            h = Harness(backend, node, redis_server.url)
-            yield h
-            h.redis.close()
-            assert node.stop() == 0, node.output()[-3000:]
-            # After everything: no job container of this node is left behind.
-            assert job_containers(node.node_name) == []
+        backend.wait_for_node(timeout=30)
+        h = Harness(backend, node, redis_server.url)
+        yield h
+        h.redis.close()
+        assert node.stop() == 0, node.output()[-3000:]
+        # After everything: no job container of this node is left behind.
+        assert job_containers(node.node_name) == []
 
 
 def test_script_job_completes_and_verifies(harness: Harness) -> None:

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import secrets
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from operator_support import Node, node_environment
+from operator_support import Node
 
-from hypernode_host.backend.server import BackendThread
-from hypernode_host.redisproc import RedisProcess
 from hypernode_host.tasks.containers import DockerRuntime
-from support import job_containers
+from support import job_containers, node_stack
 
 
 @pytest.fixture(scope="module")
 def node(docker_runtime: DockerRuntime) -> Iterator[Node]:
     """`hypernode-host up` with one CPU slot, shared by a module's tests (each waits for its own jobs)."""
-    token = f"tok-{secrets.token_hex(8)}"
-    with (
-        RedisProcess() as redis_server,
-        BackendThread("127.0.0.1", 0, [token]) as backend,
-        tempfile.TemporaryDirectory() as workdir,
-    ):
-        env = node_environment(redis_server.url, backend, token, Path(workdir))
+    with node_stack(HN_CPU_SLOTS="1", HN_JOB_TIMEOUT="60") as (redis_server, backend, env):
         harness = Node(backend, env, redis_server)
         up = harness.start("up")
         try:

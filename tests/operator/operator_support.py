@@ -7,7 +7,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -15,7 +14,7 @@ import redis
 from hypernode_host import constants as C
 from hypernode_host.backend.server import BackendThread
 from hypernode_host.redisproc import RedisProcess
-from support import NodeProcess, node_env, wait_for
+from support import NodeProcess, wait_for
 
 
 def run_cli(*args: str, env: Mapping[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -91,7 +90,3 @@ class Node:
             part.stop()
             part.log_path.unlink(missing_ok=True)
         self.redis.close()
-
-
-def node_environment(redis_url: str, backend: BackendThread, token: str, workdir: Path, **extra: str) -> dict[str, str]:
-    return node_env(redis_url, backend.url, token, workdir, HN_CPU_SLOTS="1", HN_JOB_TIMEOUT="60", **extra)

@@ -4,31 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from operator_support import Node, node_environment
+from operator_support import Node
 
-from hypernode_host.backend.server import BackendThread
-from hypernode_host.redisproc import RedisProcess
 from hypernode_host.tasks.containers import DockerRuntime
-from support import wait_for
+from support import node_stack, wait_for
 
 
 @pytest.fixture
 def parts(docker_runtime: DockerRuntime) -> Iterator[Node]:
     """Bridge and the slot-0 worker as their own processes, so a test can kill one of them."""
-    token = f"tok-{secrets.token_hex(8)}"
-    with (
-        RedisProcess() as redis_server,
-        BackendThread("127.0.0.1", 0, [token]) as backend,
-        tempfile.TemporaryDirectory() as workdir,
-    ):
-        node = Node(backend, node_environment(redis_server.url, backend, token, Path(workdir)), redis_server)
+    with node_stack(HN_CPU_SLOTS="1", HN_JOB_TIMEOUT="60") as (redis_server, backend, env):
+        node = Node(backend, env, redis_server)
         try:
             node.start("bridge")
             node.start("worker", "--slot", "0")
