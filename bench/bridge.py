@@ -136,7 +136,7 @@ def workers_memory_kb(workers: list[subprocess.Popen[bytes]]) -> list[dict[str, 
     return [memory_kb(worker.pid) for worker in workers]
 
 
-def run(load_seconds: float) -> dict[str, Any]:
+def run(load_seconds: float, idle_seconds: float = 10.0) -> dict[str, Any]:
     """Bridge and 8 workers as separate processes (so each one's memory is its own), idle then loaded."""
     token = f"tok-{secrets.token_hex(8)}"
     report: dict[str, Any] = {"slots": SLOTS, "heartbeat_interval_s": INTERVAL_S, "image": IMAGE}
@@ -158,7 +158,7 @@ def run(load_seconds: float) -> dict[str, Any]:
         try:
             node_id = backend.wait_for_node(timeout=60)
             wait_for(lambda: latest_stats(backend, node_id).get("free_slots") == SLOTS, 60, "all workers up")
-            report |= idle_phase(backend, node_id, bridge, workers)
+            report |= idle_phase(backend, node_id, bridge, workers, idle_seconds)
             report |= load_phase(backend, node_id, bridge, workers, load_seconds)
         finally:
             stop_all([bridge, *workers])
@@ -166,12 +166,16 @@ def run(load_seconds: float) -> dict[str, Any]:
 
 
 def idle_phase(
-    backend: BackendThread, node_id: str, bridge: subprocess.Popen[bytes], workers: list[subprocess.Popen[bytes]]
+    backend: BackendThread,
+    node_id: str,
+    bridge: subprocess.Popen[bytes],
+    workers: list[subprocess.Popen[bytes]],
+    idle_seconds: float,
 ) -> dict[str, Any]:
     """Beats and memory with nothing to do; then single jobs, one at a time."""
     report: dict[str, Any] = {}
     idle_from = time.monotonic()
-    time.sleep(10)
+    time.sleep(idle_seconds)
     report["idle_jitter_ms"] = jitter_ms(backend, node_id, idle_from, time.monotonic())
     report["bridge_memory_idle_kb"] = memory_kb(bridge.pid)
     report["workers_memory_idle_kb"] = workers_memory_kb(workers)
@@ -252,8 +256,9 @@ def summary(report: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--load-seconds", type=float, default=30.0, help="how long the 8 jobs run")
+    parser.add_argument("--idle-seconds", type=float, default=10.0, help="how long the idle beats are measured")
     args = parser.parse_args()
-    report = run(args.load_seconds)
+    report = run(args.load_seconds, args.idle_seconds)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(summary(report))
