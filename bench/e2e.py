@@ -3,8 +3,8 @@
 - latency: one trivial job at a time, backend `job` → backend `job_result`, timed by a submitter
   (`submit_job(wait=True)` over the backend's WebSocket), against raw docker-py create / put_archive /
   start / wait / logs / remove of the same hardened container, alternating ours and raw job by job;
-- throughput: 24 trivial jobs submitted at once to N one-GPU slots, against N threads running raw
-  docker-py;
+- throughput: blocks of 24 trivial jobs submitted at once to N one-GPU slots, against N threads
+  running raw docker-py (ours, raw, raw, ours);
 - recovery: SIGKILL the worker 1 s into a ~3 s job; seconds until the backend has the result.
 
 Used by run_all.py; nothing here asserts a target.
@@ -137,23 +137,28 @@ def _int_summary(values: list[int]) -> dict[str, Any]:
 
 
 def throughput(stack: Stack, raw: RawDocker, slots: int, jobs: int) -> dict[str, Any]:
-    """Jobs/s of ``jobs`` trivial jobs submitted at once to ``slots`` slots, and of ``slots`` raw threads."""
-    with asyncio.Runner() as loop:
+    """Jobs/s of blocks of ``jobs`` trivial jobs submitted at once to ``slots`` slots, and of ``slots`` raw threads.
+
+    Blocks in the order ours, raw, raw, ours: a machine that slows down or speeds up during the
+    measurement weighs on both sides alike.
+    """
+    seconds: dict[str, list[float]] = {"ours": [], "raw": []}
+    with asyncio.Runner() as loop, ThreadPoolExecutor(slots) as pool:
         loop.run(_submit_all(stack.backend.url, [gpu_job() for _ in range(slots)]))  # every worker warm
-        started = time.perf_counter()
-        loop.run(_submit_all(stack.backend.url, [gpu_job() for _ in range(jobs)]))
-        ours_s = time.perf_counter() - started
-    with ThreadPoolExecutor(slots) as pool:
         list(pool.map(raw.run, range(slots)))  # one warm client per thread
-        started = time.perf_counter()
-        list(pool.map(raw.run, range(jobs)))
-        raw_s = time.perf_counter() - started
-    ours_rate, raw_rate = jobs / ours_s, jobs / raw_s
+        for side in ("ours", "raw", "raw", "ours"):
+            started = time.perf_counter()
+            if side == "ours":
+                loop.run(_submit_all(stack.backend.url, [gpu_job() for _ in range(jobs)]))
+            else:
+                list(pool.map(raw.run, range(jobs)))
+            seconds[side].append(round(time.perf_counter() - started, 3))
+    ours_rate, raw_rate = 2 * jobs / sum(seconds["ours"]), 2 * jobs / sum(seconds["raw"])
     return {
         "slots": slots,
-        "jobs": jobs,
-        "ours_s": round(ours_s, 3),
-        "raw_s": round(raw_s, 3),
+        "jobs_per_block": jobs,
+        "ours_block_s": seconds["ours"],
+        "raw_block_s": seconds["raw"],
         "ours_jobs_per_s": round(ours_rate, 3),
         "raw_jobs_per_s": round(raw_rate, 3),
         "ratio": round(ours_rate / raw_rate, 3),

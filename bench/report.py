@@ -113,7 +113,7 @@ def markdown(figures: list[Figure], info: dict[str, Any], duration_s: float, err
         "|" + "|".join("---" for _ in header) + "|",
     ]
     lines += ["| " + " | ".join(figure.cells()) + " |" for figure in figures]
-    lines += ["", "Targets are reported, never asserted. Ratio = ours / baseline.", ""]
+    lines += ["", "Targets are reported, never asserted. Ratio = ours / baseline. MB = 10^6 bytes.", ""]
     if errors:
         lines += ["Benchmarks that failed in this run:", ""]
         lines += [f"- {name}: {error}" for name, error in errors.items()]
