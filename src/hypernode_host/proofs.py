@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import base58
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
 
 from hypernode_host.errors import KeyFileError
 
@@ -69,14 +68,18 @@ def execution_hash(fields: Mapping[str, Any]) -> str:
 class NodeKey:
     """The node's Ed25519 key; signatures and the public key are written in base58, as Solana does."""
 
-    def __init__(self, private: Ed25519PrivateKey) -> None:
+    def __init__(self, private: SigningKey) -> None:
         self._private = private
-        raw = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        self.public_key_b58: str = base58.b58encode(raw).decode()
+        self.public_key_b58: str = base58.b58encode(bytes(private.verify_key)).decode()
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> NodeKey:
+        """The key whose 32-byte Ed25519 seed (RFC 8032's secret key) is ``seed``."""
+        return cls(SigningKey(seed))
 
     @classmethod
     def generate(cls) -> NodeKey:
-        return cls(Ed25519PrivateKey.generate())
+        return cls(SigningKey.generate())
 
     @classmethod
     def load_or_create(cls, path: Path) -> NodeKey:
@@ -92,7 +95,7 @@ class NodeKey:
         fd, temporary = tempfile.mkstemp(prefix=".node-key-", dir=path.parent)  # mode 0600
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(key._private.private_bytes_raw())
+                handle.write(bytes(key._private))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.link(temporary, path)
@@ -107,18 +110,18 @@ class NodeKey:
         seed = path.read_bytes()
         if len(seed) != 32:
             raise KeyFileError(f"{path}: expected a 32-byte Ed25519 seed, found {len(seed)} bytes")
-        return cls(Ed25519PrivateKey.from_private_bytes(seed))
+        return cls(SigningKey(seed))
 
     def sign_hex_digest(self, digest_hex: str) -> str:
         """Sign the 32 raw bytes of a SHA-256 hex digest; base58 signature."""
-        return base58.b58encode(self._private.sign(bytes.fromhex(digest_hex))).decode()
+        return base58.b58encode(self._private.sign(bytes.fromhex(digest_hex)).signature).decode()
 
 
 def verify_signature(public_key_b58: str, digest_hex: str, signature_b58: str) -> bool:
     """True when ``signature_b58`` is the key's Ed25519 signature over the digest's raw bytes."""
     try:
-        public = Ed25519PublicKey.from_public_bytes(base58.b58decode(public_key_b58))
-        public.verify(base58.b58decode(signature_b58), bytes.fromhex(digest_hex))
-    except (InvalidSignature, ValueError, TypeError, AttributeError):
+        public = VerifyKey(base58.b58decode(public_key_b58))
+        public.verify(bytes.fromhex(digest_hex), base58.b58decode(signature_b58))
+    except (BadSignatureError, ValueError, TypeError, AttributeError):
         return False
     return True

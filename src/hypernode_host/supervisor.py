@@ -46,7 +46,7 @@ class Child:
 
 
 def children_for(settings: Settings) -> list[Child]:
-    base = [sys.executable, "-m", "hypernode_host"]
+    base = [sys.executable, "-m", "hypernode_host.child"]
     slots = plan_node_slots(settings)
     children = [Child("bridge", [*base, "bridge"])]
     children += [Child(f"worker {s.describe()}", [*base, "worker", "--slot", str(s.id)]) for s in slots]

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import base58
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hypernode_host import proofs
 from hypernode_host.errors import KeyFileError
@@ -72,12 +71,12 @@ def test_execution_hash_covers_every_field() -> None:
 
 
 def test_public_key_follows_rfc8032_and_is_base58() -> None:
-    key = proofs.NodeKey(Ed25519PrivateKey.from_private_bytes(RFC_SECRET))
+    key = proofs.NodeKey.from_seed(RFC_SECRET)
     assert base58.b58decode(key.public_key_b58) == RFC_PUBLIC
 
 
 def test_signature_vector_and_verification() -> None:
-    key = proofs.NodeKey(Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
+    key = proofs.NodeKey.from_seed(bytes(range(32)))
     digest = proofs.execution_hash(RESULT_FIELDS)
     signature = key.sign_hex_digest(digest)
     # Ed25519 is deterministic: the same key and digest always give this signature.

@@ -478,10 +478,12 @@ def build_bridge(settings: Settings, tuning: Tuning | None = None) -> Bridge:
 
 def run_bridge(settings: Settings) -> None:
     """Run the bridge until SIGTERM/SIGINT; AuthError when the backend refuses the token."""
-    from hypernode_host.metrics import start_metrics_server
-
     bridge = build_bridge(settings)
-    metrics = start_metrics_server(settings)  # None when HN_METRICS_PORT is 0
+    metrics = None
+    if settings.metrics_port:  # prometheus_client, http.server and the views cost ~2 MB: only when served
+        from hypernode_host.metrics import start_metrics_server
+
+        metrics = start_metrics_server(settings)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

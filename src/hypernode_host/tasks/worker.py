@@ -52,10 +52,6 @@ LEASE_TTL_S = 20  # a dead worker's GPUs are free again this long after its last
 SHUTDOWN_WAIT_MS = 15_000
 # An unhealthy slot's running job may run to its deadline (plus stop grace and log collection).
 DRAIN_MARGIN_S = 60
-# An idle Dramatiq consumer polls Redis with a backoff that grows to worker_timeout (1 s by
-# default): a job arriving at an idle slot waited ~0.5 s on average. 100 ms costs an idle slot
-# about 10 Redis polls a second per queue and takes that wait off every job's latency.
-IDLE_POLL_MAX_MS = 100
 WATCH_TICK_S = 0.2  # how soon a worker consumes after its start-up recovery, and stops after SIGTERM
 
 
@@ -126,9 +122,7 @@ class Consumption:
         declare(self.serve)
         for queue in self.slot.queues[1:]:
             broker.declare_queue(queue)
-        worker = dramatiq.Worker(
-            broker, queues=set(self.slot.queues), worker_threads=1, worker_timeout=IDLE_POLL_MAX_MS
-        )
+        worker = dramatiq.Worker(broker, queues=set(self.slot.queues), worker_threads=1)
         worker.queue_prefetch = 1  # an idle slot never waits behind a job another slot holds
         worker.start()
         self.broker, self._worker = broker, worker

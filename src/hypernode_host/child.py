@@ -1,0 +1,59 @@
+"""The processes `up` starts (the bridge, one worker per slot), run without the CLI.
+
+Typer, click and the CLI module cost ~2 MB of RSS in every process; a child needs none of them.
+Exit codes and the one-line errors are the CLI's (cli.exit_codes): 2 bad settings, 3 refused, 1 other.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from hypernode_host.errors import AuthError, ConfigError, HypernodeError
+from hypernode_host.settings import Settings
+
+EXIT_FAILED, EXIT_USAGE, EXIT_AUTH = 1, 2, 3
+
+
+def run(argv: list[str]) -> None:
+    settings = Settings.from_env()
+    from hypernode_host import logs
+
+    secret = settings.node_token.get_secret_value() if settings.node_token else ""
+    logs.configure(settings.log_level, [secret], settings.log_format)
+    if argv[0] == "bridge":
+        from hypernode_host.bridge.client import run_bridge
+
+        run_bridge(settings)
+    else:
+        from hypernode_host.tasks.worker import run_worker
+
+        run_worker(settings, int(argv[argv.index("--slot") + 1]))
+
+
+def main(argv: list[str]) -> int:
+    import redis
+
+    try:
+        run(argv)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except AuthError as exc:
+        return _fail(str(exc), EXIT_AUTH)
+    except HypernodeError as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    except redis.RedisError as exc:
+        from hypernode_host.logs import redact
+
+        url = redact(os.environ.get("HN_REDIS_URL", "the configured Redis"))
+        return _fail(f"Redis at {url}: {redact(str(exc))}", EXIT_FAILED)
+    return 0
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)  # the CLI's one-line form (cli.fail)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
