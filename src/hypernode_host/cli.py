@@ -96,6 +96,14 @@ def exit_codes() -> Iterator[None]:
         raise fail(f"Redis at {url}: {redact(str(exc))}", EXIT_FAILED) from None
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from hypernode_host import AGENT_VERSION
+
+        typer.echo(f"hypernode-host {AGENT_VERSION}")
+        raise typer.Exit(EXIT_OK)
+
+
 def load_settings() -> Settings:
     """Settings from the environment (options already written into it); one line and exit 2 if bad."""
     try:
@@ -148,10 +156,15 @@ def main_options(
     metrics_host: Annotated[str | None, typer.Option(help="Prometheus address [HN_METRICS_HOST].")] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING, ERROR [HN_LOG_LEVEL].")] = None,
     log_format: Annotated[str | None, typer.Option(help="text or json [HN_LOG_FORMAT].")] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the agent version and exit.", is_eager=True, callback=_print_version),
+    ] = False,
 ) -> None:
-    for name, value in locals().items():
-        if value is not None:
-            os.environ[_OPTION_ENV[name]] = value
+    options = locals()
+    for name, variable in _OPTION_ENV.items():
+        if options[name] is not None:
+            os.environ[variable] = options[name]
 
 
 @app.command()

@@ -113,6 +113,14 @@ def test_cli_bad_option_value_is_one_line_and_exit_2() -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_version_prints_the_agent_version_for_bug_reports() -> None:
+    from hypernode_host import AGENT_VERSION
+
+    done = _cli("--version")
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"hypernode-host {AGENT_VERSION}\n", "")
+    assert _cli("--redis-url", "redis://127.0.0.1:1/0", "--version").stdout == done.stdout  # before any command
+
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
