@@ -153,6 +153,25 @@ class RedactFilter(logging.Filter):
         return True
 
 
+class RecoveredFaultFilter(logging.Filter):
+    """An expected fault that recovers by itself is a WARNING, whatever level the library gave it.
+
+    Dramatiq's consumer threads log a lost broker connection (every Redis restart, one line per
+    queue) as CRITICAL, then reconnect by themselves a second later.
+    """
+
+    _DRAMATIQ_RECONNECTS = "Consumer encountered a connection error"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.levelno > logging.WARNING
+            and record.name.startswith("dramatiq.")
+            and str(record.msg).startswith(self._DRAMATIQ_RECONNECTS)
+        ):
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        return True
+
+
 def configure(level: str = "INFO", secrets: list[str] | None = None, fmt: str = "text") -> None:
     """Root handler on stderr: text or JSON lines, with context and redaction.
 
@@ -160,6 +179,7 @@ def configure(level: str = "INFO", secrets: list[str] | None = None, fmt: str = 
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(secrets or []) if fmt == "json" else RedactingFormatter(secrets or []))
+    handler.addFilter(RecoveredFaultFilter())
     handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -51,6 +51,10 @@ def _configure(buffer: io.StringIO, fmt: str) -> None:
         ("env HN_NODE_TOKEN=abc123 set", "env HN_NODE_TOKEN=*** set"),
         ("GET /nodes?token=abc123&x=1", "GET /nodes?token=***&x=1"),
         ("redis://:hunter2@10.0.0.5:6379/0", "redis://:***@10.0.0.5:6379/0"),
+        (
+            "unix://:hunter2@/var/lib/hypernode/redis/redis.sock?db=0",
+            "unix://:***@/var/lib/hypernode/redis/redis.sock?db=0",
+        ),
         ("connected to ws://127.0.0.1:3003", "connected to ws://127.0.0.1:3003"),
         ("job j-1: completed (exit 0, 1200 ms)", "job j-1: completed (exit 0, 1200 ms)"),
     ],
@@ -105,6 +109,22 @@ def test_json_lines_are_objects_with_context(captured: tuple[io.StringIO, loggin
     assert "job_id" not in lines[1]
     assert lines[2]["exc"].endswith("ValueError: ***") and "job_id" not in lines[2]
     assert TOKEN not in buffer.getvalue()
+
+
+def test_a_lost_broker_connection_that_dramatiq_recovers_is_a_warning(
+    captured: tuple[io.StringIO, logging.Logger],
+) -> None:
+    buffer, _ = captured
+    _configure(buffer, "text")
+    consumer = logging.getLogger("dramatiq.worker.ConsumerThread(hn-cpu)")  # the logger Dramatiq 2 uses
+
+    consumer.critical("Consumer encountered a connection error: %s", "Connection closed by server.")
+    consumer.critical("Consumer encountered an unexpected error.")  # not a fault Dramatiq recovers from
+    logging.getLogger("hypernode_host.tests").critical("Consumer encountered a connection error: ours")
+
+    levels = [line.split(" ")[1] for line in buffer.getvalue().splitlines()]
+    assert levels == ["WARNING", "CRITICAL", "CRITICAL"]
+    assert "connection error: Connection closed by server." in buffer.getvalue().splitlines()[0]
 
 
 def test_a_bridge_with_json_logs_writes_only_json_and_never_its_token(tmp_path: Path) -> None:
