@@ -12,7 +12,6 @@ import enum
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tomllib
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from hypernode_host import pidns
 from hypernode_host.errors import ContainerError, GpuError
 from hypernode_host.gpu import GpuInfo, discover, plan_node_slots
 from hypernode_host.inspection import worker_registrations
@@ -189,18 +189,10 @@ def check_workers(settings: Settings, store: Store, only: Sequence[int] | None) 
 
 
 def _gone(info: dict[str, str]) -> bool:
-    """True when the worker's process ran on this host and no longer exists (killed before its TTL ran out)."""
-    host = info.get("owner", "").partition("/")[0]
+    """True when the worker's process ran in our pid namespace and no longer exists (killed before its TTL
+    ran out); a worker of another host or container is judged by its registration's TTL alone."""
     pid = info.get("pid", "")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another host or container: its registration TTL decides
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return pid.isdigit() and pidns.exited(info.get("pidns", ""), int(pid))
 
 
 # doctor -------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import redis
 
 from hypernode_host.errors import GpuError
-from hypernode_host.gpu.leases import LEASE_KEY, GpuLeases
+from hypernode_host.gpu.leases import LEASE_KEY, GpuLeases, owner_id
 from hypernode_host.gpu.simulated import simulated_gpus
 from hypernode_host.redisproc import RedisProcess
 from hypernode_host.tasks.containers import DockerRuntime
@@ -38,16 +39,34 @@ def test_release_frees_and_refresh_notices_a_lost_lease(redis_client: redis.Redi
     assert redis_client.get("hn:gpu-lease:GPU-a") == "someone-else"
 
 
-def test_a_dead_local_holder_is_taken_over_at_once(redis_client: redis.Redis) -> None:
+def _dead_pid() -> int:
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
     )
-    holder = f"{socket.gethostname()}/slot-0/pid-{dead.stdout.strip()}/zz"
+    return int(dead.stdout)
+
+
+def test_a_dead_holder_of_our_pid_namespace_is_taken_over_at_once(redis_client: redis.Redis) -> None:
+    holder = owner_id(0).replace(f"/pid-{os.getpid()}/", f"/pid-{_dead_pid()}/")
     redis_client.set("hn:gpu-lease:GPU-a", holder, ex=30)
 
     GpuLeases(redis_client, ["GPU-a"], "new-owner", ttl_s=30).acquire()
 
     assert redis_client.get("hn:gpu-lease:GPU-a") == "new-owner"
+
+
+@pytest.mark.parametrize("namespace", ["/ns-0123456789abcdef", ""], ids=["another-container", "no-namespace"])
+def test_a_holder_of_another_pid_namespace_keeps_its_lease_until_its_ttl(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    """Containers sharing the host's network share its host name, not its pids: that pid may be alive there."""
+    holder = f"{socket.gethostname()}/slot-0/pid-{_dead_pid()}{namespace}/zz"
+    redis_client.set("hn:gpu-lease:GPU-a", holder, ex=30)
+
+    with pytest.raises(GpuError, match="already held by worker"):
+        GpuLeases(redis_client, ["GPU-a"], "new-owner", ttl_s=30).acquire()
+
+    assert redis_client.get("hn:gpu-lease:GPU-a") == holder
 
 
 def test_a_second_worker_process_on_held_gpus_exits_with_the_reason(

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from operator_support import Node
 
+from hypernode_host import constants as C
 from hypernode_host.tasks.containers import DockerRuntime
 from support import node_stack, wait_for
 
@@ -53,6 +54,29 @@ def test_check_fails_when_a_worker_is_killed(parts: Node) -> None:
     ]
     assert parts.cli("check", "--bridge").returncode == 0  # the bridge's own check is unaffected
     assert parts.cli("check", "--slot", "0").returncode == 1
+
+
+def test_a_worker_of_another_pid_namespace_is_judged_by_its_registration_ttl(parts: Node) -> None:
+    """Under host networking every container has the host's name but its own pids: a pid that does not
+    exist here may be a live worker there, so only the registration's expiry says it is gone."""
+    worker = parts.parts[1]
+    assert worker.proc is not None
+    os.kill(worker.proc.pid, signal.SIGKILL)
+    worker.proc.wait()
+    (key,) = parts.redis.keys(C.WORKER_KEY.format(host=parts.env["HN_NODE_NAME"], slot=0))
+    parts.redis.hset(key, "pidns", "0123456789abcdef")  # as a worker in another container writes it
+
+    done = parts.cli("check", "--slot", "0")
+    assert done.returncode == 0, done.stderr
+    assert "worker slot 0 (CPU): alive" in done.stdout
+
+    def expired() -> list[str]:
+        failed = parts.cli("check", "--slot", "0")
+        return failed.stderr.splitlines() if failed.returncode == 1 else []
+
+    assert wait_for(expired, timeout=40, interval=1) == [
+        "worker slot 0 (CPU): not registered: not running, or stopped (fix: start it)"
+    ]
 
 
 def test_check_fails_when_redis_is_stopped(parts: Node) -> None:

@@ -16,6 +16,7 @@ from typing import cast
 import redis
 
 from hypernode_host import constants as C
+from hypernode_host import pidns
 from hypernode_host.errors import GpuError
 
 LEASE_KEY = C.PREFIX + ":gpu-lease:{uuid}"
@@ -46,23 +47,16 @@ return 1
 
 
 def owner_id(slot: int) -> str:
-    """Who holds a lease: host, slot and process, readable in `hypernode-host workers`."""
-    return f"{socket.gethostname()}/slot-{slot}/pid-{os.getpid()}/{secrets.token_hex(3)}"
+    """Who holds a lease: host, slot, process and its pid namespace, readable in `hypernode-host workers`."""
+    return f"{socket.gethostname()}/slot-{slot}/pid-{os.getpid()}/ns-{pidns.current()}/{secrets.token_hex(3)}"
 
 
 def _dead_here(holder: str) -> bool:
-    """True when ``holder`` names a process of this host that no longer exists."""
-    host, _, rest = holder.partition("/")
-    pid_part = next((p for p in rest.split("/") if p.startswith("pid-")), "")
-    if host != socket.gethostname() or not pid_part[4:].isdigit():
-        return False
-    try:
-        os.kill(int(pid_part[4:]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    """True when ``holder`` names a process of our pid namespace that no longer exists (a lease of another
+    host or container, or of an owner id without a namespace, is left to its TTL)."""
+    parts = dict(p.split("-", 1) for p in holder.split("/") if p.startswith(("pid-", "ns-")))
+    pid = parts.get("pid", "")
+    return pid.isdigit() and pidns.exited(parts.get("ns", ""), int(pid))
 
 
 class GpuLeases:
@@ -76,8 +70,9 @@ class GpuLeases:
     def acquire(self) -> None:
         """Take every lease or none; GpuError naming the holder when a live worker holds one.
 
-        A lease left by a dead process of this host (a worker killed with SIGKILL) is taken
-        over at once instead of after its TTL, so a restarted slot resumes in seconds.
+        A lease left by a dead process of our pid namespace (a worker killed with SIGKILL, which
+        `up` restarts) is taken over at once instead of after its TTL, so the slot resumes in
+        seconds; one of another container or host is free only once its TTL has run out.
         """
         if not self._keys:
             return

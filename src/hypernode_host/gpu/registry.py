@@ -31,6 +31,7 @@ class Registration:
     slot: Slot
     owner: str = ""
     pid: int = 0
+    pidns: str = ""  # the pid namespace ``pid`` belongs to (pidns.current())
     healthy: bool = True
     health: str = "ok"
     job: str = ""  # the job running on the slot now ("" when idle)
@@ -45,6 +46,7 @@ class Registration:
             "slot": self.slot.id,
             "owner": self.owner,
             "pid": self.pid,
+            "pidns": self.pidns,
             "queue": self.slot.queue,
             "queues": ",".join(self.slot.queues),
             "gpus": ",".join(g.uuid for g in gpus),
@@ -74,6 +76,7 @@ class Registration:
                 slot=Slot(id=int(fields["slot"]), gpus=gpus),
                 owner=fields.get("owner", ""),
                 pid=int(fields.get("pid") or 0),
+                pidns=fields.get("pidns", ""),
                 healthy=fields.get("healthy", "1") == "1",
                 health=fields.get("health", "ok"),
                 job=fields.get("job", ""),

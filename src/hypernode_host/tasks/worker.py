@@ -24,7 +24,7 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from hypernode_host import constants as C
-from hypernode_host import logs
+from hypernode_host import logs, pidns
 from hypernode_host.errors import ConfigError, ContainerError, GpuError, JobRejected
 from hypernode_host.gpu import registry
 from hypernode_host.gpu.leases import GpuLeases, owner_id
@@ -185,7 +185,9 @@ class SlotWorker:
         self.runner = JobRunner(settings, self.store, self.runtime, key, self.slot, slots)
         self.leases = GpuLeases(self.store.redis, self.slot.gpu_uuids, owner_id(self.slot.id), LEASE_TTL_S)
         self.monitor = SlotMonitor(self.store.redis, self.slot.gpu_uuids, simulated=settings.simulate_gpus is not None)
-        identity = Registration(host=settings.node_name, slot=self.slot, owner=self.leases.owner, pid=os.getpid())
+        identity = Registration(
+            host=settings.node_name, slot=self.slot, owner=self.leases.owner, pid=os.getpid(), pidns=pidns.current()
+        )
         self.membership = Membership(self.store, identity, REGISTRATION_TTL_S)
         drain_ms = (settings.job_timeout + DRAIN_MARGIN_S) * 1000
         self.consumption = Consumption(settings.redis_url, self.slot, self.serve, drain_ms)
