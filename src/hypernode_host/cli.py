@@ -60,6 +60,7 @@ _OPTION_ENV = {
     "cpu_slots": "HN_CPU_SLOTS",
     "gpus_per_worker": "HN_GPUS_PER_WORKER",
     "key_file": "HN_KEY_FILE",
+    "state_dir": "HN_STATE_DIR",
     "node_name": "HN_NODE_NAME",
     "pip_index_url": "HN_PIP_INDEX_URL",
     "pip_find_links": "HN_PIP_FIND_LINKS",
@@ -130,7 +131,9 @@ def main_options(
     reconnect_max_delay: Annotated[
         str | None, typer.Option(help="Cap on the reconnect delay, s [HN_RECONNECT_MAX_DELAY].")
     ] = None,
-    redis_url: Annotated[str | None, typer.Option(help="Redis URL [HN_REDIS_URL].")] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(help="Redis URL; unset: the node's own, run by `up` [HN_REDIS_URL].")
+    ] = None,
     job_image: Annotated[str | None, typer.Option(help="Default job image [HN_JOB_IMAGE].")] = None,
     gpu_job_image: Annotated[str | None, typer.Option(help="Default GPU job image [HN_GPU_JOB_IMAGE].")] = None,
     allowed_images: Annotated[
@@ -142,6 +145,9 @@ def main_options(
     cpu_slots: Annotated[str | None, typer.Option(help="CPU worker slots [HN_CPU_SLOTS].")] = None,
     gpus_per_worker: Annotated[str | None, typer.Option(help="GPUs per worker slot [HN_GPUS_PER_WORKER].")] = None,
     key_file: Annotated[str | None, typer.Option(help="Node Ed25519 key file [HN_KEY_FILE].")] = None,
+    state_dir: Annotated[
+        str | None, typer.Option(help="Where `up` keeps its own Redis when no Redis URL is given [HN_STATE_DIR].")
+    ] = None,
     node_name: Annotated[str | None, typer.Option(help="Node name in labels and hostInfo [HN_NODE_NAME].")] = None,
     pip_index_url: Annotated[
         str | None, typer.Option(help="Index for job requirements [HN_PIP_INDEX_URL].", show_default=False)

@@ -23,10 +23,16 @@ from pydantic import (
 
 from hypernode_host.errors import ConfigError
 
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _default_state_dir() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "hypernode-host"
+
 
 def _default_key_file() -> Path:
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "hypernode-host" / "node.key"
+    return _default_state_dir() / "node.key"
 
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -44,7 +50,10 @@ class Settings(BaseModel):
     max_log_size: int = Field(10_000, alias="HN_MAX_LOG_SIZE", ge=256)
     reconnect_delay: PositiveFloat = Field(5.0, alias="HN_RECONNECT_DELAY")
     reconnect_max_delay: PositiveFloat = Field(60.0, alias="HN_RECONNECT_MAX_DELAY")
-    redis_url: str = Field("redis://127.0.0.1:6379/0", alias="HN_REDIS_URL")
+    redis_url: str = Field(DEFAULT_REDIS_URL, alias="HN_REDIS_URL")
+    # HN_REDIS_URL was not given: `up` runs the node's own Redis, and redis_url is the one it wrote.
+    own_redis: bool = False
+    state_dir: Path = Field(default_factory=_default_state_dir, alias="HN_STATE_DIR")
     job_image: str = Field("python:3.11-slim", alias="HN_JOB_IMAGE", min_length=1)
     gpu_job_image: str | None = Field(None, alias="HN_GPU_JOB_IMAGE")
     allowed_images: tuple[str, ...] = Field((), alias="HN_ALLOWED_IMAGES")
@@ -75,6 +84,11 @@ class Settings(BaseModel):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _default_when_empty(cls, value: Any) -> Any:
+        return _default_state_dir() if value == "" else value
+
     @field_validator("allowed_images", mode="before")
     @classmethod
     def _split_patterns(cls, value: Any) -> Any:
@@ -99,7 +113,12 @@ class Settings(BaseModel):
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``environ`` (default ``os.environ``); raise ConfigError on a bad value."""
         source = os.environ if environ is None else environ
-        values = {k: v for k, v in source.items() if k.startswith("HN_")}
+        values: dict[str, Any] = {k: v for k, v in source.items() if k.startswith("HN_")}
+        if not values.get("HN_REDIS_URL"):
+            from hypernode_host.redisproc import embedded_url
+
+            state_dir = Path(values.get("HN_STATE_DIR") or _default_state_dir())
+            values.update(HN_REDIS_URL=embedded_url(state_dir) or DEFAULT_REDIS_URL, own_redis=True)
         try:
             return cls.model_validate(values)
         except ValidationError as exc:

@@ -1,5 +1,7 @@
 """`hypernode-host up`: the bridge and one worker per slot as child processes, kept running.
 
+Without HN_REDIS_URL it first starts the node's own Redis (redisproc.embedded) and gives the
+children its URL; that Redis is restarted if it dies, and stopped after the children.
 A crashed child is restarted (with a growing pause if it keeps crashing); the bridge exiting
 with EXIT_AUTH (the backend refused the token) stops the node, since a restart cannot help.
 SIGTERM or SIGINT stops every child: SIGTERM first, SIGKILL after a grace period.
@@ -14,9 +16,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from hypernode_host.gpu.slots import plan_node_slots
+from hypernode_host.redisproc import RedisProcess, embedded
 from hypernode_host.settings import Settings
 from hypernode_host.signals import stop_on_signals
 
@@ -31,12 +36,13 @@ _POLL_S = 0.2
 class Child:
     name: str
     argv: list[str]
+    env: Mapping[str, str] | None = None  # None: ours
     proc: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
     not_before: float = 0.0
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv)
+        self.proc = subprocess.Popen(self.argv, env=self.env)
         log.info("started %s (pid %d)", self.name, self.proc.pid)
 
     def restart_delay(self, now: float) -> float:
@@ -45,11 +51,11 @@ class Child:
         return min(30.0, 0.5 * 2 ** (len(self.restarts) - 1)) if len(self.restarts) > 1 else 0.0
 
 
-def children_for(settings: Settings) -> list[Child]:
+def children_for(settings: Settings, env: Mapping[str, str] | None = None) -> list[Child]:
     base = [sys.executable, "-m", "hypernode_host.child"]
     slots = plan_node_slots(settings)
-    children = [Child("bridge", [*base, "bridge"])]
-    children += [Child(f"worker {s.describe()}", [*base, "worker", "--slot", str(s.id)]) for s in slots]
+    children = [Child("bridge", [*base, "bridge"], env)]
+    children += [Child(f"worker {s.describe()}", [*base, "worker", "--slot", str(s.id)], env) for s in slots]
     return children
 
 
@@ -59,20 +65,26 @@ def run_up(settings: Settings, stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
     stop_on_signals(stop)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")  # children's output reaches their log at once
-    children = children_for(settings)
-    for child in children:
-        child.start()
-    code = 0
-    try:
-        code = _supervise(children, stop)
-    finally:
-        _stop_all(children)
-    return code
+    with ExitStack() as stack:
+        server = stack.enter_context(embedded(settings.state_dir)) if settings.own_redis else None
+        # The password reaches the children in their environment, never in their arguments.
+        env = {**os.environ, "HN_REDIS_URL": server.url} if server else None
+        children = children_for(settings, env)
+        for child in children:
+            child.start()
+        try:
+            return _supervise(children, stop, server)
+        finally:
+            _stop_all(children)  # before the Redis they write to
 
 
-def _supervise(children: list[Child], stop: threading.Event) -> int:
+def _supervise(children: list[Child], stop: threading.Event, server: RedisProcess | None) -> int:
     while not stop.wait(_POLL_S):
         now = time.monotonic()
+        if server is not None and server.exited():
+            assert server.proc is not None
+            log.warning("the node's own Redis exited with code %s; restarting it", server.proc.returncode)
+            server.start()
         for child in children:
             if child.proc is None:
                 if now >= child.not_before:

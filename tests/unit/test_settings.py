@@ -13,8 +13,8 @@ from hypernode_host.errors import ConfigError
 from hypernode_host.settings import Settings
 
 
-def test_upstream_defaults() -> None:
-    settings = Settings.from_env({})
+def test_upstream_defaults(tmp_path: Path) -> None:
+    settings = Settings.from_env({"HN_STATE_DIR": str(tmp_path)})  # no URL `up` wrote there
     assert settings.endpoint == "wss://nodes.hypernodesolana.org"
     assert settings.heartbeat_interval == 10
     assert settings.job_timeout == 300
@@ -132,7 +132,7 @@ def _env_example() -> dict[str, str]:
 
 def test_env_example_names_every_setting_with_a_valid_value() -> None:
     example = _env_example()
-    aliases = {field.alias for field in Settings.model_fields.values()}
+    aliases = {field.alias for field in Settings.model_fields.values() if field.alias}
     assert aliases <= example.keys(), f"missing from .env.example: {sorted(aliases - example.keys())}"
     settings = Settings.from_env({**example, "HN_NODE_TOKEN": "t"})  # the example's values all validate
     assert settings.endpoint == "wss://nodes.hypernodesolana.org" and settings.metrics_port == 0
@@ -142,4 +142,4 @@ def test_env_example_names_every_setting_with_a_valid_value() -> None:
 def test_every_setting_is_a_global_option() -> None:
     from hypernode_host.cli import _OPTION_ENV
 
-    assert set(_OPTION_ENV.values()) == {field.alias for field in Settings.model_fields.values()}
+    assert set(_OPTION_ENV.values()) == {field.alias for field in Settings.model_fields.values() if field.alias}
