@@ -6,24 +6,29 @@ would have left are made by hand with the same contract, names and labels.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hypernode_host import constants as C
+from hypernode_host.backend.oracle import verify
 from hypernode_host.gpu.slots import plan_slots
 from hypernode_host.proofs import NodeKey
 from hypernode_host.redisproc import RedisProcess
 from hypernode_host.settings import Settings
 from hypernode_host.store import Store
-from hypernode_host.tasks.containers import LABEL_ROLE, ContainerSpec, DockerRuntime
+from hypernode_host.tasks.containers import LABEL_ROLE, ContainerSpec, ContainerState, DockerRuntime
 from hypernode_host.tasks.recovery import recover
 from hypernode_host.tasks.requirements import PREP_ROLE
-from hypernode_host.tasks.runner import PENDING_FIELD, JobRunner, container_name
+from hypernode_host.tasks.runner import PENDING_FIELD, JobRunner, container_name, job_times
 from support import TEST_IMAGE
 
 
@@ -171,3 +176,59 @@ def test_a_result_kept_before_a_crash_is_published_without_running_again(rig: Ri
     assert rig.result(again) == {**kept, "id": again}  # published as kept, not recomputed
     assert (rig.store.job(again) or {})["attempt"] == "1"
     assert rig.containers() == []
+
+
+# Times ------------------------------------------------------------------------------------------
+
+
+class BackwardsTimes:
+    """The real engine, reporting a container's times as Docker can for one that exits at once:
+    FinishedAt before StartedAt (and StartedAt a little after the worker saw it exit)."""
+
+    def __init__(self, runtime: DockerRuntime) -> None:
+        self._runtime = runtime
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runtime, name)
+
+    def state(self, container_id: str) -> ContainerState:
+        state = self._runtime.state(container_id)
+        if state.running or not state.finished_at_ms:
+            return state
+        return dataclasses.replace(state, started_at_ms=state.finished_at_ms + 2_000)
+
+
+def test_a_container_that_exits_at_once_gets_ordered_truthful_times(rig: Rig) -> None:
+    slot, slots = rig.runners[0].slot, rig.runners[0].slots
+    runner = JobRunner(rig.settings, rig.store, BackwardsTimes(rig.runtime), NodeKey.generate(), slot, slots)
+    job_id = rig.record("echo done")
+    job = json.loads((rig.store.job(job_id) or {})["job"])
+    before = int(time.time() * 1000)
+
+    runner.run(job_id)
+
+    after = int(time.time() * 1000)
+    result = rig.result(job_id)
+    assert result["status"] == "completed"
+    assert before <= result["startedAt"] <= result["completedAt"] <= after
+    assert result["durationMs"] == result["completedAt"] - result["startedAt"]
+    verification = verify(
+        job, result, node_id=result["nodeId"], node_public_key=None, dispatched_at_ms=before, received_at_ms=after
+    )
+    assert verification.checks["timingValid"], verification.reasons
+
+
+MS = st.integers(min_value=0, max_value=2**42)
+
+
+@given(docker_started=MS, docker_finished=MS, before_start=st.one_of(st.none(), MS), after_exit=MS)
+def test_job_times_are_ordered_and_within_what_the_worker_saw(
+    docker_started: int, docker_finished: int, before_start: int | None, after_exit: int
+) -> None:
+    if before_start is not None and before_start > after_exit:
+        before_start, after_exit = after_exit, before_start  # the worker's own clock readings are ordered
+    started, completed = job_times(docker_started, docker_finished, before_start, after_exit)
+
+    assert (before_start or 0) <= started <= completed <= after_exit
+    if (before_start or 0) <= docker_started <= docker_finished <= after_exit and docker_started:
+        assert (started, completed) == (docker_started, docker_finished)  # Docker's own, when they are plausible

@@ -63,6 +63,20 @@ def container_name(job_id: str) -> str:
     return f"hn-job-{job_id}"
 
 
+def job_times(docker_started: int, docker_finished: int, before_start: int | None, after_exit: int) -> tuple[int, int]:
+    """(startedAt, completedAt), ordered and within what the worker itself saw, in epoch ms.
+
+    Docker's StartedAt and FinishedAt are the truest times, but for a container that exits at once
+    FinishedAt can come before StartedAt. So each is kept within the worker's own readings: not
+    before it asked Docker to start the container (``before_start``; None for a container it found
+    running after a restart) and not after it saw the container exited (``after_exit``), and the
+    completion never before the start.
+    """
+    started = min(max(docker_started or after_exit, before_start or 0), after_exit)
+    completed = min(max(docker_finished or after_exit, started), after_exit)
+    return started, completed
+
+
 def command_for(spec: JobSpec) -> list[str]:
     if spec.script is not None:
         return ["python", C.SCRIPT_PATH]
@@ -194,7 +208,7 @@ class JobRunner:
             if started_ms:
                 log.info("job %s: reattaching to container %s", job_id, existing[:12])
                 deadline = started_ms / 1000 + admission.timeout_s  # from its own start: survives restarts
-                return self._follow(job_id, existing, self.runtime.logs(existing), deadline)
+                return self._follow(job_id, existing, self.runtime.logs(existing), deadline, None)
             self.runtime.remove(existing)  # created but never started: its files may be missing
         if self.store.cancel_requested(job_id):
             return self._never_started(job_id)
@@ -208,34 +222,42 @@ class JobRunner:
             return self._never_started(job_id)
         container_id = self.runtime.create(self._spec(job_id, spec, image_id, name, attempt, deps))
         output = self.runtime.attach(container_id)
+        before_start = self._now_ms()
         try:
             self.runtime.start(container_id)
         except ContainerError:
             output.close()
             raise
         deadline = self.clock() + admission.timeout_s  # a hair after Docker's StartedAt: never early
-        return self._follow(job_id, container_id, output, deadline)
+        return self._follow(job_id, container_id, output, deadline, before_start)
 
-    def _follow(self, job_id: str, container_id: str, output: OutputStream, deadline: float) -> Outcome:
+    def _follow(
+        self, job_id: str, container_id: str, output: OutputStream, deadline: float, before_start: int | None
+    ) -> Outcome:
         """Wait for the container while its output streams in; the outcome once it has exited."""
         follower = LogFollower(output, self.settings.max_log_size)
         try:
             status = self._wait(job_id, container_id, deadline)
+            after_exit = self._now_ms()
             state = self.runtime.state(container_id)
         finally:
             logs = follower.finish()
         if status is None:
             status = Status.COMPLETED if state.exit_code == 0 else Status.FAILED
+        started_at, completed_at = job_times(state.started_at_ms, state.finished_at_ms, before_start, after_exit)
         return Outcome(
             status=status,
             exit_code=state.exit_code,
             oom_killed=state.oom_killed,
             logs=logs,
-            started_at=state.started_at_ms,
-            completed_at=state.finished_at_ms or now_ms(),
+            started_at=started_at,
+            completed_at=completed_at,
             image_id=state.image_id,
             container_id=container_id,
         )
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
 
     def _never_started(self, job_id: str) -> Outcome:
         log.info("job %s: cancelled before it started", job_id)
