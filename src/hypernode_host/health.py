@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,7 +109,7 @@ def check_node(
         if docker:
             from hypernode_host.tasks.containers import DockerRuntime
 
-            findings.append(check_docker(DockerRuntime()))
+            findings.append(check_docker(DockerRuntime(), _registered(settings, store).values()))
         if slots is None or slots:
             findings += check_workers(settings, store, slots)
         return findings
@@ -132,14 +132,22 @@ def check_bridge(node: dict[str, str], interval_s: float, now: int) -> Finding:
     return Finding("bridge", Level.OK, f"node {node['node_id']}, heartbeat {age:.1f} s ago")
 
 
-def check_docker(runtime: DockerRuntime) -> Finding:
+def check_docker(runtime: DockerRuntime, workers: Iterable[dict[str, str]] = ()) -> Finding:
+    """The engine answers us; or, where we have no way to it (compose's cli service has no socket), it
+    answered every worker of this node at its last check (within its registration's TTL)."""
     try:
         version = runtime.version()
+        problem = "the Docker engine does not answer"
     except ContainerError as exc:
-        return Finding("docker", Level.FAIL, str(exc), docker_fix())
-    if version == "unknown":
-        return Finding("docker", Level.FAIL, "the Docker engine does not answer", docker_fix())
-    return Finding("docker", Level.OK, f"engine {version} answers")
+        version, problem = "unknown", str(exc)
+    if version != "unknown":
+        return Finding("docker", Level.OK, f"engine {version} answers")
+    seen = [info.get("docker", "") for info in workers]
+    if seen and all(seen):
+        return Finding("docker", Level.OK, f"engine {', '.join(sorted(set(seen)))} answers the workers (not us)")
+    if seen:
+        problem += f"; {seen.count('')} of {len(seen)} workers cannot reach it either"
+    return Finding("docker", Level.FAIL, problem, docker_fix())
 
 
 def docker_fix() -> str:
@@ -163,9 +171,7 @@ def check_workers(settings: Settings, store: Store, only: Sequence[int] | None) 
     except GpuError as exc:
         return [Finding("workers", Level.FAIL, f"cannot list this node's slots: {exc}")]
     by_id = {s.id: s for s in planned}
-    registered = {
-        slot: info for (host, slot), info in worker_registrations(store).items() if host == settings.node_name
-    }
+    registered = _registered(settings, store)
     findings = []
     for slot_id in only if only is not None else sorted(by_id):
         name = f"worker {by_id[slot_id].describe()}" if slot_id in by_id else f"worker slot {slot_id}"
@@ -186,6 +192,11 @@ def check_workers(settings: Settings, store: Store, only: Sequence[int] | None) 
         else:
             findings.append(Finding(name, Level.OK, f"alive (pid {info.get('pid')} on {info.get('host')})"))
     return findings
+
+
+def _registered(settings: Settings, store: Store) -> dict[int, dict[str, str]]:
+    """This node's live worker registrations, by slot."""
+    return {slot: info for (host, slot), info in worker_registrations(store).items() if host == settings.node_name}
 
 
 def _gone(info: dict[str, str]) -> bool:

@@ -13,6 +13,7 @@ import redis
 
 from hypernode_host import constants as C
 from hypernode_host.backend.server import BackendThread
+from hypernode_host.gpu import registry
 from hypernode_host.redisproc import RedisProcess
 from support import NodeProcess, wait_for
 
@@ -72,6 +73,10 @@ class Node:
 
     def record(self, job_id: str) -> dict[str, str]:
         return self.redis.hgetall(C.JOB_KEY.format(job_id=job_id))
+
+    def redis_workers(self) -> list[dict[str, str]]:
+        """This node's live worker registrations, as stored."""
+        return [w for w in registry.registrations(self.redis) if w.get("host") == self.env["HN_NODE_NAME"]]
 
     def output(self) -> str:
         return "\n".join(part.output() for part in self.parts)

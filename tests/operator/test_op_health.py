@@ -8,9 +8,10 @@ import signal
 from collections.abc import Iterator
 
 import pytest
-from operator_support import Node
+from operator_support import Node, run_cli
 
 from hypernode_host import constants as C
+from hypernode_host.health import Level, check_docker
 from hypernode_host.tasks.containers import DockerRuntime
 from support import node_stack, wait_for
 
@@ -54,6 +55,31 @@ def test_check_fails_when_a_worker_is_killed(parts: Node) -> None:
     ]
     assert parts.cli("check", "--bridge").returncode == 0  # the bridge's own check is unaffected
     assert parts.cli("check", "--slot", "0").returncode == 1
+
+
+def test_check_without_a_way_to_docker_trusts_what_the_workers_last_saw(parts: Node) -> None:
+    """compose's cli service has no Docker socket; the workers have it and say what the engine answered."""
+    no_socket = {**parts.env, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    wait_for(lambda: all(w.get("docker") for w in parts.redis_workers()), timeout=20)
+
+    done = run_cli("check", "--json", env=no_socket)
+
+    assert done.returncode == 0, done.stdout
+    (docker_check,) = [c for c in json.loads(done.stdout)["checks"] if c["part"] == "docker"]
+    assert docker_check["level"] == "ok" and docker_check["detail"].endswith("answers the workers (not us)")
+
+
+class _Unreachable:
+    def version(self) -> str:
+        return "unknown"
+
+
+def test_docker_fails_when_neither_we_nor_every_worker_reach_it() -> None:
+    assert check_docker(_Unreachable(), []).level is Level.FAIL  # type: ignore[arg-type]
+    finding = check_docker(_Unreachable(), [{"docker": "20.10.24"}, {"docker": ""}])  # type: ignore[arg-type]
+    assert finding.level is Level.FAIL
+    assert finding.detail == "the Docker engine does not answer; 1 of 2 workers cannot reach it either"
+    assert check_docker(_Unreachable(), [{"docker": "20.10.24"}]).level is Level.OK  # type: ignore[arg-type]
 
 
 def test_a_worker_of_another_pid_namespace_is_judged_by_its_registration_ttl(parts: Node) -> None:

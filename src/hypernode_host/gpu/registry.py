@@ -37,6 +37,7 @@ class Registration:
     job: str = ""  # the job running on the slot now ("" when idle)
     job_gpus: tuple[str, ...] = ()  # the UUIDs that job was given
     job_gpu_memory_mb: int | None = None
+    docker: str = ""  # the version of the Docker engine the worker reached at its last check; "": none answered
 
     def fields(self) -> dict[str, str | int]:
         """The hash as stored (flat strings, readable with redis-cli)."""
@@ -58,6 +59,7 @@ class Registration:
             "job": self.job,
             "job_gpus": ",".join(self.job_gpus),
             "job_gpu_memory_mb": "" if self.job_gpu_memory_mb is None else self.job_gpu_memory_mb,
+            "docker": self.docker,
         }
 
     @classmethod
@@ -82,6 +84,7 @@ class Registration:
                 job=fields.get("job", ""),
                 job_gpus=tuple(_split(fields.get("job_gpus", ""))),
                 job_gpu_memory_mb=int(job_memory) if job_memory else None,
+                docker=fields.get("docker", ""),
             )
         except (KeyError, ValueError):
             return None

@@ -269,6 +269,20 @@ class DockerRuntime:
         except (docker.errors.DockerException, requests.exceptions.RequestException):
             return "unknown"
 
+    def probe(self, timeout_s: float = 5.0) -> str:
+        """The engine's version, asked on a connection of its own that gives up after ``timeout_s``
+        (a hung engine must not hold up the caller); "" when it does not answer."""
+        try:
+            client = docker.APIClient(timeout=timeout_s, **docker.utils.kwargs_from_env())
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return ""
+        try:
+            return str(client.version(api_version=False).get("Version", ""))
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return ""
+        finally:
+            client.close()
+
     def has_image(self, image: str) -> bool:
         return self.image_id(image) is not None
 

@@ -241,7 +241,8 @@ class SlotWorker:
         else:
             self.taking_jobs.clear()
             self.consumption.pause()
-        self.membership.update(healthy=healthy, health=reason)
+        # What the Docker engine says goes to the registration too, for a `check` that cannot reach it.
+        self.membership.update(healthy=healthy, health=reason, docker=self.runtime.probe())
 
     def _consume(self) -> None:
         if self.consumption.start():
