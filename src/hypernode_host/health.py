@@ -26,7 +26,7 @@ from hypernode_host.errors import ContainerError, GpuError
 from hypernode_host.gpu import GpuInfo, discover, plan_node_slots
 from hypernode_host.inspection import worker_registrations
 from hypernode_host.logs import redact
-from hypernode_host.settings import Settings
+from hypernode_host.settings import DEFAULT_REDIS_URL, Settings
 from hypernode_host.store import Store, now_ms
 
 if TYPE_CHECKING:  # docker-py is imported only by the checks that talk to the engine
@@ -102,7 +102,7 @@ def check_node(
         try:
             store.redis.ping()
         except redis.RedisError as exc:
-            return [Finding("redis", Level.FAIL, f"no answer from {shown_url(settings)}: {exc}", "start Redis")]
+            return [Finding("redis", Level.FAIL, f"no answer from {shown_url(settings)}: {exc}", redis_fix(settings))]
         findings = [Finding("redis", Level.OK, f"answers at {shown_url(settings)}")]
         if bridge:
             findings.append(check_bridge(store.node(), settings.heartbeat_interval, now_ms()))
@@ -116,6 +116,12 @@ def check_node(
     finally:
         if own:
             store.redis.close()
+
+
+def redis_fix(settings: Settings) -> str:
+    if settings.own_redis and settings.redis_url == DEFAULT_REDIS_URL:  # no URL that `up` wrote
+        return "HN_REDIS_URL is unset and `up` has not run here: run `up`, or set HN_REDIS_URL"
+    return "start Redis"
 
 
 def check_bridge(node: dict[str, str], interval_s: float, now: int) -> Finding:
@@ -382,7 +388,7 @@ def check_redis(settings: Settings) -> list[Finding]:
     except redis.ResponseError as exc:
         return [Finding("redis", Level.WARN, f"cannot read its configuration: {exc}")]
     except redis.RedisError as exc:
-        return [Finding("redis", Level.FAIL, f"no answer from {shown_url(settings)}: {exc}", "start Redis")]
+        return [Finding("redis", Level.FAIL, f"no answer from {shown_url(settings)}: {exc}", redis_fix(settings))]
     finally:
         store.redis.close()
     findings = [Finding("redis", Level.OK, f"answers at {shown_url(settings)}")]

@@ -1,11 +1,12 @@
-"""A real node for the operator's commands: private Redis, the reference backend, `hypernode-host up`."""
+"""Real parts for the operator tests: a node (private Redis, the reference backend, `hypernode-host up`) and
+the agent image built from the Dockerfile."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from operator_support import Node
+from operator_support import Node, build_agent_image
 
 from hypernode_host.tasks.containers import DockerRuntime
 from support import job_containers, node_stack
@@ -24,3 +25,14 @@ def node(docker_runtime: DockerRuntime) -> Iterator[Node]:
             assert job_containers(env["HN_NODE_NAME"]) == []
         finally:
             harness.close()
+
+
+@pytest.fixture(scope="session")
+def agent_image(docker_runtime: DockerRuntime) -> str:
+    """The agent image, built from the Dockerfile as the README builds it; its ID. Built once per session.
+
+    The classic builder (Debian's docker.io has no BuildKit), on the local job image (no registry
+    here), pip reaching PyPI over the host's network and trusting what pip here trusts. The tag
+    stays afterwards: its layers are the cache that makes the next build take seconds.
+    """
+    return build_agent_image()

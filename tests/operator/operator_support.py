@@ -3,19 +3,92 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from hypernode_host import constants as C
 from hypernode_host.backend.server import BackendThread
 from hypernode_host.gpu import registry
 from hypernode_host.redisproc import RedisProcess
-from support import NodeProcess, wait_for
+from support import TEST_IMAGE, NodeProcess, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE_TAG = "hypernode/host:test"
+BUILD_TIMEOUT_S = 900  # a cold build downloads every wheel and Debian package
+EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")  # Debian's place for locally added CAs
+DOCKER_SOCKET = Path("/var/run/docker.sock")
+NO_COMPOSE = (
+    "no docker compose here: install Debian's `docker-compose` (apt-get install docker-compose) "
+    "or the compose plugin; scripts/services.sh installs it"
+)
+
+
+def docker(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def socket_gid() -> str:
+    return str(DOCKER_SOCKET.stat().st_gid)
+
+
+def extra_ca_certs() -> str:
+    """This machine's own CAs (a TLS-intercepting proxy's, say), so pip in the build trusts what pip here trusts."""
+    return "".join(p.read_text() for p in sorted(EXTRA_CA_DIR.glob("*.crt")))
+
+
+def build_agent_image() -> str:
+    """``docker build -t ... .`` as the README says, with what these machines need (the host's network, the
+    local base image, this machine's CAs); the ID of exactly the image built. The socket's group is left at
+    the image's default, so that the tests prove ``--group-add`` / ``group_add`` give the right one."""
+    with tempfile.TemporaryDirectory() as tmp:
+        iidfile = Path(tmp) / "iid"
+        build = subprocess.run(
+            [
+                "docker",
+                "build",
+                "--network",
+                "host",
+                "--build-arg",
+                f"BASE_IMAGE={TEST_IMAGE}",
+                "--build-arg",
+                f"EXTRA_CA_CERTS={extra_ca_certs()}",
+                "--iidfile",
+                str(iidfile),
+                "-t",
+                IMAGE_TAG,
+                str(ROOT),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+            check=False,
+            env={**os.environ, "DOCKER_BUILDKIT": "0"},
+        )
+        assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+        return iidfile.read_text().strip()
+
+
+def compose_command() -> list[str]:
+    """The compose this machine has (the plugin, else Debian's docker-compose v1); skipped where there is
+    none, except in CI (CI=true), where a missing compose fails."""
+    if subprocess.run(["docker", "compose", "version"], capture_output=True, check=False).returncode == 0:
+        return ["docker", "compose"]
+    binary = shutil.which("docker-compose")
+    if binary is not None:
+        return [binary]
+    if os.environ.get("CI") == "true":
+        pytest.fail(NO_COMPOSE)
+    pytest.skip(NO_COMPOSE)
 
 
 def run_cli(*args: str, env: Mapping[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:

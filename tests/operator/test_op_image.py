@@ -1,93 +1,59 @@
-"""The agent's Docker image: it builds here (from the local job image), runs as a non-root user that reaches
-the Docker socket through its group, and its HEALTHCHECK command runs."""
+"""The agent's Docker image: it builds here (from the local job image), holds the real package, runs as a
+non-root user that reaches the Docker socket through its group, and its HEALTHCHECK command runs."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from operator_support import DOCKER_SOCKET, docker, socket_gid
 
-from hypernode_host.tasks.containers import DockerRuntime
-from support import TEST_IMAGE
+from hypernode_host import AGENT_VERSION, pidns
 
-ROOT = Path(__file__).resolve().parents[2]
-TAG = "hypernode/host:test"
-EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")  # Debian's place for locally added CAs
-SOCKET = Path("/var/run/docker.sock")
+pytestmark = pytest.mark.timeout(900)  # the first test here may build the image (agent_image)
 
 
-def docker(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def extra_ca_certs() -> str:
-    """This machine's own CAs (a TLS-intercepting proxy's, say), so pip in the build trusts what pip here trusts."""
-    return "".join(p.read_text() for p in sorted(EXTRA_CA_DIR.glob("*.crt")))
-
-
-@pytest.fixture(scope="module")
-def image(docker_runtime: DockerRuntime) -> Iterator[str]:
-    """Built with the classic builder (Debian's docker.io has no BuildKit), pip reaching PyPI over the host network.
-
-    The tag stays afterwards: its layers are the cache that makes the next build take seconds.
-    """
-    gid = str(SOCKET.stat().st_gid)
-    build = subprocess.run(
-        [
-            "docker",
-            "build",
-            "--network",
-            "host",
-            "--build-arg",
-            f"BASE_IMAGE={TEST_IMAGE}",
-            "--build-arg",
-            f"DOCKER_GID={gid}",
-            "--build-arg",
-            f"EXTRA_CA_CERTS={extra_ca_certs()}",
-            "--build-arg",
-            "REVISION=test",
-            "-t",
-            TAG,
-            str(ROOT),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-        env={**os.environ, "DOCKER_BUILDKIT": "0"},
-    )
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    yield TAG
-
-
-def test_the_image_is_labelled_non_root_and_health_checked(image: str) -> None:
-    (info,) = json.loads(docker("image", "inspect", image).stdout)
+def test_the_image_is_labelled_non_root_and_health_checked(agent_image: str) -> None:
+    (info,) = json.loads(docker("image", "inspect", agent_image).stdout)
     config = info["Config"]
     assert config["User"] == "hypernode"
     assert config["Healthcheck"]["Test"] == ["CMD", "hypernode-host", "check"]
     assert config["Entrypoint"] == ["hypernode-host"] and config["Cmd"] == ["up"]
+    assert "HN_STATE_DIR=/var/lib/hypernode" in config["Env"]
+    assert list(config["Volumes"]) == ["/var/lib/hypernode"]
     labels = config["Labels"]
     assert labels["org.opencontainers.image.title"] == "hypernode-host"
-    assert labels["org.opencontainers.image.revision"] == "test"
+    assert labels["org.opencontainers.image.revision"] == "unknown"
     assert labels["org.opencontainers.image.version"] == "0.1.0"
     assert labels["org.opencontainers.image.licenses"] == "MIT"
-    ids = docker("run", "--rm", "--network", "none", "--entrypoint", "id", image)
+    ids = docker("run", "--rm", "--network", "none", "--entrypoint", "id", agent_image)
     assert ids.stdout.startswith("uid=10001(hypernode)")
-    assert f"{SOCKET.stat().st_gid}(" in ids.stdout  # the socket's group, baked in
+    assert ",999(" in ids.stdout  # the image's default socket group (DOCKER_GID); run time adds the host's
 
 
-def test_help_runs_in_the_image(image: str) -> None:
-    done = docker("run", "--rm", "--network", "none", image, "--help")
+def test_the_image_holds_this_package_and_its_entry_point(agent_image: str) -> None:
+    """A stale build/ once put an empty hypernode_host/__init__.py in the wheel: every command crashed."""
+    version = docker("run", "--rm", "--network", "none", agent_image, "--version")
+    assert (version.returncode, version.stdout) == (0, f"hypernode-host {AGENT_VERSION}\n"), version.stderr
+    done = docker("run", "--rm", "--network", "none", agent_image, "--help")
     assert done.returncode == 0, done.stderr
     for command in ("up", "bridge", "worker", "queue", "jobs", "workers", "dead", "check", "doctor", "top"):
         assert f" {command} " in done.stdout
+    tools = docker("run", "--rm", "--network", "none", "--entrypoint", "redis-server", agent_image, "--version")
+    assert tools.stdout.startswith("Redis server v=")  # for `up`'s own Redis
 
 
-def test_doctor_runs_in_the_image_and_reaches_docker_through_the_group(image: str) -> None:
+def test_a_container_has_a_pid_namespace_of_its_own(agent_image: str) -> None:
+    """Even on the host's network (and so with its host name), a worker in a container has its own pids."""
+    inside = docker(
+        "run", "--rm", "--network", "host", "--entrypoint", "python", agent_image,
+        "-c", "from hypernode_host import pidns; print(pidns.current())",
+    )  # fmt: skip
+    assert inside.returncode == 0, inside.stderr
+    assert len(inside.stdout.strip()) == 16 and inside.stdout.strip() != pidns.current()
+
+
+def test_doctor_runs_in_the_image_and_reaches_docker_through_the_group(agent_image: str) -> None:
     done = docker(
         "run",
         "--rm",
@@ -96,10 +62,10 @@ def test_doctor_runs_in_the_image_and_reaches_docker_through_the_group(image: st
         "-e",
         "COLUMNS=200",
         "-v",
-        f"{SOCKET}:{SOCKET}",
+        f"{DOCKER_SOCKET}:{DOCKER_SOCKET}",
         "--group-add",
-        str(SOCKET.stat().st_gid),
-        image,
+        socket_gid(),
+        agent_image,
         "doctor",
         "--json",
     )
@@ -110,8 +76,9 @@ def test_doctor_runs_in_the_image_and_reaches_docker_through_the_group(image: st
     assert {"gpus", "live-restore", "nvidia-runtime", "default-runtime", "disk", "image", "node-key"} <= checks.keys()
 
 
-def test_the_healthcheck_command_runs_and_reports_what_fails(image: str) -> None:
-    done = docker("run", "--rm", "--network", "none", "--entrypoint", "hypernode-host", image, "check")
+def test_the_healthcheck_command_runs_and_reports_what_fails(agent_image: str) -> None:
+    done = docker("run", "--rm", "--network", "none", agent_image, "check")
     assert done.returncode == 1
     (line,) = done.stderr.splitlines()
-    assert line.startswith("redis: no answer from redis://127.0.0.1:6379/0")
+    assert line.startswith("redis: no answer from redis://127.0.0.1:6379/0")  # `up` never ran: no own Redis
+    assert line.endswith("(fix: HN_REDIS_URL is unset and `up` has not run here: run `up`, or set HN_REDIS_URL)")
