@@ -9,26 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from operator_support import ROOT, compose_command
 
-ROOT = Path(__file__).resolve().parents[2]
-MISSING = (
-    "no docker compose here: install Debian's `docker-compose` (apt-get install docker-compose) "
-    "or the compose plugin; scripts/services.sh should install it"
-)
+PASSWORD = "0123456789abcdef0123456789abcdef"
 
 
 def compose_config(project: Path, *args: str) -> dict[str, Any]:
     """The resolved configuration as JSON: the compose plugin prints it; compose v1 prints YAML, read with
     the YAML library of the interpreter that compose v1 itself runs on."""
-    plugin = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, check=False)
-    if plugin.returncode == 0:
-        done = _run(["docker", "compose", *args, "config", "--format", "json"], project)
+    compose = compose_command()
+    if compose[0] == "docker":
+        done = _run([*compose, *args, "config", "--format", "json"], project)
         return dict(json.loads(done.stdout))
-    binary = shutil.which("docker-compose")
-    if binary is None:
-        pytest.fail(MISSING)
-    done = _run([binary, *args, "config"], project)
-    interpreter = Path(binary).read_text().splitlines()[0].removeprefix("#!").split()
+    done = _run([*compose, *args, "config"], project)
+    interpreter = Path(compose[0]).read_text().splitlines()[0].removeprefix("#!").split()
     to_json = "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"
     converted = subprocess.run(
         [*interpreter, "-c", to_json], input=done.stdout, capture_output=True, text=True, check=True
@@ -42,12 +36,22 @@ def _run(argv: list[str], project: Path) -> subprocess.CompletedProcess[str]:
     return done
 
 
+def _env(project: Path, **values: str) -> None:
+    """Set ``values`` in the project's .env, in place."""
+    lines = [
+        f"{line.partition('=')[0]}={values[line.partition('=')[0]]}" if line.partition("=")[0] in values else line
+        for line in (project / ".env").read_text().splitlines()
+    ]
+    (project / ".env").write_text("\n".join(lines) + "\n")
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """What an operator has after `cp .env.example .env`."""
-    shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    """What an operator has after `cp .env.example .env` and setting the Redis password."""
+    for path in [*ROOT.glob("docker-compose*.yml"), ROOT / "Dockerfile"]:
+        shutil.copy(path, tmp_path / path.name)
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")
-    shutil.copy(ROOT / "Dockerfile", tmp_path / "Dockerfile")
+    _env(tmp_path, REDIS_PASSWORD=PASSWORD)
     return tmp_path
 
 
@@ -62,15 +66,63 @@ def test_compose_config_validates_with_every_profile(project: Path) -> None:
         f"worker-gpu{n}" for n in range(8)
     }
     every_part = [s for name, s in services.items() if name != "redis"]
-    assert all(s["environment"]["HN_REDIS_URL"] == "redis://redis:6379/0" for s in every_part)
+    assert all(s["environment"]["HN_REDIS_URL"] == f"redis://:{PASSWORD}@redis:6379/0" for s in every_part)
     assert all(s["cap_drop"] == ["ALL"] and s["read_only"] is True for s in every_part)
 
 
-def test_redis_is_durable_and_private(project: Path) -> None:
+def test_redis_is_durable_private_and_requires_the_password(project: Path) -> None:
     redis = compose_config(project)["services"]["redis"]
     command = " ".join(redis["command"])
     assert "--appendonly yes" in command and "--maxmemory-policy noeviction" in command
+    assert "requirepass" in command and PASSWORD not in command  # in a config file, not in its arguments
+    assert redis["environment"]["REDIS_PASSWORD"] == PASSWORD
     assert "ports" not in redis  # only the node's own services reach it
+    assert redis["read_only"] is True and redis["user"] == "redis"
+
+
+def test_compose_refuses_to_run_without_a_redis_password(project: Path) -> None:
+    _env(project, REDIS_PASSWORD="")
+    done = subprocess.run([*compose_command(), "config"], cwd=project, capture_output=True, text=True, check=False)
+    assert done.returncode != 0
+    assert "set REDIS_PASSWORD in .env (e.g. openssl rand -hex 32)" in done.stderr
+
+
+def test_the_image_is_built_once_per_profile(project: Path) -> None:
+    """`docker compose build` builds each service that has a build section: one per profile, not nine."""
+    config = compose_config(project, *EVERY_PROFILE)
+    builders = {name for name, service in config["services"].items() if "build" in service}
+    assert builders == {"bridge", "bridge-gpu"}
+    assert {p for name in builders for p in config["services"][name]["profiles"]} == {"cpu"} | {
+        f"gpu{n}" for n in range(1, 9)
+    }  # exactly one builder in each profile an operator runs
+    images = {s["image"] for name, s in config["services"].items() if name != "redis"}
+    assert images == {"hypernode/host:latest"}
+
+
+def test_the_cpu_doctor_mounts_no_nvidia_path(project: Path) -> None:
+    """A bind mount of a missing path makes Docker create it on the host: a CPU host has no toolkit."""
+    services = compose_config(project, *EVERY_PROFILE)["services"]
+    assert not any("nvidia" in m for m in _mounts(services["doctor"]))
+    assert any(m.startswith("/etc/nvidia-container-runtime:") for m in _mounts(services["doctor-gpu"]))
+
+
+def test_the_host_network_override_keeps_redis_on_loopback_and_publishes_nothing(project: Path) -> None:
+    _env(project, COMPOSE_FILE="docker-compose.yml:docker-compose.host.yml", REDIS_PORT="16379")
+    services = compose_config(project, *EVERY_PROFILE)["services"]
+
+    assert {s.get("network_mode") for s in services.values()} == {"host"}
+    assert not any("ports" in s for s in services.values())  # host networking publishes nothing
+    assert services["redis"]["environment"]["REDIS_BIND"] == "127.0.0.1"
+    assert services["worker-cpu"]["environment"]["HN_REDIS_URL"] == f"redis://:{PASSWORD}@redis:16379/0"
+    assert all(_hosts(s) == {"redis": "127.0.0.1"} for name, s in services.items() if name != "redis")
+    for bridge in (services["bridge"], services["bridge-gpu"]):
+        assert bridge["environment"]["HN_METRICS_HOST"] == "127.0.0.1"
+        assert bridge["build"]["network"] == "host"
+
+
+def _hosts(service: dict[str, Any]) -> dict[str, str]:
+    extra = service.get("extra_hosts", {})
+    return dict(h.split(":", 1) for h in extra) if isinstance(extra, list) else dict(extra)
 
 
 def _mounts(service: dict[str, Any]) -> list[str]:
@@ -94,7 +146,7 @@ def test_only_the_workers_get_the_docker_socket(project: Path) -> None:
     for worker in (cpu, gpu1):
         assert any("/var/run/docker.sock" in m for m in _mounts(worker))
         assert [str(g) for g in worker["group_add"]] == ["999"]  # DOCKER_GID from .env
-        assert worker["environment"]["HN_REDIS_URL"] == "redis://redis:6379/0"
+        assert worker["environment"]["HN_REDIS_URL"] == f"redis://:{PASSWORD}@redis:6379/0"
     assert cpu["command"] == ["worker", "--slot", "0"]
     assert gpu1["command"] == ["worker", "--slot", "1"]
     assert gpu1["healthcheck"]["test"] == ["CMD", "hypernode-host", "check", "--slot", "1"]
