@@ -52,7 +52,7 @@ class RedisProcess:
     """``with RedisProcess() as r: r.url`` — started on enter, stopped (and its own files removed) on exit.
 
     By default a loopback port of its own; with ``unix_socket`` that socket and no TCP port. With
-    ``log_level`` its log goes to our stdout at that level (else nowhere).
+    ``log_level`` its log goes to our stdout at that level (else nowhere). ``pass_fds`` stay open in it.
     """
 
     def __init__(
@@ -64,12 +64,14 @@ class RedisProcess:
         password: str | None = None,
         unix_socket: Path | None = None,
         log_level: str | None = None,
+        pass_fds: tuple[int, ...] = (),
     ) -> None:
         self.unix_socket = unix_socket
         self.port = 0 if unix_socket else port or free_port()
         self.appendonly = appendonly
         self.password = password
         self.log_level = log_level
+        self.pass_fds = pass_fds
         self._own_dir = directory is None
         self.dir = directory or Path(tempfile.mkdtemp(prefix="hn-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -112,7 +114,9 @@ class RedisProcess:
             out.write(self.config())
         output = None if self.log_level else subprocess.DEVNULL
         # A session of its own: a Ctrl-C meant for `up` must not stop Redis before the workers.
-        self.proc = subprocess.Popen([binary, str(conf)], stdout=output, stderr=output, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [binary, str(conf)], stdout=output, stderr=output, start_new_session=True, pass_fds=self.pass_fds
+        )
         self._wait_ready()
         return self
 
@@ -166,7 +170,8 @@ def embedded(state_dir: Path) -> Iterator[RedisProcess]:
     """The node's own Redis, data in ``<state_dir>/redis``, running until the block ends.
 
     One at a time per state directory: a second ``up`` on it is refused (two servers on one AOF
-    would corrupt it).
+    would corrupt it). The server holds the lock too, so a Redis left running by a killed ``up``
+    keeps it until it is stopped.
     """
     directory = state_dir / "redis"
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -174,13 +179,14 @@ def embedded(state_dir: Path) -> Iterator[RedisProcess]:
     sock = directory / "redis.sock"
     if len(os.fsencode(sock)) > SOCKET_PATH_MAX:
         raise ConfigError(f"HN_STATE_DIR is too long for Redis's Unix socket ({sock}): use a shorter path")
-    with _exclusive(directory / "lock"):
+    with _exclusive(directory / "lock") as lock:
         server = RedisProcess(
             appendonly=True,
             directory=directory,
             password=secrets.token_hex(32),
             unix_socket=sock,
             log_level="warning",
+            pass_fds=(lock,),
         )
         server.start()
         try:
@@ -192,7 +198,8 @@ def embedded(state_dir: Path) -> Iterator[RedisProcess]:
 
 
 @contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
+def _exclusive(path: Path) -> Iterator[int]:
+    """An exclusive lock on ``path`` while the block runs; its file descriptor."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
@@ -202,7 +209,7 @@ def _exclusive(path: Path) -> Iterator[None]:
                 f"another `hypernode-host up` runs the Redis in {path.parent}: stop it, or give this one "
                 "its own HN_STATE_DIR"
             ) from None
-        yield
+        yield fd
     finally:
         os.close(fd)  # releases the lock
 

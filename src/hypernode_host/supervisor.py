@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from contextlib import ExitStack
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from hypernode_host.gpu.slots import plan_node_slots
@@ -65,8 +65,7 @@ def run_up(settings: Settings, stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
     stop_on_signals(stop)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")  # children's output reaches their log at once
-    with ExitStack() as stack:
-        server = stack.enter_context(embedded(settings.state_dir)) if settings.own_redis else None
+    with embedded(settings.state_dir) if settings.own_redis else nullcontext() as server:
         # The password reaches the children in their environment, never in their arguments.
         env = {**os.environ, "HN_REDIS_URL": server.url} if server else None
         children = children_for(settings, env)

@@ -38,6 +38,9 @@ class OwnRedisNode:
         self.up: NodeProcess | None = None
 
     def start(self) -> NodeProcess:
+        if self.up is not None:  # the previous run's
+            self.up.stop()
+            self.up.log_path.unlink(missing_ok=True)
         self.up = NodeProcess(self.env, ("up",)).start()
         self.backend.wait_for_node(timeout=60)
         wait_for(lambda: self.cli("check").returncode == 0, timeout=60, interval=0.5)
@@ -140,6 +143,24 @@ def test_a_second_up_on_the_same_state_directory_is_refused(own: OwnRedisNode) -
         "its own HN_STATE_DIR"
     )
     assert own.cli("check").returncode == 0  # the first is untouched
+
+
+def test_a_redis_left_running_by_a_killed_up_keeps_its_data_from_a_second_server(own: OwnRedisNode) -> None:
+    """Two servers on one AOF would corrupt it: the orphan holds the lock until it is stopped."""
+    up = own.start()
+    assert up.proc is not None
+    with own.client() as client:
+        redis_pid = int(client.info("server")["process_id"])
+    try:
+        os.killpg(up.proc.pid, signal.SIGKILL)  # `up`, its bridge and worker; Redis has a session of its own
+        up.proc.wait()
+
+        second = run_cli("up", env=own.env)
+        assert second.returncode == 2 and "another `hypernode-host up` runs the Redis in" in second.stderr
+    finally:
+        os.kill(redis_pid, signal.SIGTERM)
+    wait_for(lambda: run_cli("check", env=own.env).returncode == 1, timeout=30)
+    own.start()  # once that Redis is gone, the node starts again on the same data
 
 
 def test_without_hn_redis_url_the_settings_use_the_url_up_wrote(tmp_path: Path) -> None:
