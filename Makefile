@@ -36,7 +36,7 @@ lint: venv ## ruff check, ruff format --check, mypy (strict)
 	$(VENV_BIN)/ruff format --check src tests
 	$(VENV_BIN)/mypy
 
-test: services venv lint ## services + lint + pytest (PYTEST_ARGS="..." passes options)
+test: services venv lint ## services + lint + pytest, the agent image and compose stack too (PYTEST_ARGS="...")
 	HN_TEST_IMAGE=$(JOB_IMAGE) $(VENV_BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: services venv ## every benchmark on the real stack; writes bench/results/
