@@ -119,9 +119,12 @@ def check_node(
 
 
 def redis_fix(settings: Settings) -> str:
-    if settings.own_redis and settings.redis_url == DEFAULT_REDIS_URL:  # no URL that `up` wrote
+    """What to do when Redis does not answer: without HN_REDIS_URL it is the one `up` runs, if it ever ran."""
+    if not settings.own_redis:
+        return "start Redis"
+    if settings.redis_url == DEFAULT_REDIS_URL:  # `up` wrote no URL in the state directory
         return "HN_REDIS_URL is unset and `up` has not run here: run `up`, or set HN_REDIS_URL"
-    return "start Redis"
+    return "the node's own Redis runs while `hypernode-host up` does: start it"
 
 
 def check_bridge(node: dict[str, str], interval_s: float, now: int) -> Finding:

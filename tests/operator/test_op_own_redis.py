@@ -159,7 +159,8 @@ def test_a_redis_left_running_by_a_killed_up_keeps_its_data_from_a_second_server
         assert second.returncode == 2 and "another `hypernode-host up` runs the Redis in" in second.stderr
     finally:
         os.kill(redis_pid, signal.SIGTERM)
-    wait_for(lambda: run_cli("check", env=own.env).returncode == 1, timeout=30)
+    down = wait_for(lambda: (done := run_cli("check", env=own.env)).returncode == 1 and done.stderr, timeout=30)
+    assert down.strip().endswith("(fix: the node's own Redis runs while `hypernode-host up` does: start it)")
     own.start()  # once that Redis is gone, the node starts again on the same data
 
 
