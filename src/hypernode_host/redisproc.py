@@ -188,8 +188,8 @@ def embedded(state_dir: Path) -> Iterator[RedisProcess]:
             log_level="warning",
             pass_fds=(lock,),
         )
-        server.start()
         try:
+            server.start()
             _write_private(state_dir / URL_FILE, server.url + "\n")
             log.info("the node's own Redis is up (data in %s)", directory)
             yield server
