@@ -89,7 +89,7 @@ def test_a_worker_of_another_pid_namespace_is_judged_by_its_registration_ttl(par
     assert worker.proc is not None
     os.kill(worker.proc.pid, signal.SIGKILL)
     worker.proc.wait()
-    (key,) = parts.redis.keys(C.WORKER_KEY.format(host=parts.env["HN_NODE_NAME"], slot=0))
+    key = C.WORKER_KEY.format(host=parts.env["HN_NODE_NAME"], slot=0)
     parts.redis.hset(key, "pidns", "0123456789abcdef")  # as a worker in another container writes it
 
     done = parts.cli("check", "--slot", "0")
