@@ -29,12 +29,11 @@ from typing import Any
 import docker
 
 from hypernode_host import constants as C
-from hypernode_host.gpu import registry
 from hypernode_host.gpu.slots import plan_slots
 from hypernode_host.proofs import NodeKey
 from hypernode_host.redisproc import RedisProcess
 from hypernode_host.settings import Settings
-from hypernode_host.store import Store
+from hypernode_host.state import Store
 from hypernode_host.tasks.broker import build_broker, enqueue_job
 from hypernode_host.tasks.containers import ContainerSpec, DockerRuntime, container_config
 from hypernode_host.tasks.runner import JobRunner
@@ -101,13 +100,13 @@ def raw_run(client: docker.DockerClient, config: dict[str, Any], archive: bytes)
 
 def our_run(runner: JobRunner, store: Store) -> float:
     job_id = f"bench-{secrets.token_hex(6)}"
-    store.record_job(job_id, job(job_id, SCRIPT), C.CPU_QUEUE)
+    store.jobs.record(job_id, job(job_id, SCRIPT), C.CPU_QUEUE)
     started = time.perf_counter()
     runner.run(job_id)
     elapsed = time.perf_counter() - started
-    record = store.job(job_id) or {}
-    if json.loads(record.get("result", "{}")).get("status") != "completed":
-        raise SystemExit(f"benchmark job failed: {record.get('result')}")
+    record = store.jobs.get(job_id)
+    if record is None or record.result().get("status") != "completed":
+        raise SystemExit(f"benchmark job failed: {record.result_json if record else None}")
     return elapsed
 
 
@@ -129,7 +128,7 @@ def overhead(redis_url: str) -> dict[str, float]:
                 ours.append(our_s)
     finally:
         client.close()
-        store.redis.close()
+        store.close()
     raw_median, our_median = statistics.median(raw), statistics.median(ours)
     return {
         "raw_median_ms": raw_median * 1000,
@@ -168,28 +167,28 @@ def flood(redis_url: str) -> dict[str, float]:
         try:
             return _flood_through(worker.pid, store, redis_url)
         finally:
-            store.redis.close()
+            store.close()
             worker.terminate()
             worker.wait(60)
 
 
 def _flood_through(pid: int, store: Store, redis_url: str) -> dict[str, float]:
     deadline = time.monotonic() + 60
-    while not registry.registrations(store.redis) and time.monotonic() < deadline:
+    while not store.registry.all() and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(2)  # past start-up recovery, consuming
     idle = rss(pid)
     job_id = f"flood-{secrets.token_hex(6)}"
-    store.record_job(job_id, job(job_id, FLOOD_SCRIPT, timeout=300), C.CPU_QUEUE)
+    store.jobs.record(job_id, job(job_id, FLOOD_SCRIPT, timeout=300), C.CPU_QUEUE)
     broker = build_broker(redis_url)
     enqueue_job(broker, C.CPU_QUEUE, job_id)
     peak = idle
-    while (store.job(job_id) or {}).get("state") != "finished":
+    while not ((record := store.jobs.get(job_id)) and record.done):
         peak = max(peak, rss(pid))
         time.sleep(0.02)
     broker.close()
     broker.client.close()
-    result = json.loads((store.job(job_id) or {})["result"])
+    result = record.result()
     seconds = result["durationMs"] / 1000
     return {
         "log_bytes": result["logBytes"],

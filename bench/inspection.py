@@ -32,7 +32,7 @@ from hypernode_host import deadletters, inspection
 from hypernode_host.gpu.models import Slot
 from hypernode_host.jobs import JobState, Status
 from hypernode_host.redisproc import RedisProcess
-from hypernode_host.store import Store
+from hypernode_host.state import Store, keys
 
 RESULTS = Path(__file__).parent / "results" / "inspection.json"
 FINISHED = 1_000
@@ -41,26 +41,27 @@ BATCH = 5_000
 SCRIPT = "import time\nfor i in range(10):\n    print('step', i)\n    time.sleep(1)\nprint('done')\n"
 
 
-def fill(store: Store, queued: int) -> None:
+def fill(client: redis.Redis, queued: int) -> None:
     """Finished jobs first (older), then ``queued`` jobs waiting on hn-cpu, as bridge and broker write them."""
-    store.redis.config_set("appendonly", "no")
+    client.config_set("appendonly", "no")
+    store = Store(client)
     for i in range(FINISHED):
         job_id = f"done-{i:06d}"
-        store.record_job(job_id, {"id": job_id, "script": SCRIPT}, C.CPU_QUEUE)
+        store.jobs.record(job_id, {"id": job_id, "script": SCRIPT}, C.CPU_QUEUE)
         result = {"id": job_id, "status": "completed", "exitCode": 0, "durationMs": 10_000 + i, "logs": "done\n" * 50}
-        store.finish_job(job_id, result)
+        store.jobs.finish(job_id, result)
     now = int(time.time() * 1000)
     for start in range(0, queued, BATCH):
-        pipe = store.redis.pipeline(transaction=False)
+        pipe = client.pipeline(transaction=False)
         for i in range(start, min(start + BATCH, queued)):
             job_id, message_id = f"q-{i:07d}", str(uuid.uuid4())
             job = json.dumps({"id": job_id, "script": SCRIPT})
             pipe.hset(
-                C.JOB_KEY.format(job_id=job_id),
+                keys.JOB.format(job_id=job_id),
                 mapping={"id": job_id, "job": job, "state": "queued", "queue": C.CPU_QUEUE, "received_at": now + i},
             )
-            pipe.zadd(C.JOB_INDEX, {job_id: now + i})
-            pipe.sadd(C.QUEUED_SET, job_id)
+            pipe.zadd(keys.JOB_INDEX, {job_id: now + i})
+            pipe.sadd(keys.QUEUED, job_id)
             message: dict[str, Any] = {"queue_name": C.CPU_QUEUE, "actor_name": C.ACTOR_NAME, "args": [job_id]}
             message |= {"kwargs": {}, "options": {"redis_message_id": message_id}, "message_id": message_id}
             message["message_timestamp"] = now + i  # what Dramatiq's Message carries
@@ -69,8 +70,8 @@ def fill(store: Store, queued: int) -> None:
         pipe.execute()
     for i in range(DEAD):
         body = json.dumps({"args": [f"done-{i:06d}"], "message_timestamp": now})
-        store.redis.hset(inspection.dramatiq_key(C.CPU_QUEUE, ".XQ.msgs"), f"dead-{i}", body)
-        store.redis.zadd(inspection.dramatiq_key(C.CPU_QUEUE, ".XQ"), {f"dead-{i}": now})
+        client.hset(inspection.dramatiq_key(C.CPU_QUEUE, ".XQ.msgs"), f"dead-{i}", body)
+        client.zadd(inspection.dramatiq_key(C.CPU_QUEUE, ".XQ"), {f"dead-{i}": now})
 
 
 def timed(call: Callable[[], Any], repeat: int = 5) -> dict[str, float]:
@@ -97,7 +98,7 @@ def main() -> None:
         client = redis.Redis.from_url(server.url, decode_responses=True)
         store = Store(client)
         started = time.perf_counter()
-        fill(store, args.jobs)
+        fill(client, args.jobs)
         print(f"filled {args.jobs} queued + {FINISHED} finished jobs in {time.perf_counter() - started:.1f} s")
         slots = [Slot(id=0)]
         queues = inspection.known_queues(store, slots)

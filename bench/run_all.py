@@ -36,7 +36,7 @@ from hypernode_host import constants as C
 from hypernode_host import inspection
 from hypernode_host.gpu.models import Slot
 from hypernode_host.redisproc import RedisProcess
-from hypernode_host.store import Store
+from hypernode_host.state import Store
 
 import bridge as bridge_bench
 import e2e
@@ -211,7 +211,7 @@ def queue_inspection(run: Run) -> None:
         try:
             store = Store(client)
             started = time.monotonic()
-            inspection_bench.fill(store, QUEUED_JOBS)
+            inspection_bench.fill(client, QUEUED_JOBS)
             progress(f"  filled Redis with {QUEUED_JOBS} queued jobs in {time.monotonic() - started:.0f} s")
             queues = inspection.known_queues(store, [Slot(id=0)])
             library = inspection_bench.timed(lambda: inspection.queue_stats(store, queues))

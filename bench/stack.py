@@ -21,10 +21,10 @@ from pathlib import Path
 
 import redis
 
-from hypernode_host import constants as C
 from hypernode_host.backend.server import BackendThread
 from hypernode_host.redisproc import RedisProcess
 from hypernode_host.settings import Settings
+from hypernode_host.state import keys
 from hypernode_host.supervisor import children_for
 
 IMAGE = os.environ.get("HN_TEST_IMAGE", "hypernode/job-python:3.11")
@@ -45,7 +45,7 @@ class Stack:
         client = self.redis()
         try:
             found = {}
-            for key in client.scan_iter(match=C.PREFIX + ":worker:*"):
+            for key in client.scan_iter(match=keys.PREFIX + ":worker:*"):
                 pid = client.hget(key, "pid")
                 if pid:
                     found[key.rsplit(":", 1)[-1]] = int(pid)

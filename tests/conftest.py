@@ -16,6 +16,7 @@ import redis
 from hypernode_host.backend.server import BackendThread
 from hypernode_host.errors import ContainerError
 from hypernode_host.redisproc import RedisProcess
+from hypernode_host.state import Store
 from hypernode_host.tasks.containers import DockerRuntime
 from support import TEST_IMAGE
 
@@ -42,6 +43,12 @@ def redis_client(redis_server: RedisProcess) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture
+def store(redis_server: RedisProcess) -> Iterator[Store]:
+    with Store.from_url(redis_server.url) as store:
+        yield store
 
 
 @pytest.fixture

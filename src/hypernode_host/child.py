@@ -32,7 +32,7 @@ def run(argv: list[str]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    import redis
+    from hypernode_host.state import RedisError
 
     try:
         run(argv)
@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
         return _fail(str(exc), EXIT_AUTH)
     except HypernodeError as exc:
         return _fail(str(exc), EXIT_FAILED)
-    except redis.RedisError as exc:
+    except RedisError as exc:
         from hypernode_host.logs import redact
 
         url = redact(os.environ.get("HN_REDIS_URL", "the configured Redis"))

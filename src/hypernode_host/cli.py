@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
     from hypernode_host.gpu.models import Slot
-    from hypernode_host.store import Store
+    from hypernode_host.state import Store
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -80,7 +80,7 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 @contextmanager
 def exit_codes() -> Iterator[None]:
     """Our errors as one line and an exit code: 2 bad settings, 3 refused by the backend, 1 other."""
-    import redis
+    from hypernode_host.state import RedisError
 
     try:
         yield
@@ -90,7 +90,7 @@ def exit_codes() -> Iterator[None]:
         raise fail(str(exc), EXIT_AUTH) from None
     except HypernodeError as exc:
         raise fail(str(exc), EXIT_FAILED) from None
-    except redis.RedisError as exc:
+    except RedisError as exc:
         from hypernode_host.logs import redact
 
         url = redact(os.environ.get("HN_REDIS_URL", "the configured Redis"))
@@ -309,7 +309,8 @@ def gpus(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = 
     from rich.console import Console
     from rich.table import Table
 
-    from hypernode_host.gpu import discover, plan_slots
+    from hypernode_host.gpu.inventory import discover
+    from hypernode_host.gpu.slots import plan_slots
 
     settings = load_settings()
     found = discover(settings)
@@ -346,7 +347,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 @contextmanager
 def inspecting() -> Iterator[tuple[Settings, Store, list[Slot]]]:
     """Settings, a Store with short timeouts, and this node's slots; the Store closed afterwards."""
-    from hypernode_host.gpu import plan_node_slots
+    from hypernode_host.gpu.slots import plan_node_slots
     from hypernode_host.health import open_store
 
     settings = quiet_settings()
@@ -355,7 +356,7 @@ def inspecting() -> Iterator[tuple[Settings, Store, list[Slot]]]:
         try:
             yield settings, store, plan_node_slots(settings)
         finally:
-            store.redis.close()
+            store.close()
 
 
 def quiet_settings() -> Settings:
@@ -404,8 +405,8 @@ def jobs(
     as_json: JsonOption = False,
 ) -> None:
     """Recent jobs, newest first: state, status, slot, GPUs, duration and exit code."""
+    from hypernode_host.core.clock import now_ms
     from hypernode_host.inspection import recent_jobs
-    from hypernode_host.store import now_ms
     from hypernode_host.views import jobs_table
 
     with inspecting() as (_, store, slots):
@@ -437,8 +438,8 @@ def job(
 @app.command()
 def workers(as_json: JsonOption = False) -> None:
     """Each worker slot: its queues and GPUs, whether it is alive, the job it runs, its last heartbeat."""
+    from hypernode_host.core.clock import now_ms
     from hypernode_host.inspection import workers_view
-    from hypernode_host.store import now_ms
     from hypernode_host.views import workers_table
 
     with inspecting() as (settings, store, slots):
@@ -458,9 +459,9 @@ def dead(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """List dead-lettered jobs (with no subcommand)."""
     if ctx.invoked_subcommand is not None:
         return
+    from hypernode_host.core.clock import now_ms
     from hypernode_host.deadletters import dead_letters
     from hypernode_host.inspection import known_queues
-    from hypernode_host.store import now_ms
     from hypernode_host.views import dead_table
 
     with inspecting() as (_, store, slots):
@@ -571,7 +572,7 @@ def _snapshot(settings: Settings, store: Store, slots: list[Slot], limit: int) -
     from rich.console import Group
 
     from hypernode_host import inspection, views
-    from hypernode_host.store import now_ms
+    from hypernode_host.core.clock import now_ms
 
     now = now_ms()
     return Group(

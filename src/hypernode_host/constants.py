@@ -1,23 +1,6 @@
-"""Names shared by the bridge, the workers and the CLI: Redis keys, queues, limits."""
-
-# Redis keys. One prefix so that an operator can see at a glance what is ours,
-# and so that a Redis shared with something else is never disturbed.
-PREFIX = "hn"
-JOB_KEY = PREFIX + ":job:{job_id}"  # hash: the job record
-JOB_INDEX = PREFIX + ":jobs"  # zset: job id scored by receipt time (ms)
-REPLY_STREAM = PREFIX + ":replies"  # stream: results waiting for the backend's ack (the outbox)
-NODE_KEY = PREFIX + ":node"  # hash: nodeId, registration state, bridge heartbeat
-QUEUED_SET = PREFIX + ":queued"  # set: ids of jobs waiting for a worker
-RUNNING_SET = PREFIX + ":running"  # set: ids of jobs a worker has started
-STATS_KEY = PREFIX + ":stats"  # hash: counters (completed, failed, ...)
-CANCEL_KEY = PREFIX + ":cancel:{job_id}"  # string: present while a cancel is pending
-# A live worker's registration (hash, with a TTL), keyed by host AND slot: hosts sharing one
-# Redis all number their slots from 0 (gpu/registry.py reads and writes these).
-WORKER_KEY = PREFIX + ":worker:{host}:{slot}"
-WORKERS_SET = PREFIX + ":worker-slots"  # set of "<host>:<slot>" that have registered
+"""Names shared by the bridge, the workers and the CLI: queues, limits (Redis keys: state/keys.py)."""
 
 # Dramatiq queue names (dramatiq allows letters, digits, '.', '_' and '-').
-DRAMATIQ_NAMESPACE = "hn-dramatiq"  # Dramatiq's own keys, apart from ours and from other apps'
 CPU_QUEUE = "hn-cpu"
 GPU_QUEUE_TEMPLATE = "hn-gpu{count}"
 ACTOR_NAME = "run_job"

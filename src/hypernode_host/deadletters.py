@@ -4,15 +4,16 @@ max_retries=0). An operator lists them, requeues them once the cause is fixed, o
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hypernode_host import constants as C
-from hypernode_host.inspection import UnknownJob, dramatiq_key, received_job
+from hypernode_host.core.clock import now_ms
+from hypernode_host.inspection import UnknownJob, dramatiq_key
 from hypernode_host.jobs import JobState
-from hypernode_host.store import Store, now_ms
+from hypernode_host.state import Store, keys
 
 if TYPE_CHECKING:  # signing is only needed to purge
     from hypernode_host.proofs import NodeKey
@@ -45,16 +46,16 @@ class DeadLetter:
     job_id: str | None
     dead_at: int  # epoch ms
     enqueued_at: int | None
-    state: str | None  # the job record's state now
+    state: JobState | None  # the job record's state now
 
 
 def dead_letters(store: Store, queues: Sequence[str], limit: int = 1000) -> list[DeadLetter]:
     """Dead-lettered messages of ``queues``, newest first (at most ``limit`` per queue)."""
-    pipe = store.redis.pipeline(transaction=False)
+    pipe = store._client.pipeline(transaction=False)
     for queue in queues:
         pipe.zrevrange(dramatiq_key(queue, ".XQ"), 0, limit - 1, withscores=True)
     listed = pipe.execute()
-    pipe = store.redis.pipeline(transaction=False)
+    pipe = store._client.pipeline(transaction=False)
     for queue, entries in zip(queues, listed, strict=True):
         for redis_id, _ in entries:
             pipe.hget(dramatiq_key(queue, ".XQ.msgs"), redis_id)
@@ -67,16 +68,8 @@ def dead_letters(store: Store, queues: Sequence[str], limit: int = 1000) -> list
             args = message.get("args") or [None]
             enqueued_at = int(message.get("message_timestamp") or 0) or None
             found.append(DeadLetter(queue, redis_id, args[0], int(score), enqueued_at, None))
-    states = _states(store, [d.job_id for d in found])
-    return [DeadLetter(d.queue, d.redis_id, d.job_id, d.dead_at, d.enqueued_at, states.get(d.job_id)) for d in found]
-
-
-def _states(store: Store, job_ids: Iterable[str | None]) -> dict[str | None, str | None]:
-    ids = [i for i in job_ids if i]
-    pipe = store.redis.pipeline(transaction=False)
-    for job_id in ids:
-        pipe.hget(C.JOB_KEY.format(job_id=job_id), "state")
-    return dict(zip(ids, pipe.execute(), strict=True))
+    states = store.jobs.states(d.job_id for d in found if d.job_id)
+    return [dataclasses.replace(d, state=states.get(d.job_id or "")) for d in found]
 
 
 def requeue_dead(store: Store, queues: Sequence[str], job_id: str | None = None) -> list[str]:
@@ -89,19 +82,19 @@ def requeue_dead(store: Store, queues: Sequence[str], job_id: str | None = None)
     chosen = [d for d in dead_letters(store, queues) if job_id is None or d.job_id == job_id]
     if job_id is not None and not chosen:
         raise UnknownJob(f"no dead-lettered message for job {job_id!r}")
-    move = store.redis.register_script(_REQUEUE)
+    move = store._client.register_script(_REQUEUE)
     moved = []
     for dead in chosen:
-        keys = [
+        touched = [
             dramatiq_key(dead.queue, ".XQ"),
             dramatiq_key(dead.queue, ".XQ.msgs"),
             dramatiq_key(dead.queue, ".msgs"),
             dramatiq_key(dead.queue),
-            C.JOB_KEY.format(job_id=dead.job_id or "-"),
-            C.QUEUED_SET,
-            C.RUNNING_SET,
+            keys.JOB.format(job_id=dead.job_id or "-"),
+            keys.QUEUED,
+            keys.RUNNING,
         ]
-        if move(keys=keys, args=[dead.redis_id, dead.job_id or ""]):
+        if move(keys=touched, args=[dead.redis_id, dead.job_id or ""]):
             moved.append(dead.job_id or dead.redis_id)
     return moved
 
@@ -116,22 +109,22 @@ def purge_dead(store: Store, queues: Sequence[str], key: NodeKey) -> list[str]:
 
     dropped = []
     for dead in dead_letters(store, queues):
-        pipe = store.redis.pipeline()
+        pipe = store._client.pipeline()
         pipe.zrem(dramatiq_key(dead.queue, ".XQ"), dead.redis_id)
         pipe.hdel(dramatiq_key(dead.queue, ".XQ.msgs"), dead.redis_id)
         removed, _ = pipe.execute()
         if not removed:
             continue  # requeued or purged by someone else meanwhile
         dropped.append(dead.job_id or dead.redis_id)
-        record = store.job(dead.job_id) if dead.job_id else None
-        if record is not None and record.get("state") in (JobState.QUEUED, JobState.RUNNING):
+        record = store.jobs.get(dead.job_id) if dead.job_id else None
+        if record is not None and record.active:
             result = error_result(
-                job_id=record["id"],
-                job=received_job(record),
-                node_id=store.node_id(),
+                job_id=record.id,
+                job=record.received_job(),
+                node_id=store.node.node_id(),
                 key=key,
                 reason=DROPPED_REASON,
                 at_ms=now_ms(),
             )
-            store.finish_job(record["id"], result.model_dump(mode="json"))
+            store.jobs.finish(record.id, result.model_dump(mode="json"))
     return dropped

@@ -19,15 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import redis
-
-from hypernode_host import pidns
+from hypernode_host.core.clock import now_ms
 from hypernode_host.errors import ContainerError, GpuError
-from hypernode_host.gpu import GpuInfo, discover, plan_node_slots
-from hypernode_host.inspection import worker_registrations
+from hypernode_host.gpu.inventory import discover
+from hypernode_host.gpu.models import GpuInfo
+from hypernode_host.gpu.slots import plan_node_slots
 from hypernode_host.logs import redact
-from hypernode_host.settings import DEFAULT_REDIS_URL, Settings
-from hypernode_host.store import Store, now_ms
+from hypernode_host.settings import Settings
+from hypernode_host.state import RedisError, RedisRefused, Store, holders, redis_url
+from hypernode_host.state.connect import own_redis_url
+from hypernode_host.state.records import NodeRecord, Registration
 
 if TYPE_CHECKING:  # docker-py is imported only by the checks that talk to the engine
     from hypernode_host.tasks.containers import DockerRuntime
@@ -67,17 +68,11 @@ def healthy(findings: Sequence[Finding]) -> bool:
 
 def open_store(settings: Settings) -> Store:
     """A Store whose commands give up after a few seconds: a health check must answer."""
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_timeout=REDIS_TIMEOUT_S,
-        socket_connect_timeout=REDIS_TIMEOUT_S,
-    )
-    return Store(client)
+    return Store.open(settings, timeout_s=REDIS_TIMEOUT_S)
 
 
 def shown_url(settings: Settings) -> str:
-    return redact(settings.redis_url)
+    return redact(redis_url(settings))
 
 
 # check --------------------------------------------------------------------------------------
@@ -100,12 +95,12 @@ def check_node(
     store = store or open_store(settings)
     try:
         try:
-            store.redis.ping()
-        except redis.RedisError as exc:
+            store.ping()
+        except RedisError as exc:
             return [Finding("redis", Level.FAIL, f"no answer from {shown_url(settings)}: {exc}", redis_fix(settings))]
         findings = [Finding("redis", Level.OK, f"answers at {shown_url(settings)}")]
         if bridge:
-            findings.append(check_bridge(store.node(), settings.heartbeat_interval, now_ms()))
+            findings.append(check_bridge(store.node.get(), settings.heartbeat_interval, now_ms()))
         if docker:
             from hypernode_host.tasks.containers import DockerRuntime
 
@@ -115,33 +110,33 @@ def check_node(
         return findings
     finally:
         if own:
-            store.redis.close()
+            store.close()
 
 
 def redis_fix(settings: Settings) -> str:
     """What to do when Redis does not answer: without HN_REDIS_URL it is the one `up` runs, if it ever ran."""
     if not settings.own_redis:
         return "start Redis"
-    if settings.redis_url == DEFAULT_REDIS_URL:  # `up` wrote no URL in the state directory
+    if own_redis_url(settings.state_dir) is None:  # `up` wrote no URL in the state directory
         return "HN_REDIS_URL is unset and `up` has not run here: run `up`, or set HN_REDIS_URL"
     return "the node's own Redis runs while `hypernode-host up` does: start it"
 
 
-def check_bridge(node: dict[str, str], interval_s: float, now: int) -> Finding:
+def check_bridge(node: NodeRecord, interval_s: float, now: int) -> Finding:
     """Registered, and heartbeating within HEARTBEAT_GRACE_BEATS intervals."""
-    if not node.get("node_id"):
+    if not node.node_id:
         return Finding("bridge", Level.FAIL, "never registered with the backend", "start the bridge; see its log")
-    if not node.get("heartbeat_at"):
-        return Finding("bridge", Level.FAIL, f"registered as {node['node_id']} but no heartbeat yet")
-    age = (now - int(node["heartbeat_at"])) / 1000
+    if not node.heartbeat_at:
+        return Finding("bridge", Level.FAIL, f"registered as {node.node_id} but no heartbeat yet")
+    age = (now - node.heartbeat_at) / 1000
     grace = HEARTBEAT_GRACE_BEATS * interval_s + 1
     if age > grace:
         detail = f"last heartbeat {age:.0f} s ago (limit {grace:.0f} s): the bridge is down or disconnected"
         return Finding("bridge", Level.FAIL, detail, "see the bridge's log")
-    return Finding("bridge", Level.OK, f"node {node['node_id']}, heartbeat {age:.1f} s ago")
+    return Finding("bridge", Level.OK, f"node {node.node_id}, heartbeat {age:.1f} s ago")
 
 
-def check_docker(runtime: DockerRuntime, workers: Iterable[dict[str, str]] = ()) -> Finding:
+def check_docker(runtime: DockerRuntime, workers: Iterable[Registration] = ()) -> Finding:
     """The engine answers us; or, where we have no way to it (compose's cli service has no socket), it
     answered every worker of this node at its last check (within its registration's TTL)."""
     try:
@@ -151,7 +146,7 @@ def check_docker(runtime: DockerRuntime, workers: Iterable[dict[str, str]] = ())
         version, problem = "unknown", str(exc)
     if version != "unknown":
         return Finding("docker", Level.OK, f"engine {version} answers")
-    seen = [info.get("docker", "") for info in workers]
+    seen = [worker.docker for worker in workers]
     if seen and all(seen):
         return Finding("docker", Level.OK, f"engine {', '.join(sorted(set(seen)))} answers the workers (not us)")
     if seen:
@@ -187,32 +182,25 @@ def check_workers(settings: Settings, store: Store, only: Sequence[int] | None) 
         if slot_id not in by_id:
             findings.append(Finding(name, Level.FAIL, f"this node has slots 0..{len(planned) - 1}"))
             continue
-        info = registered.get(slot_id)
-        if not info:
+        worker = registered.get(slot_id)
+        if worker is None:
             findings.append(Finding(name, Level.FAIL, "not registered: not running, or stopped", "start it"))
-        elif _gone(info):
-            detail = f"its process {info.get('pid')} has exited; the registration is stale"
+        elif holders.exited(worker.pidns, worker.pid):  # killed before its registration's TTL ran out
+            detail = f"its process {worker.pid} has exited; the registration is stale"
             findings.append(Finding(name, Level.FAIL, detail, "restart it"))
-        elif info.get("healthy", "1") != "1":
-            findings.append(Finding(name, Level.FAIL, f"takes no jobs: {info.get('health', 'unhealthy')}"))
-        elif info.get("queue") != by_id[slot_id].queue:
-            detail = f"serves {info.get('queue')}, expected {by_id[slot_id].queue}: its settings differ from these"
+        elif not worker.healthy:
+            findings.append(Finding(name, Level.FAIL, f"takes no jobs: {worker.health}"))
+        elif worker.slot.queue != by_id[slot_id].queue:
+            detail = f"serves {worker.slot.queue}, expected {by_id[slot_id].queue}: its settings differ from these"
             findings.append(Finding(name, Level.FAIL, detail, "give every part the same HN_* settings"))
         else:
-            findings.append(Finding(name, Level.OK, f"alive (pid {info.get('pid')} on {info.get('host')})"))
+            findings.append(Finding(name, Level.OK, f"alive (pid {worker.pid} on {worker.host})"))
     return findings
 
 
-def _registered(settings: Settings, store: Store) -> dict[int, dict[str, str]]:
+def _registered(settings: Settings, store: Store) -> dict[int, Registration]:
     """This node's live worker registrations, by slot."""
-    return {slot: info for (host, slot), info in worker_registrations(store).items() if host == settings.node_name}
-
-
-def _gone(info: dict[str, str]) -> bool:
-    """True when the worker's process ran in our pid namespace and no longer exists (killed before its TTL
-    ran out); a worker of another host or container is judged by its registration's TTL alone."""
-    pid = info.get("pid", "")
-    return pid.isdigit() and pidns.exited(info.get("pidns", ""), int(pid))
+    return {r.slot.id: r for r in store.registry.all() if r.host == settings.node_name}
 
 
 # doctor -------------------------------------------------------------------------------------
@@ -386,14 +374,14 @@ def check_redis(settings: Settings) -> list[Finding]:
     """AOF on and no eviction: otherwise a restart or memory pressure silently loses jobs and results."""
     store = open_store(settings)
     try:
-        appendonly = store.redis.config_get("appendonly").get("appendonly")
-        policy = store.redis.config_get("maxmemory-policy").get("maxmemory-policy")
-    except redis.ResponseError as exc:
+        config = store.server_config()
+    except RedisRefused as exc:
         return [Finding("redis", Level.WARN, f"cannot read its configuration: {exc}")]
-    except redis.RedisError as exc:
+    except RedisError as exc:
         return [Finding("redis", Level.FAIL, f"no answer from {shown_url(settings)}: {exc}", redis_fix(settings))]
     finally:
-        store.redis.close()
+        store.close()
+    appendonly, policy = config.appendonly, config.maxmemory_policy
     findings = [Finding("redis", Level.OK, f"answers at {shown_url(settings)}")]
     if appendonly == "yes":
         findings.append(Finding("redis-aof", Level.OK, "appendonly yes"))

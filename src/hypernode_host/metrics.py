@@ -12,17 +12,18 @@ import threading
 from collections.abc import Iterator
 from wsgiref.simple_server import WSGIServer
 
-import redis
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hypernode_host.gpu import GpuInfo, discover, plan_slots
+from hypernode_host.gpu.inventory import discover
+from hypernode_host.gpu.models import GpuInfo
+from hypernode_host.gpu.slots import plan_slots
 from hypernode_host.health import open_store
 from hypernode_host.inspection import known_queues, node_summary, queue_stats
 from hypernode_host.jobs import Status
 from hypernode_host.settings import Settings
-from hypernode_host.store import Store
+from hypernode_host.state import RedisError, Store
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class NodeCollector(Collector):
         gpus = discover(self.settings)
         try:
             families = [*self._jobs(), *self._queues(gpus)]
-        except redis.RedisError as exc:
+        except RedisError as exc:
             log.warning("metrics: Redis did not answer: %s", exc)
             up.add_metric([], 0)
             yield up
@@ -65,7 +66,7 @@ class NodeCollector(Collector):
         durations = HistogramMetricFamily(
             "hn_job_duration_seconds", "How long each finished job's container ran.", labels=["status"]
         )
-        for name, stats in sorted(self.store.durations().items()):
+        for name, stats in sorted(self.store.stats.durations().items()):
             buckets = [(_le(bound), count) for bound, count in stats.buckets]
             durations.add_metric([name], buckets, stats.sum_s)
         gauges: list[tuple[str, str, float]] = [
@@ -141,7 +142,7 @@ class MetricsServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(5)
-        self.collector.store.redis.close()
+        self.collector.store.close()
 
 
 def start_metrics_server(settings: Settings) -> MetricsServer | None:

@@ -7,7 +7,7 @@ in its arguments, so a password never shows in a process list.
 fresh random password at every start, and no TCP port at all, only a Unix socket in the state
 directory (mode 0700), so it never collides with a Redis the host runs, even when the container
 shares the host's network. Its URL, password included, goes to ``<state dir>/redis.url`` (0600),
-which every command reads when ``HN_REDIS_URL`` is unset.
+where state/connect.py finds it for every command run while ``HN_REDIS_URL`` is unset.
 """
 
 from __future__ import annotations
@@ -26,13 +26,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-import redis
-
 from hypernode_host.errors import ConfigError, HypernodeError
+from hypernode_host.state.connect import URL_FILE, answers
 
 log = logging.getLogger(__name__)
 
-URL_FILE = "redis.url"
 START_TIMEOUT_S = 30.0  # replaying a big AOF takes a while
 SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes on Linux, fewer elsewhere
 
@@ -122,23 +120,13 @@ class RedisProcess:
 
     def _wait_ready(self) -> None:
         assert self.proc is not None
-        client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + START_TIMEOUT_S
-        try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except redis.BusyLoadingError:
-                    pass  # replaying its AOF
-                except redis.ConnectionError:
-                    if self.proc.poll() is not None:
-                        raise HypernodeError(f"redis-server exited at start (code {self.proc.returncode})") from None
-                if time.monotonic() > deadline:
-                    raise HypernodeError(f"redis-server did not answer within {START_TIMEOUT_S:.0f} s")
-                time.sleep(0.05)
-        finally:
-            client.close()
+        while not answers(self.url):  # not yet listening, or replaying its AOF
+            if self.proc.poll() is not None:
+                raise HypernodeError(f"redis-server exited at start (code {self.proc.returncode})")
+            if time.monotonic() > deadline:
+                raise HypernodeError(f"redis-server did not answer within {START_TIMEOUT_S:.0f} s")
+            time.sleep(0.05)
 
     def exited(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
@@ -221,17 +209,3 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as out:
         out.write(text)
     tmp.replace(path)
-
-
-def embedded_url(state_dir: Path) -> str | None:
-    """The URL of the node's own Redis that ``up`` wrote in ``state_dir``; None when it never ran there."""
-    path = state_dir / URL_FILE
-    try:
-        return path.read_text().strip() or None
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ConfigError(
-            f"HN_REDIS_URL is not set and {path} cannot be read ({exc.strerror}): run as the user that runs "
-            "`hypernode-host up`, or set HN_REDIS_URL"
-        ) from None

@@ -7,6 +7,7 @@ name, so the environment and the command line are one source with one validator.
 from __future__ import annotations
 
 import os
+import pwd
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,12 +24,11 @@ from pydantic import (
 
 from hypernode_host.errors import ConfigError
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
-
-def _default_state_dir() -> Path:
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "hypernode-host"
+def _default_state_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """``$XDG_STATE_HOME/hypernode-host``, else ``$HOME/.local/state/hypernode-host`` (of ``environ``)."""
+    home = environ.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir
+    return Path(environ.get("XDG_STATE_HOME") or Path(home) / ".local" / "state") / "hypernode-host"
 
 
 def _default_key_file() -> Path:
@@ -50,9 +50,8 @@ class Settings(BaseModel):
     max_log_size: int = Field(10_000, alias="HN_MAX_LOG_SIZE", ge=256)
     reconnect_delay: PositiveFloat = Field(5.0, alias="HN_RECONNECT_DELAY")
     reconnect_max_delay: PositiveFloat = Field(60.0, alias="HN_RECONNECT_MAX_DELAY")
-    redis_url: str = Field(DEFAULT_REDIS_URL, alias="HN_REDIS_URL")
-    # HN_REDIS_URL was not given: `up` runs the node's own Redis, and redis_url is the one it wrote.
-    own_redis: bool = False
+    # None: the node's own Redis, which `up` runs; state.connect finds its URL when it connects.
+    redis_url: str | None = Field(None, alias="HN_REDIS_URL")
     state_dir: Path = Field(default_factory=_default_state_dir, alias="HN_STATE_DIR")
     job_image: str = Field("python:3.11-slim", alias="HN_JOB_IMAGE", min_length=1)
     gpu_job_image: str | None = Field(None, alias="HN_GPU_JOB_IMAGE")
@@ -79,8 +78,8 @@ class Settings(BaseModel):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
@@ -96,7 +95,7 @@ class Settings(BaseModel):
             return tuple(p.strip() for p in value.split(",") if p.strip())
         return value
 
-    @field_validator("simulate_gpus", "gpu_job_image", "pip_index_url", "pip_find_links", mode="before")
+    @field_validator("redis_url", "simulate_gpus", "gpu_job_image", "pip_index_url", "pip_find_links", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -111,14 +110,12 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``environ`` (default ``os.environ``); raise ConfigError on a bad value."""
+        """Build settings from ``environ`` (default ``os.environ``) and nothing else; ConfigError on a bad value."""
         source = os.environ if environ is None else environ
         values: dict[str, Any] = {k: v for k, v in source.items() if k.startswith("HN_")}
-        if not values.get("HN_REDIS_URL"):
-            from hypernode_host.redisproc import embedded_url
-
-            state_dir = Path(values.get("HN_STATE_DIR") or _default_state_dir())
-            values.update(HN_REDIS_URL=embedded_url(state_dir) or DEFAULT_REDIS_URL, own_redis=True)
+        state_home = _default_state_dir(source)  # the defaults too come from ``environ``
+        values["HN_STATE_DIR"] = values.get("HN_STATE_DIR") or state_home
+        values.setdefault("HN_KEY_FILE", state_home / "node.key")
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
@@ -129,6 +126,11 @@ class Settings(BaseModel):
         if self.node_token is None or not self.node_token.get_secret_value().strip():
             raise ConfigError("HN_NODE_TOKEN is required (the node token from the Hypernode dashboard)")
         return self.node_token.get_secret_value().strip()
+
+    @property
+    def own_redis(self) -> bool:
+        """HN_REDIS_URL is not set: the node runs its own Redis (`up` starts it)."""
+        return self.redis_url is None
 
     def gpu_image(self) -> str:
         return self.gpu_job_image or self.job_image

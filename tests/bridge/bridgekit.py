@@ -11,11 +11,11 @@ from typing import Any
 import redis
 from faultproxy import Proxy
 
-from hypernode_host import constants as C
 from hypernode_host.backend.server import BackendThread
 from hypernode_host.bridge.client import Bridge, Tuning, build_bridge
 from hypernode_host.redisproc import RedisProcess
 from hypernode_host.settings import Settings
+from hypernode_host.state import keys
 
 # Small enough that a dead connection is noticed within a second or two.
 FAST = Tuning(open_timeout_s=3, ping_interval_s=0.5, ping_timeout_s=0.5, close_timeout_s=0.5, register_timeout_s=5)
@@ -79,13 +79,13 @@ class Stack:
         return {"id": f"b-{uuid.uuid4().hex[:12]}", "memoryLimit": "128m", "cpuLimit": 0.5, **fields}
 
     def record(self, job_id: str) -> dict[str, str]:
-        return self.redis.hgetall(C.JOB_KEY.format(job_id=job_id))
+        return self.redis.hgetall(keys.JOB.format(job_id=job_id))
 
     def outbox_ids(self) -> list[str]:
-        return [fields["job_id"] for _, fields in self.redis.xrange(C.REPLY_STREAM)]
+        return [fields["job_id"] for _, fields in self.redis.xrange(keys.REPLY_STREAM)]
 
     def node_counter(self, name: str) -> int:
-        return int(self.redis.hget(C.NODE_KEY, name) or 0)
+        return int(self.redis.hget(keys.NODE, name) or 0)
 
     def wait_registered(self, timeout: float = 30) -> str:
         return self.backend.wait_for_node(timeout)

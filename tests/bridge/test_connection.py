@@ -34,6 +34,7 @@ from hypernode_host.backend.server import BackendThread
 from hypernode_host.bridge.client import Tuning
 from hypernode_host.errors import AuthError
 from hypernode_host.redisproc import RedisProcess
+from hypernode_host.state import keys
 from support import node_env, wait_for
 
 
@@ -60,8 +61,8 @@ def test_heartbeats_carry_real_uptime_and_counts_once_registered(stack: Stack) -
     uptimes = [s["total_uptime"] for s in stats]
     assert uptimes == sorted(uptimes) and uptimes[-1] >= 1  # real seconds, not upstream's constant 0
     assert {(s["active_jobs"], s["queued_jobs"], s["free_slots"]) for s in stats} == {(0, 0, 0)}  # no worker yet
-    assert stack.redis.hget(C.NODE_KEY, "node_id") == node_id
-    assert int(stack.redis.hget(C.NODE_KEY, "heartbeat_at") or 0) > 0
+    assert stack.redis.hget(keys.NODE, "node_id") == node_id
+    assert int(stack.redis.hget(keys.NODE, "heartbeat_at") or 0) > 0
 
 
 def test_after_a_drop_the_bridge_resumes_its_node_and_spends_its_token_once(stack: Stack) -> None:

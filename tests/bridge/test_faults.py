@@ -22,9 +22,9 @@ import redis
 from bridgekit import BridgeThread, Stack
 from faultproxy import Proxy
 
-from hypernode_host import constants as C
 from hypernode_host.backend.server import BackendThread
 from hypernode_host.redisproc import RedisProcess, free_port
+from hypernode_host.state import keys
 from support import NodeProcess, job_containers, node_env, wait_for
 
 RESULT_WAIT_S = 90
@@ -97,7 +97,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisProc
             HN_RECONNECT_MAX_DELAY="0.5", HN_MAX_LOG_SIZE="20000",
         )  # fmt: skip
         with NodeProcess(env, ("worker", "--slot", "0")) as process, redis.Redis.from_url(server.url) as client:
-            worker_key = C.WORKER_KEY.format(host=env["HN_NODE_NAME"], slot=0)
+            worker_key = keys.WORKER.format(host=env["HN_NODE_NAME"], slot=0)
             wait_for(lambda: client.exists(worker_key), timeout=60)
             yield server, env, process
 
@@ -107,7 +107,7 @@ def stack(shared: tuple[RedisProcess, dict[str, str], NodeProcess], token: str) 
     server, env, _ = shared
     with BackendThread("127.0.0.1", 0, [token]) as backend, Proxy(backend.port) as proxy:
         s = Stack(server, backend, proxy, {**env, "HN_ENDPOINT": proxy.url, "HN_NODE_TOKEN": token})
-        s.redis.delete(C.NODE_KEY)  # a node this test's backend has never seen
+        s.redis.delete(keys.NODE)  # a node this test's backend has never seen
         yield s
         assert s.outbox_ids() == []  # nothing left over for the next test
         s.redis.close()
@@ -302,7 +302,7 @@ def test_redis_restarted_with_aof_while_jobs_are_queued_loses_none(stack: Stack,
 
 def aof_redis_queued(server: RedisProcess) -> int:
     with redis.Redis.from_url(server.url, decode_responses=True) as client:
-        return int(client.scard(C.QUEUED_SET))
+        return int(client.scard(keys.QUEUED))
 
 
 # jobs the backend sends twice, and what the heartbeats say about jobs -------------------------------------

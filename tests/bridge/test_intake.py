@@ -11,12 +11,12 @@ import redis
 
 from hypernode_host import constants as C
 from hypernode_host.bridge.intake import Intake, Pending, Reported
-from hypernode_host.gpu import plan_slots
+from hypernode_host.gpu.slots import plan_slots
 from hypernode_host.jobs import JobState
 from hypernode_host.proofs import NodeKey
 from hypernode_host.redisproc import RedisProcess
 from hypernode_host.settings import Settings
-from hypernode_host.store import Store
+from hypernode_host.state import Store
 from hypernode_host.tasks.broker import build_broker
 
 JOB = {"id": "in-1", "script": "print('done')", "memoryLimit": "128m", "cpuLimit": 0.5}
@@ -27,11 +27,10 @@ DRAMATIQ_MESSAGES = "hn-dramatiq:" + C.CPU_QUEUE + ".msgs"  # Dramatiq's Redis l
 @pytest.fixture
 def intake(redis_server: RedisProcess) -> Iterator[Intake]:
     settings = Settings.from_env({"HN_NODE_TOKEN": "t", "HN_REDIS_URL": redis_server.url, "HN_JOB_IMAGE": "img"})
-    store = Store.from_url(redis_server.url)
     broker = build_broker(redis_server.url)
-    yield Intake(settings, store, broker, NodeKey.generate(), plan_slots([], 1))
+    with Store.from_url(redis_server.url) as store:
+        yield Intake(settings, store, broker, NodeKey.generate(), plan_slots([], 1))
     broker.close()
-    store.redis.close()
 
 
 def enqueued(client: redis.Redis) -> int:
@@ -43,26 +42,26 @@ def test_a_new_job_is_recorded_and_enqueued_once(intake: Intake, redis_client: r
 
     assert intake.accept("in-1", JOB) == Pending("in-1", JobState.QUEUED)  # the same id again: not run twice
     assert enqueued(redis_client) == 1
-    record = intake.store.job("in-1") or {}
-    assert (record["state"], record["queue"], record["enqueued"]) == ("queued", C.CPU_QUEUE, "1")
+    record = intake.store.jobs.get("in-1")
+    assert record is not None and (record.state, record.queue, record.enqueued) == ("queued", C.CPU_QUEUE, True)
 
 
 def test_a_refused_job_gets_an_error_result_in_the_outbox(intake: Intake, redis_client: redis.Redis) -> None:
     assert intake.accept("in-2", REFUSED) is None
 
-    [entry] = intake.store.outbox()
+    [entry] = intake.store.outbox.entries()
     assert entry.job_id == "in-2"
     assert entry.result["status"] == "error" and entry.result["logs"].startswith("invalid job: memoryLimit")
     assert enqueued(redis_client) == 0
     assert intake.accept("in-2", REFUSED) is None  # known and finished: its result is in the outbox
-    assert len(intake.store.outbox()) == 1
+    assert len(intake.store.outbox.entries()) == 1
 
 
 def test_a_claim_whose_intake_was_cut_short_is_completed_when_the_job_comes_again(
     intake: Intake, redis_client: redis.Redis
 ) -> None:
-    intake.store.record_job("in-1", JOB, C.CPU_QUEUE)  # a bridge that died right after the claim
-    intake.store.record_job("in-2", REFUSED, "")
+    intake.store.jobs.record("in-1", JOB, C.CPU_QUEUE)  # a bridge that died right after the claim
+    intake.store.jobs.record("in-2", REFUSED, "")
 
     assert intake.accept("in-1", JOB) == Pending("in-1", JobState.QUEUED)
     assert intake.accept("in-2", REFUSED) is None
@@ -70,25 +69,25 @@ def test_a_claim_whose_intake_was_cut_short_is_completed_when_the_job_comes_agai
     assert enqueued(redis_client) == 1
     assert intake.accept("in-1", JOB) == Pending("in-1", JobState.QUEUED)
     assert enqueued(redis_client) == 1  # completed once, not again
-    assert [e.job_id for e in intake.store.outbox()] == ["in-2"]
+    assert [e.job_id for e in intake.store.outbox.entries()] == ["in-2"]
 
 
 def test_reconcile_completes_every_intake_cut_short(intake: Intake, redis_client: redis.Redis) -> None:
-    intake.store.record_job("in-1", JOB, C.CPU_QUEUE)
-    intake.store.record_job("in-2", REFUSED, "")
+    intake.store.jobs.record("in-1", JOB, C.CPU_QUEUE)
+    intake.store.jobs.record("in-2", REFUSED, "")
 
     intake.reconcile()
     intake.reconcile()
 
     assert enqueued(redis_client) == 1
-    assert [e.job_id for e in intake.store.outbox()] == ["in-2"]
-    assert intake.store.unenqueued() == []
+    assert [e.job_id for e in intake.store.outbox.entries()] == ["in-2"]
+    assert intake.store.jobs.unenqueued() == []
 
 
 def test_a_reported_job_sent_again_gets_its_stored_result(intake: Intake) -> None:
     intake.accept("in-2", REFUSED)
-    [entry] = intake.store.outbox()
-    intake.store.acknowledge(entry.entry_id, "in-2")
+    [entry] = intake.store.outbox.entries()
+    intake.store.outbox.acknowledge(entry.entry_id, "in-2")
 
     known = intake.accept("in-2", REFUSED)
 
@@ -98,6 +97,6 @@ def test_a_reported_job_sent_again_gets_its_stored_result(intake: Intake) -> Non
 
 def test_a_running_job_sent_again_is_pending(intake: Intake) -> None:
     intake.accept("in-1", JOB)
-    intake.store.claim_job("in-1", intake.settings.node_name, 0, "hn-job-in-1")
+    intake.store.jobs.claim("in-1", intake.settings.node_name, 0, "hn-job-in-1")
 
     assert intake.accept("in-1", JOB) == Pending("in-1", JobState.RUNNING)

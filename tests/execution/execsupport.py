@@ -20,10 +20,10 @@ from typing import Any
 
 import redis
 
-from hypernode_host import constants as C
 from hypernode_host.backend.server import BackendThread
-from hypernode_host.gpu import registry
 from hypernode_host.redisproc import RedisProcess
+from hypernode_host.state import Store, keys
+from hypernode_host.state.records import Registration
 from support import NodeProcess, job_containers, node_stack, wait_for
 
 
@@ -55,28 +55,28 @@ class Node:
     def run(self, wait_s: float = 60, **job: Any) -> dict[str, Any]:
         return self.result(self.submit(**job), wait_s)
 
-    def workers(self) -> dict[int, dict[str, str]]:
+    def workers(self) -> dict[int, Registration]:
         """Live worker registrations by slot."""
-        return {int(info["slot"]): info for info in registry.registrations(self.redis) if info["host"] == self.name}
+        return {r.slot.id: r for r in Store(self.redis).registry.all() if r.host == self.name}
 
     def worker_pid(self, slot: int) -> int:
-        return int(wait_for(lambda: self.workers().get(slot, {}).get("pid"), timeout=30))
+        return int(wait_for(lambda: (worker := self.workers().get(slot)) and worker.pid, timeout=30))
 
     def slot_running(self, job_id: str) -> int:
         """The slot whose worker holds ``job_id`` (waits until one does)."""
-        key = C.JOB_KEY.format(job_id=job_id)
+        key = keys.JOB.format(job_id=job_id)
         return int(wait_for(lambda: self.redis.hget(key, "state") == "running" and self.redis.hget(key, "slot")))
 
     def record(self, job_id: str) -> dict[str, str]:
-        return self.redis.hgetall(C.JOB_KEY.format(job_id=job_id))
+        return self.redis.hgetall(keys.JOB.format(job_id=job_id))
 
     def assert_unharmed(self, slots: int = 2) -> None:
         """The agent is up and connected, every slot has a live worker, and no job container is left."""
         assert self.process.proc is not None and self.process.proc.poll() is None, self.process.output()[-3000:]
         assert self.backend.nodes()[0]["connected"]
         workers = wait_for(lambda: (w := self.workers()) and len(w) == slots and w, timeout=30)
-        for info in workers.values():
-            os.kill(int(info["pid"]), 0)  # raises if the worker process is gone
+        for worker in workers.values():
+            os.kill(worker.pid, 0)  # raises if the worker process is gone
         wait_for(lambda: job_containers(self.name) == [], timeout=20)
 
     def close(self) -> None:

@@ -26,6 +26,7 @@ import pytest
 from execsupport import Node, RssSampler, host_processes_with, proc_status, running_node
 
 from hypernode_host import constants as C
+from hypernode_host.state import keys
 from hypernode_host.tasks.broker import HEARTBEAT_TIMEOUT_MS, build_broker, enqueue_job
 from hypernode_host.tasks.containers import DockerRuntime
 from hypernode_host.tasks.runner import container_name
@@ -432,7 +433,7 @@ def test_cancel_while_queued_never_starts_and_while_running_stops_with_the_logs_
     wait_for(lambda: node.record(queued).get("state") == "queued", timeout=10)
 
     node.backend.cancel(queued)
-    wait_for(lambda: node.redis.exists(C.CANCEL_KEY.format(job_id=queued)), timeout=10)
+    wait_for(lambda: node.redis.exists(keys.CANCEL.format(job_id=queued)), timeout=10)
     node.backend.cancel(first)
     stopped = node.result(first, wait_s=30)
     never = node.result(queued, wait_s=30)  # the freed slot takes it and finds it cancelled

@@ -7,7 +7,6 @@ would have left are made by hand with the same contract, names and labels.
 from __future__ import annotations
 
 import dataclasses
-import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,11 +24,12 @@ from hypernode_host.gpu.slots import plan_slots
 from hypernode_host.proofs import NodeKey
 from hypernode_host.redisproc import RedisProcess
 from hypernode_host.settings import Settings
-from hypernode_host.store import Store
+from hypernode_host.state import Store, keys
+from hypernode_host.state.records import JobRecord
 from hypernode_host.tasks.containers import LABEL_ROLE, ContainerSpec, ContainerState, DockerRuntime
 from hypernode_host.tasks.recovery import recover
 from hypernode_host.tasks.requirements import PREP_ROLE
-from hypernode_host.tasks.runner import PENDING_FIELD, JobRunner, container_name, job_times
+from hypernode_host.tasks.runner import JobRunner, container_name, job_times
 from support import TEST_IMAGE
 
 
@@ -42,7 +43,7 @@ class Rig:
     def record(self, command: str, **fields: Any) -> str:
         job_id = f"r-{secrets.token_hex(6)}"
         job = {"id": job_id, "command": command, "memoryLimit": "128m", "cpuLimit": 1, **fields}
-        assert self.store.record_job(job_id, job, C.CPU_QUEUE)
+        assert self.store.jobs.record(job_id, job, C.CPU_QUEUE)
         return job_id
 
     def leftover(self, job_id: str, slot: int, command: str, *, start: bool = True, **labels: str) -> str:
@@ -61,11 +62,15 @@ class Rig:
             self.runtime.start(container_id)
         return container_id
 
+    def get(self, job_id: str) -> JobRecord:
+        record = self.store.jobs.get(job_id)
+        assert record is not None
+        return record
+
     def result(self, job_id: str) -> dict[str, Any]:
-        record = self.store.job(job_id) or {}
-        assert record.get("state") == "finished", record
-        value: dict[str, Any] = json.loads(record["result"])
-        return value
+        record = self.get(job_id)
+        assert record.state == "finished", record
+        return record.result()
 
     def containers(self) -> list[str]:
         return [cid for cid, _ in self.runtime.labelled(C.LABEL_NODE, self.settings.node_name)]
@@ -86,25 +91,25 @@ def rig(docker_runtime: DockerRuntime, redis_server: RedisProcess) -> Iterator[R
     finally:
         for container_id in built.containers():
             docker_runtime.remove(container_id)
-        store.redis.close()
+        store.close()
 
 
-def test_a_delivery_for_a_job_that_a_live_slot_holds_is_left_to_it(rig: Rig) -> None:
+def test_a_delivery_for_a_job_that_a_live_slot_holds_is_left_to_it(rig: Rig, redis_client: redis.Redis) -> None:
     job_id = rig.record("sleep 30")
-    assert rig.runners[1].claim(job_id, rig.store.job(job_id) or {}, container_name(job_id)) == 1
+    assert rig.runners[1].claim(job_id, rig.get(job_id), container_name(job_id)) == 1
     held = rig.leftover(job_id, 1, "sleep 30")
-    rig.store.redis.hset(C.WORKER_KEY.format(host=rig.settings.node_name, slot=1), "pid", 1)  # slot 1's worker lives
+    redis_client.hset(keys.WORKER.format(host=rig.settings.node_name, slot=1), "pid", 1)  # slot 1's worker lives
 
     rig.runners[0].run(job_id)  # the message, delivered again to slot 0
 
-    record = rig.store.job(job_id) or {}
-    assert record["state"] == "running" and record["slot"] == "1" and record["attempt"] == "1"
+    record = rig.get(job_id)
+    assert record.state == "running" and record.slot == 1 and record.attempt == 1
     assert rig.containers() == [held] and rig.runtime.state(held).running  # untouched
 
 
 def test_a_job_whose_slot_died_is_taken_over_and_its_container_reattached(rig: Rig) -> None:
     job_id = rig.record("echo from-slot-1; sleep 1; echo done")
-    assert rig.runners[1].claim(job_id, rig.store.job(job_id) or {}, container_name(job_id)) == 1
+    assert rig.runners[1].claim(job_id, rig.get(job_id), container_name(job_id)) == 1
     rig.leftover(job_id, 1, "echo from-slot-1; sleep 1; echo done")  # slot 1 is not registered: it died
 
     rig.runners[0].run(job_id)
@@ -112,13 +117,13 @@ def test_a_job_whose_slot_died_is_taken_over_and_its_container_reattached(rig: R
     result = rig.result(job_id)
     assert result["status"] == "completed"
     assert result["logs"] == "from-slot-1\ndone\n"  # the whole output, from the container's start
-    assert (rig.store.job(job_id) or {})["attempt"] == "2"
+    assert rig.get(job_id).attempt == 2
     assert rig.containers() == []
 
 
 def test_a_container_created_but_never_started_is_replaced(rig: Rig) -> None:
     job_id = rig.record("echo fresh")
-    assert rig.runners[0].claim(job_id, rig.store.job(job_id) or {}, container_name(job_id)) == 1
+    assert rig.runners[0].claim(job_id, rig.get(job_id), container_name(job_id)) == 1
     stale = rig.leftover(job_id, 0, "echo stale", start=False)  # the worker died between create and start
 
     rig.runners[0].run(job_id)
@@ -138,12 +143,12 @@ def test_a_finished_job_is_never_run_again(rig: Rig) -> None:
     rig.runners[0].run(job_id)
 
     assert rig.result(job_id) == first
-    assert (rig.store.job(job_id) or {})["attempt"] == "1"
+    assert rig.get(job_id).attempt == 1
 
 
 def test_recovery_collects_the_exited_container_and_reaps_only_its_slots_leftovers(rig: Rig) -> None:
     interrupted = rig.record("echo collected")
-    assert rig.runners[0].claim(interrupted, rig.store.job(interrupted) or {}, container_name(interrupted)) == 1
+    assert rig.runners[0].claim(interrupted, rig.get(interrupted), container_name(interrupted)) == 1
     exited = rig.leftover(interrupted, 0, "echo collected")
     assert rig.runtime.wait(exited, 30)
     finished = rig.record("echo finished")
@@ -166,15 +171,15 @@ def test_a_result_kept_before_a_crash_is_published_without_running_again(rig: Ri
     rig.runners[0].run(job_id)
     kept = rig.result(job_id)
     again = rig.record("echo must-not-run")  # the same result, as its dead worker had kept it
-    assert rig.runners[0].claim(again, rig.store.job(again) or {}, container_name(again)) == 1
+    assert rig.runners[0].claim(again, rig.get(again), container_name(again)) == 1
     exited = rig.leftover(again, 0, "echo must-not-run")
     assert rig.runtime.wait(exited, 30)
-    rig.store.update_job(again, **{PENDING_FIELD: json.dumps({**kept, "id": again})})
+    rig.store.jobs.keep_result(again, {**kept, "id": again})
 
     recover(rig.runners[0], rig.runtime, rig.store)
 
     assert rig.result(again) == {**kept, "id": again}  # published as kept, not recomputed
-    assert (rig.store.job(again) or {})["attempt"] == "1"
+    assert rig.get(again).attempt == 1
     assert rig.containers() == []
 
 
@@ -202,7 +207,7 @@ def test_a_container_that_exits_at_once_gets_ordered_truthful_times(rig: Rig) ->
     slot, slots = rig.runners[0].slot, rig.runners[0].slots
     runner = JobRunner(rig.settings, rig.store, BackwardsTimes(rig.runtime), NodeKey.generate(), slot, slots)
     job_id = rig.record("echo done")
-    job = json.loads((rig.store.job(job_id) or {})["job"])
+    job = rig.get(job_id).job()
     before = int(time.time() * 1000)
 
     runner.run(job_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -17,11 +16,11 @@ import redis
 
 from hypernode_host.admission import admit
 from hypernode_host.gpu.models import Slot
-from hypernode_host.gpu.registry import Registration, registrations
 from hypernode_host.jobs import JobSpec
 from hypernode_host.redisproc import free_port
 from hypernode_host.settings import Settings
-from hypernode_host.store import Store
+from hypernode_host.state import Store, redis_url
+from hypernode_host.state.records import Registration
 from hypernode_host.tasks.broker import build_broker, enqueue_job
 from support import wait_for
 
@@ -68,8 +67,7 @@ def assert_no_gpu_shared_at_once(results: Sequence[Mapping[str, Any]]) -> None:
 
 def live(client: redis.Redis, host: str) -> dict[int, Registration]:
     """The live registrations of ``host``'s workers, by slot id."""
-    found = (Registration.parse(r) for r in registrations(client))
-    return {r.slot.id: r for r in found if r is not None and r.host == host}
+    return {r.slot.id: r for r in Store(client).registry.all() if r.host == host}
 
 
 def wait_for_slots(client: redis.Redis, host: str, count: int, timeout: float = 60) -> dict[int, Registration]:
@@ -81,24 +79,23 @@ class DirectQueue:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = Store.from_url(settings.redis_url)
-        self.broker = build_broker(settings.redis_url)
+        self.store = Store.open(settings)
+        self.broker = build_broker(redis_url(settings))
 
     def submit(self, job: dict[str, Any], slots: Sequence[Slot]) -> str:
         queue = admit(JobSpec.parse(job), self.settings, slots).queue
-        assert self.store.record_job(job["id"], job, queue)
+        assert self.store.jobs.record(job["id"], job, queue)
         enqueue_job(self.broker, queue, job["id"])
-        self.store.mark_enqueued(job["id"])
+        self.store.jobs.mark_enqueued(job["id"])
         return queue
 
     def result(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
-        key = f"hn:job:{job_id}"
-        wait_for(lambda: self.store.redis.hget(key, "state") in ("finished", "reported"), timeout=timeout)
-        return dict(json.loads(self.store.job(job_id)["result"]))  # type: ignore[index]
+        record = wait_for(lambda: (r := self.store.jobs.get(job_id)) and r.done and r, timeout=timeout)
+        return record.result()  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self.broker.client.close()
-        self.store.redis.close()
+        self.store.close()
 
 
 @contextmanager

@@ -24,12 +24,12 @@ from hypernode_host.admission import admit
 from hypernode_host.backend.server import BackendThread
 from hypernode_host.errors import JobRejected
 from hypernode_host.gpu.capacity import serving_slots
-from hypernode_host.gpu.registry import registrations
 from hypernode_host.gpu.simulated import simulated_gpus
 from hypernode_host.gpu.slots import plan_node_slots
 from hypernode_host.jobs import JobSpec
 from hypernode_host.redisproc import RedisProcess
 from hypernode_host.settings import Settings
+from hypernode_host.state import Store
 from hypernode_host.tasks.containers import DockerRuntime
 from support import NodeProcess, job_containers, node_env
 
@@ -110,7 +110,7 @@ def test_a_second_host_joins_through_the_first_hosts_redis(docker_runtime: Docke
         # A job only host B's A100s can hold: routed with the live registrations to the memory
         # queue that only B's workers consume (what the bridge admits against, with capacity).
         settings_a = settings_of(env_a)
-        slots = serving_slots(plan_node_slots(settings_a), registrations(client), env_a["HN_NODE_NAME"])
+        slots = serving_slots(plan_node_slots(settings_a), Store(client).registry.all(), env_a["HN_NODE_NAME"])
         big = gpu_job(gpuMemoryMb=40000)
         with pytest.raises(JobRejected, match="no GPU here has that much"):
             admit(JobSpec.parse(big), settings_a, plan_node_slots(settings_a))  # host A alone cannot

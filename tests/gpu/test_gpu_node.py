@@ -16,10 +16,10 @@ from gpu_support import assert_no_gpu_shared_at_once, gpu_job, gpus_seen, live, 
 
 from hypernode_host import constants as C
 from hypernode_host.backend.server import BackendThread
-from hypernode_host.gpu.health import clear_lost, mark_lost
 from hypernode_host.gpu.inventory import discover
 from hypernode_host.gpu.simulated import simulated_gpus
 from hypernode_host.settings import Settings
+from hypernode_host.state.gpuflags import GpuFlags
 from hypernode_host.tasks.containers import DockerRuntime
 from support import NodeProcess, job_containers, node_stack, wait_for
 
@@ -118,7 +118,8 @@ def test_heartbeat_utilization_follows_the_job_on_each_gpu(gpu_node: GpuNode) ->
 
 def test_a_gpu_marked_lost_stops_getting_jobs_until_it_is_back(gpu_node: GpuNode) -> None:
     host, lost = gpu_node.node.node_name, gpu_node.uuids[3]
-    mark_lost(gpu_node.redis, lost, "fell off the bus (test)")
+    flags = GpuFlags(gpu_node.redis)
+    flags.mark_lost(lost, "fell off the bus (test)")
     try:
         sick = wait_for(lambda: not (r := live(gpu_node.redis, host)[3]).healthy and r, timeout=30)
         assert sick.health == f"{lost}: marked lost: fell off the bus (test)"
@@ -131,7 +132,7 @@ def test_a_gpu_marked_lost_stops_getting_jobs_until_it_is_back(gpu_node: GpuNode
         assert {gpus_seen(r)[0] for r in results} <= set(gpu_node.uuids[:3])
         assert "slot 3 (GPU 3 Simulated-GPU) takes no jobs" in gpu_node.node.output()
     finally:
-        clear_lost(gpu_node.redis, lost)
+        flags.clear_lost(lost)
 
     wait_for(lambda: live(gpu_node.redis, host)[3].healthy, timeout=30)
     results = gpu_node.run_all([gpu_job(seconds=4) for _ in range(4)])

@@ -8,10 +8,10 @@ from hypernode_host.errors import ConfigError, JobRejected
 from hypernode_host.gpu.capacity import busy_gpus, serving_slots, unhealthy_slots
 from hypernode_host.gpu.health import Readings, judge, summarize
 from hypernode_host.gpu.models import Slot
-from hypernode_host.gpu.registry import Registration
 from hypernode_host.gpu.simulated import Busy, simulated_gpus, with_load, with_lost
 from hypernode_host.gpu.slots import gpus_for, plan_node_slots, plan_slots, queue_for
 from hypernode_host.settings import Settings
+from hypernode_host.state.records import Registration
 
 MIXED = simulated_gpus("2xRTX4090:24576,1xA100:81920,1xRTX4090:24576")
 
@@ -99,8 +99,12 @@ def test_a_job_gets_the_first_gpus_of_its_slot() -> None:
     assert gpus_for(slot, 0) == ()
 
 
-def registration(host: str, slot: Slot, **fields: object) -> dict[str, str]:
-    return {k: str(v) for k, v in Registration(host=host, slot=slot, **fields).fields().items()}  # type: ignore[arg-type]
+def registration(host: str, slot: Slot, **fields: object) -> Registration:
+    """A registration as the registry reads it back: through the strings it stores."""
+    stored = Registration(host=host, slot=slot, **fields).fields()  # type: ignore[arg-type]
+    parsed = Registration.parse({k: str(v) for k, v in stored.items()})
+    assert parsed is not None
+    return parsed
 
 
 def test_registrations_round_trip() -> None:

@@ -116,7 +116,7 @@ def test_xid_watch_reports_events_per_gpu(fake_nvml: FakeNvml) -> None:
 
 
 def test_slot_monitor_keeps_a_critical_xid_until_restart(fake_nvml: FakeNvml) -> None:
-    monitor = SlotMonitor(client=None, uuids=["GPU-11111111-aaaa"], simulated=False)  # type: ignore[arg-type]
+    monitor = SlotMonitor(flags=None, uuids=["GPU-11111111-aaaa"], simulated=False)  # type: ignore[arg-type]
     monitor.open()
     try:
         assert monitor.check() == (True, "ok")
@@ -131,7 +131,7 @@ def test_slot_monitor_keeps_a_critical_xid_until_restart(fake_nvml: FakeNvml) ->
 
 
 def test_slot_monitor_reports_a_lost_gpu_and_a_lost_driver(fake_nvml: FakeNvml) -> None:
-    monitor = SlotMonitor(client=None, uuids=["GPU-22222222-bbbb"], simulated=False)  # type: ignore[arg-type]
+    monitor = SlotMonitor(flags=None, uuids=["GPU-22222222-bbbb"], simulated=False)  # type: ignore[arg-type]
     monitor.open()
     try:
         fake_nvml.gpus[1].lost = True

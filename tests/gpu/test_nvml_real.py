@@ -41,7 +41,7 @@ def test_health_of_every_gpu_reads_clean(real_nvml: Any) -> None:
 
 def test_a_slot_monitor_watches_xids_and_reads_healthy(real_nvml: Any) -> None:
     slot = plan_slots(nvml.list_gpus(), 0)[0]
-    monitor = SlotMonitor(client=None, uuids=slot.gpu_uuids, simulated=False)  # type: ignore[arg-type]
+    monitor = SlotMonitor(flags=None, uuids=slot.gpu_uuids, simulated=False)  # type: ignore[arg-type]
     monitor.open()
     try:
         assert monitor.check() == (True, "ok")

@@ -12,9 +12,11 @@ import pytest
 import redis
 
 from hypernode_host.errors import GpuError
-from hypernode_host.gpu.leases import LEASE_KEY, GpuLeases, owner_id
 from hypernode_host.gpu.simulated import simulated_gpus
 from hypernode_host.redisproc import RedisProcess
+from hypernode_host.state import keys
+from hypernode_host.state.holders import owner_id
+from hypernode_host.state.leases import GpuLeases
 from hypernode_host.tasks.containers import DockerRuntime
 from support import NodeProcess, node_env, wait_for
 
@@ -75,7 +77,7 @@ def test_a_second_worker_process_on_held_gpus_exits_with_the_reason(
     env = node_env(redis_server.url, "ws://127.0.0.1:9", "unused", tmp_path, HN_SIMULATE_GPUS="2", HN_CPU_SLOTS="0")
     [first_gpu, _] = [g.uuid for g in simulated_gpus("2", seed=env["HN_NODE_NAME"])]
     with NodeProcess(env, ("worker", "--slot", "0")) as first:
-        holder = wait_for(lambda: redis_client.get(LEASE_KEY.format(uuid=first_gpu)), timeout=30)
+        holder = wait_for(lambda: redis_client.get(keys.GPU_LEASE.format(uuid=first_gpu)), timeout=30)
         assert f"/pid-{first.proc.pid}/" in holder  # type: ignore[union-attr]
 
         second = subprocess.run(
@@ -90,8 +92,8 @@ def test_a_second_worker_process_on_held_gpus_exits_with_the_reason(
         assert second.returncode == 1
         reason = f"error: GPU {first_gpu} is already held by worker {holder}; refusing to start a second worker on it"
         assert second.stderr.strip().splitlines()[-1] == reason
-        assert redis_client.get(LEASE_KEY.format(uuid=first_gpu)) == holder  # the first keeps its GPU
+        assert redis_client.get(keys.GPU_LEASE.format(uuid=first_gpu)) == holder  # the first keeps its GPU
         assert first.proc.poll() is None  # type: ignore[union-attr]
         assert first.stop() == 0
 
-    assert redis_client.get(LEASE_KEY.format(uuid=first_gpu)) is None  # released on a clean stop
+    assert redis_client.get(keys.GPU_LEASE.format(uuid=first_gpu)) is None  # released on a clean stop

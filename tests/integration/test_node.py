@@ -19,9 +19,8 @@ from typing import Any
 import pytest
 import redis
 
-from hypernode_host import constants as C
 from hypernode_host.backend.server import BackendThread
-from hypernode_host.gpu import registry
+from hypernode_host.state import Store, keys
 from hypernode_host.tasks.containers import DockerRuntime
 from support import NodeProcess, job_containers, node_stack, wait_for
 
@@ -118,7 +117,7 @@ def test_bad_job_gets_an_error_result_and_is_not_enqueued(harness: Harness) -> N
     assert result["exitCode"] == -1
     assert result["logs"].startswith("invalid job: memoryLimit")
     assert "\n" not in result["logs"]
-    record = harness.redis.hgetall(C.JOB_KEY.format(job_id=result["id"]))
+    record = harness.redis.hgetall(keys.JOB.format(job_id=result["id"]))
     assert record["state"] in ("finished", "reported") and "enqueued" not in record
 
 
@@ -139,15 +138,15 @@ def test_a_job_id_seen_before_is_never_run_twice(harness: Harness) -> None:
     wait_for(lambda: len(harness.backend.results(job["id"])) == 2, timeout=10)  # its result again...
     again = harness.backend.results(job["id"])[1]
     assert again == first  # ...identical: not a second run
-    assert harness.redis.hget(C.JOB_KEY.format(job_id=job["id"]), "attempt") == "1"
+    assert harness.redis.hget(keys.JOB.format(job_id=job["id"]), "attempt") == "1"
 
 
 def test_results_are_acknowledged_and_leave_the_outbox(harness: Harness) -> None:
     result = harness.run(script="print('done')")
 
-    key = C.JOB_KEY.format(job_id=result["id"])
+    key = keys.JOB.format(job_id=result["id"])
     wait_for(lambda: harness.redis.hget(key, "state") == "reported", timeout=10)
-    pending = [json.loads(f["result"])["id"] for _, f in harness.redis.xrange(C.REPLY_STREAM)]
+    pending = [json.loads(f["result"])["id"] for _, f in harness.redis.xrange(keys.REPLY_STREAM)]
     assert result["id"] not in pending
 
 
@@ -223,7 +222,7 @@ def test_submit_cli_exits_2_when_no_result_in_time(harness: Harness) -> None:
 
 
 def _worker_pids(redis_client: redis.Redis) -> dict[int, int]:
-    return {int(info["slot"]): int(info["pid"]) for info in registry.registrations(redis_client)}
+    return {r.slot.id: r.pid for r in Store(redis_client).registry.all()}
 
 
 def test_up_restarts_a_crashed_worker(harness: Harness) -> None:

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import redis
 
-from hypernode_host import constants as C
 from hypernode_host.backend.server import BackendThread
-from hypernode_host.gpu import registry
 from hypernode_host.redisproc import RedisProcess
+from hypernode_host.state import Store, keys
+from hypernode_host.state.records import Registration
 from support import TEST_IMAGE, NodeProcess, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,6 +114,7 @@ class Node:
         self.env = env
         self.redis_server = redis_server
         self.redis = redis.Redis.from_url(redis_server.url, decode_responses=True)
+        self.store = Store.from_url(redis_server.url)
         self.parts: list[NodeProcess] = []
 
     def start(self, *args: str) -> NodeProcess:
@@ -145,11 +146,11 @@ class Node:
         return self.result(self.send(**job))
 
     def record(self, job_id: str) -> dict[str, str]:
-        return self.redis.hgetall(C.JOB_KEY.format(job_id=job_id))
+        return self.redis.hgetall(keys.JOB.format(job_id=job_id))
 
-    def redis_workers(self) -> list[dict[str, str]]:
+    def redis_workers(self) -> list[Registration]:
         """This node's live worker registrations, as stored."""
-        return [w for w in registry.registrations(self.redis) if w.get("host") == self.env["HN_NODE_NAME"]]
+        return [w for w in self.store.registry.all() if w.host == self.env["HN_NODE_NAME"]]
 
     def output(self) -> str:
         return "\n".join(part.output() for part in self.parts)
@@ -157,7 +158,7 @@ class Node:
     def wait_ready(self, slots: int) -> None:
         """The bridge registered and heartbeating, and ``slots`` workers registered."""
         self.backend.wait_for_node(timeout=30)
-        wait_for(lambda: self.redis.hget(C.NODE_KEY, "heartbeat_at"), timeout=30)
+        wait_for(lambda: self.redis.hget(keys.NODE, "heartbeat_at"), timeout=30)
         wait_for(lambda: len(self.cli_json("workers")["workers"]) >= slots and self._alive() == slots, timeout=30)
 
     def _alive(self) -> int:
@@ -168,3 +169,4 @@ class Node:
             part.stop()
             part.log_path.unlink(missing_ok=True)
         self.redis.close()
+        self.store.close()

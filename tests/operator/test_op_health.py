@@ -10,8 +10,10 @@ from collections.abc import Iterator
 import pytest
 from operator_support import Node, run_cli
 
-from hypernode_host import constants as C
+from hypernode_host.gpu.models import Slot
 from hypernode_host.health import Level, check_docker
+from hypernode_host.state import keys
+from hypernode_host.state.records import Registration
 from hypernode_host.tasks.containers import DockerRuntime
 from support import node_stack, wait_for
 
@@ -60,7 +62,7 @@ def test_check_fails_when_a_worker_is_killed(parts: Node) -> None:
 def test_check_without_a_way_to_docker_trusts_what_the_workers_last_saw(parts: Node) -> None:
     """compose's cli service has no Docker socket; the workers have it and say what the engine answered."""
     no_socket = {**parts.env, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
-    wait_for(lambda: all(w.get("docker") for w in parts.redis_workers()), timeout=20)
+    wait_for(lambda: all(w.docker for w in parts.redis_workers()), timeout=20)
 
     done = run_cli("check", "--json", env=no_socket)
 
@@ -74,12 +76,16 @@ class _Unreachable:
         return "unknown"
 
 
+def _worker(slot: int, docker: str) -> Registration:
+    return Registration("host", Slot(id=slot), docker=docker)
+
+
 def test_docker_fails_when_neither_we_nor_every_worker_reach_it() -> None:
     assert check_docker(_Unreachable(), []).level is Level.FAIL  # type: ignore[arg-type]
-    finding = check_docker(_Unreachable(), [{"docker": "20.10.24"}, {"docker": ""}])  # type: ignore[arg-type]
+    finding = check_docker(_Unreachable(), [_worker(0, "20.10.24"), _worker(1, "")])  # type: ignore[arg-type]
     assert finding.level is Level.FAIL
     assert finding.detail == "the Docker engine does not answer; 1 of 2 workers cannot reach it either"
-    assert check_docker(_Unreachable(), [{"docker": "20.10.24"}]).level is Level.OK  # type: ignore[arg-type]
+    assert check_docker(_Unreachable(), [_worker(0, "20.10.24")]).level is Level.OK  # type: ignore[arg-type]
 
 
 def test_a_worker_of_another_pid_namespace_is_judged_by_its_registration_ttl(parts: Node) -> None:
@@ -89,7 +95,7 @@ def test_a_worker_of_another_pid_namespace_is_judged_by_its_registration_ttl(par
     assert worker.proc is not None
     os.kill(worker.proc.pid, signal.SIGKILL)
     worker.proc.wait()
-    key = C.WORKER_KEY.format(host=parts.env["HN_NODE_NAME"], slot=0)
+    key = keys.WORKER.format(host=parts.env["HN_NODE_NAME"], slot=0)
     parts.redis.hset(key, "pidns", "0123456789abcdef")  # as a worker in another container writes it
 
     done = parts.cli("check", "--slot", "0")

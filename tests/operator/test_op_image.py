@@ -8,7 +8,8 @@ import json
 import pytest
 from operator_support import DOCKER_SOCKET, docker, socket_gid
 
-from hypernode_host import AGENT_VERSION, pidns
+from hypernode_host import AGENT_VERSION
+from hypernode_host.state import holders
 
 pytestmark = pytest.mark.timeout(900)  # the first test here may build the image (agent_image)
 
@@ -47,10 +48,10 @@ def test_a_container_has_a_pid_namespace_of_its_own(agent_image: str) -> None:
     """Even on the host's network (and so with its host name), a worker in a container has its own pids."""
     inside = docker(
         "run", "--rm", "--network", "host", "--entrypoint", "python", agent_image,
-        "-c", "from hypernode_host import pidns; print(pidns.current())",
+        "-c", "from hypernode_host.state import holders; print(holders.current())",
     )  # fmt: skip
     assert inside.returncode == 0, inside.stderr
-    assert len(inside.stdout.strip()) == 16 and inside.stdout.strip() != pidns.current()
+    assert len(inside.stdout.strip()) == 16 and inside.stdout.strip() != holders.current()
 
 
 def test_doctor_runs_in_the_image_and_reaches_docker_through_the_group(agent_image: str) -> None:

@@ -11,6 +11,7 @@ from operator_support import Node
 from hypernode_host import constants as C
 from hypernode_host.deadletters import DROPPED_REASON
 from hypernode_host.inspection import dramatiq_key
+from hypernode_host.state import keys
 from support import wait_for
 
 BLOCKER = "import time\nprint('holding the slot', flush=True)\ntime.sleep(120)\n"
@@ -128,7 +129,7 @@ def _dead_letter(node: Node) -> str:
     blocker = _hold_the_slot(node)
     victim = node.send(script="print('ran after the requeue: done')")
     wait_for(lambda: node.record(victim).get("enqueued") == "1", timeout=20)
-    node.redis.hset(C.JOB_KEY.format(job_id=victim), "job", "{damaged")
+    node.redis.hset(keys.JOB.format(job_id=victim), "job", "{damaged")
     node.backend.cancel(blocker)
     assert node.result(blocker)["status"] == "cancelled"
     wait_for(lambda: victim in _job_ids_of_dead(node), timeout=30)
@@ -148,7 +149,7 @@ def test_dead_requeue_runs_the_job_again(node: Node) -> None:
 
     # The operator repairs what made it fail, then requeues it.
     job = {"id": victim, "script": "print('ran after the requeue: done')", "memoryLimit": "256m", "cpuLimit": 1.0}
-    node.redis.hset(C.JOB_KEY.format(job_id=victim), "job", json.dumps(job))
+    node.redis.hset(keys.JOB.format(job_id=victim), "job", json.dumps(job))
     done = node.cli("dead", "requeue", victim)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"requeued 1 job(s): {victim}"

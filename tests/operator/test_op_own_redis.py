@@ -21,8 +21,8 @@ from operator_support import run_cli
 
 from hypernode_host.backend.server import BackendThread
 from hypernode_host.errors import ConfigError
-from hypernode_host.redisproc import URL_FILE, embedded_url
 from hypernode_host.settings import Settings
+from hypernode_host.state.connect import URL_FILE, own_redis_url, redis_url
 from hypernode_host.tasks.containers import DockerRuntime
 from support import NodeProcess, job_containers, node_env, wait_for
 
@@ -60,7 +60,7 @@ class OwnRedisNode:
             raise AssertionError(f"no result for {job_id}; node output:\n{output}") from None
 
     def client(self) -> redis.Redis:
-        url = embedded_url(self.state)
+        url = own_redis_url(self.state)
         assert url is not None
         return redis.Redis.from_url(url, decode_responses=True)
 
@@ -128,7 +128,7 @@ def test_up_runs_jobs_on_its_own_durable_private_redis_and_every_command_finds_i
     assert own.run("echo three")["status"] == "completed"
     listed = json.loads(own.cli("jobs", "--json").stdout)["jobs"]
     assert len(listed) == 3 and {j["status"] for j in listed} == {"completed"}
-    assert embedded_url(own.state) != url  # a fresh password at every start
+    assert own_redis_url(own.state) != url  # a fresh password at every start
     assert job_containers(own.env["HN_NODE_NAME"]) == []
 
 
@@ -164,16 +164,17 @@ def test_a_redis_left_running_by_a_killed_up_keeps_its_data_from_a_second_server
     own.start()  # once that Redis is gone, the node starts again on the same data
 
 
-def test_without_hn_redis_url_the_settings_use_the_url_up_wrote(tmp_path: Path) -> None:
-    assert Settings.from_env({"HN_STATE_DIR": str(tmp_path)}).redis_url == "redis://127.0.0.1:6379/0"
+def test_without_hn_redis_url_commands_connect_to_the_url_up_wrote(tmp_path: Path) -> None:
+    assert redis_url(Settings.from_env({"HN_STATE_DIR": str(tmp_path)})) == "redis://127.0.0.1:6379/0"
     (tmp_path / URL_FILE).write_text("unix://:pw@/x/redis.sock?db=0\n")
 
     own = Settings.from_env({"HN_STATE_DIR": str(tmp_path)})
     given = Settings.from_env({"HN_STATE_DIR": str(tmp_path), "HN_REDIS_URL": "redis://10.0.0.5:6379/0"})
 
-    assert (own.redis_url, own.own_redis) == ("unix://:pw@/x/redis.sock?db=0", True)
-    assert (given.redis_url, given.own_redis) == ("redis://10.0.0.5:6379/0", False)
+    assert (redis_url(own), own.own_redis) == ("unix://:pw@/x/redis.sock?db=0", True)
+    assert (redis_url(given), given.own_redis) == ("redis://10.0.0.5:6379/0", False)
     (tmp_path / URL_FILE).unlink()
     (tmp_path / URL_FILE).mkdir()  # unreadable as a file, even for root
+    unreadable = Settings.from_env({"HN_STATE_DIR": str(tmp_path)})  # settings read no file
     with pytest.raises(ConfigError, match=r"HN_REDIS_URL is not set and .*redis.url cannot be read"):
-        Settings.from_env({"HN_STATE_DIR": str(tmp_path)})
+        redis_url(unreadable)

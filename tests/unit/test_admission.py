@@ -10,8 +10,8 @@ from hypernode_host import constants as C
 from hypernode_host.admission import admit, image_allowed
 from hypernode_host.bridge.backoff import reconnect_delays
 from hypernode_host.errors import ConfigError, JobRejected
-from hypernode_host.gpu import plan_slots
 from hypernode_host.gpu.simulated import parse_spec, simulated_gpus
+from hypernode_host.gpu.slots import plan_slots
 from hypernode_host.jobs import JobSpec, parse_requirements, parse_size
 from hypernode_host.settings import Settings
 

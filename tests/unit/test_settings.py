@@ -20,7 +20,7 @@ def test_upstream_defaults(tmp_path: Path) -> None:
     assert settings.job_timeout == 300
     assert settings.max_log_size == 10_000
     assert settings.reconnect_delay == 5
-    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.redis_url is None and settings.own_redis  # the node's own Redis (state.connect finds it)
     assert settings.job_image == "python:3.11-slim"
     assert settings.cpu_slots == 1
     assert settings.simulate_gpus is None

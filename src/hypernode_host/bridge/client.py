@@ -22,10 +22,8 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import redis.exceptions
 from dramatiq.brokers.redis import RedisBroker
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -50,14 +48,14 @@ from hypernode_host.bridge.session import (
 )
 from hypernode_host.bridge.throttle import Throttle
 from hypernode_host.bridge.wirelog import wire_logger
+from hypernode_host.core.clock import now_ms, utc_timestamp
 from hypernode_host.errors import AuthError, HypernodeError
-from hypernode_host.gpu import registry
 from hypernode_host.gpu.capacity import unhealthy_slots
 from hypernode_host.gpu.models import GpuInfo, Slot
 from hypernode_host.messages import ErrorMessage, HeartbeatStats, HostInfo, encode, plain
 from hypernode_host.proofs import NodeKey
 from hypernode_host.settings import Settings
-from hypernode_host.store import Store, now_ms
+from hypernode_host.state import RedisDown, Store, redis_url
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +65,6 @@ OUTBOX_BLOCK_MS = 1000
 STATS_LEAD_MAX_S = 1.0  # heartbeat stats are read up to this long before the beat is due
 REDIS_RETRY_FIRST_S = 0.1
 REDIS_RETRY_MAX_S = 2.0
-# What a Redis restart or outage raises (BusyLoadingError, while it reloads its AOF, is a ConnectionError).
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 AUTH_STATUSES = (401, 403)  # answers to the handshake that retrying cannot change
 
 
@@ -103,10 +99,6 @@ class _Link:
     refusals: Throttle = field(default_factory=Throttle)
     backend_errors: Throttle = field(default_factory=Throttle)
     registered_once: bool = False
-
-
-def utc_timestamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _describe(exc: BaseException) -> str:
@@ -156,7 +148,7 @@ class Bridge:
         """Connect and reconnect (full-jitter backoff) until stopped; AuthError when refused."""
         try:
             await self._redis(self.intake.reconcile)
-            self.session.node_id = await self._redis(self.store.node_id)
+            self.session.node_id = await self._redis(self.store.node.node_id)
             delays = self._delays()
             while not self.stop.is_set():
                 if await self._connect_once():
@@ -260,7 +252,7 @@ class Bridge:
                 await self._on_job(job_id, fields, link.ws)
             case CancelRequested(job_id):
                 log.info("job %s: cancel requested by the backend", job_id)
-                await self._redis(self.store.request_cancel, job_id)
+                await self._redis(self.store.cancels.request, job_id)
             case ResultAcked(job_id, entry_id):
                 await self._redis(self._acknowledged, job_id, entry_id)
             case AuthFailed(reason):
@@ -284,7 +276,7 @@ class Bridge:
         elif event.resumed:
             log.info("resumed node %s", event.node_id)
         log.info("Registered as node: %s", event.node_id)  # upstream's start.sh reads the id from this line
-        await self._redis(self.store.set_node, node_id=event.node_id, registered_at=now_ms())
+        await self._redis(self.store.node.registered, event.node_id, now_ms())
         if not link.registered_once:  # a second `registered` on the same connection starts nothing new
             link.registered_once = True
             link.helpers.append(asyncio.create_task(self._guarded(link.ws, self._heartbeats)))
@@ -314,7 +306,7 @@ class Bridge:
         """Send every result in the outbox, oldest first, then each new one as it lands."""
         last = "0-0"  # from the start on every connection: whatever is still here was never acked
         while True:
-            entries = await self._redis(self.store.wait_outbox, last, OUTBOX_BLOCK_MS)
+            entries = await self._redis(self.store.outbox.wait, last, OUTBOX_BLOCK_MS)
             for entry in entries:
                 last = entry.entry_id
                 self.session.result_sent(entry.job_id, entry.entry_id)
@@ -325,7 +317,7 @@ class Bridge:
         if entry_id is None:
             log.debug("job %s: a copy of its result acknowledged", job_id)
             return
-        self.store.acknowledge(entry_id, job_id)
+        self.store.outbox.acknowledge(entry_id, job_id)
         log.info("job %s: result acknowledged", job_id)
 
     # Heartbeats ------------------------------------------------------------------------------
@@ -356,7 +348,7 @@ class Bridge:
         refused, self._unsaved_refusals = self._unsaved_refusals, 0
         try:
             self._stats = await asyncio.to_thread(self._read_stats, refused, self._beat_sent_ms)
-        except REDIS_DOWN as exc:
+        except RedisDown as exc:
             self._unsaved_refusals += refused
             self._redis_unavailable(exc)
         except Exception:  # a background task: nobody else would ever see this
@@ -364,18 +356,18 @@ class Bridge:
 
     def _read_stats(self, refused: int, beat_sent_ms: int) -> HeartbeatStats:
         if refused:
-            self.store.incr_node_counter("frames_refused", refused)
+            self.store.node.count("frames_refused", refused)
         if beat_sent_ms:
-            self.store.set_node(heartbeat_at=beat_sent_ms)
-        counters = self.store.counters()
-        queued, running = self.store.active_counts()
-        registrations = registry.registrations(self.store.redis)
+            self.store.node.heartbeat(beat_sent_ms)
+        counters = self.store.stats.counters()
+        queued, running = self.store.jobs.active_counts()
+        registrations = self.store.registry.all()
         sick = unhealthy_slots(registrations)
         if sick != self._unhealthy:
             for line in sorted(set(sick) - set(self._unhealthy)):
                 log.warning("slot takes no jobs: %s", line)
             self._unhealthy = sick
-        idle = sum(1 for r in registrations if r.get("healthy", "1") == "1" and not r.get("job"))
+        idle = sum(1 for r in registrations if r.healthy and not r.job)
         return HeartbeatStats(
             jobs_completed=counters.get("completed", 0),
             jobs_failed=counters.get("failed", 0),
@@ -403,7 +395,7 @@ class Bridge:
         while True:
             try:
                 return await asyncio.to_thread(call, *args, **kwargs)
-            except REDIS_DOWN as exc:
+            except RedisDown as exc:
                 self._redis_unavailable(exc)
             if await self._stopped_within(delay):
                 raise _Stopping
@@ -412,8 +404,8 @@ class Bridge:
     async def _count(self, name: str) -> None:
         """Bump a node counter; a counter is not worth waiting for Redis."""
         try:
-            await asyncio.to_thread(self.store.incr_node_counter, name)
-        except REDIS_DOWN as exc:
+            await asyncio.to_thread(self.store.node.count, name)
+        except RedisDown as exc:
             self._redis_unavailable(exc)
 
     def _redis_unavailable(self, exc: Exception) -> None:
@@ -445,29 +437,30 @@ class Bridge:
     def close(self) -> None:
         """Close the Redis connections (the broker's and the store's)."""
         self.broker.close()
-        self.store.redis.close()
+        self.store.close()
 
 
 def build_bridge(settings: Settings, tuning: Tuning | None = None) -> Bridge:
     """A Bridge from settings: GPUs, slots, Redis, the Dramatiq broker, the node key, Docker's version."""
     from hypernode_host.bridge.engine import docker_version
-    from hypernode_host.gpu import discover, plan_node_slots
+    from hypernode_host.gpu.inventory import discover
+    from hypernode_host.gpu.slots import plan_node_slots
     from hypernode_host.tasks.broker import build_broker
 
     settings.token()
     slots = plan_node_slots(settings)  # the slots the workers plan too: admission must agree with them
     has_gpus = any(slot.gpus for slot in slots)
     key = NodeKey.load_or_create(settings.key_file)
-    store = Store.from_url(settings.redis_url)
+    store = Store.open(settings)
 
     def current_gpus() -> list[GpuInfo]:
         # With Redis, simulated GPUs show the load of the jobs the workers run on them.
-        return discover(settings, store.redis) if has_gpus else []
+        return discover(settings, store) if has_gpus else []
 
     return Bridge(
         settings,
         store,
-        build_broker(settings.redis_url),
+        build_broker(redis_url(settings)),
         key,
         slots,
         current_gpus,

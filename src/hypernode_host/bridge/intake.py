@@ -8,7 +8,6 @@ backend sends it again) or by ``reconcile`` when the bridge starts.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,15 +16,15 @@ from typing import Any
 from dramatiq.brokers.redis import RedisBroker
 
 from hypernode_host.admission import admit
+from hypernode_host.core.clock import now_ms
 from hypernode_host.errors import JobRejected
-from hypernode_host.gpu import registry
 from hypernode_host.gpu.capacity import serving_slots
 from hypernode_host.gpu.models import Slot
 from hypernode_host.jobs import JobSpec, JobState
 from hypernode_host.proofs import NodeKey
 from hypernode_host.results import error_result
 from hypernode_host.settings import Settings
-from hypernode_host.store import Store, now_ms
+from hypernode_host.state import Store
 from hypernode_host.tasks.broker import enqueue_job
 
 log = logging.getLogger(__name__)
@@ -64,18 +63,18 @@ class Intake:
         result is already in the outbox, which sends it.
         """
         queue, _ = self._admit(fields)
-        if self.store.record_job(job_id, fields, queue):
+        if self.store.jobs.record(job_id, fields, queue):
             self._complete(job_id, fields, queue)
             return None
         return self._known(job_id)
 
     def reconcile(self) -> None:
         """Complete the intake of jobs recorded by a bridge that died before it could enqueue them."""
-        for job_id in self.store.unenqueued():
-            record = self.store.job(job_id) or {}
-            if "job" in record:
+        for job_id in self.store.jobs.unenqueued():
+            record = self.store.jobs.get(job_id)
+            if record is not None and record.job_json:
                 log.info("job %s: completing its intake after a bridge restart", job_id)
-                self._complete(job_id, json.loads(record["job"]), record.get("queue", ""))
+                self._complete(job_id, record.job(), record.queue)
 
     def _admit(self, fields: Mapping[str, Any]) -> tuple[str, str]:
         """(queue, "") for a job this node takes; ("", the one-line reason) for one it refuses."""
@@ -86,36 +85,35 @@ class Intake:
 
     def serving_slots(self) -> list[Slot]:
         """This host's healthy slots plus the live healthy slots of hosts that joined its Redis."""
-        registrations = registry.registrations(self.store.redis)
-        return serving_slots(self.slots, registrations, self.settings.node_name)
+        return serving_slots(self.slots, self.store.registry.all(), self.settings.node_name)
 
     def _complete(self, job_id: str, fields: Mapping[str, Any], queue: str) -> None:
         """Enqueue a recorded job, or put its refusal in the outbox as an error result."""
         if queue:
             enqueue_job(self.broker, queue, job_id)
-            self.store.mark_enqueued(job_id)
+            self.store.jobs.mark_enqueued(job_id)
             log.info("job %s: queued on %s", job_id, queue)
             return
         # Recorded as refused: it stays refused even if the settings changed since (it was never enqueued).
         reason = self._admit(fields)[1] or "job refused by this node"
         log.warning("job %s refused: %s", job_id, reason)
         result = error_result(
-            job_id=job_id, job=fields, node_id=self.store.node_id(), key=self.key, reason=reason, at_ms=now_ms()
+            job_id=job_id, job=fields, node_id=self.store.node.node_id(), key=self.key, reason=reason, at_ms=now_ms()
         )
-        self.store.finish_job(job_id, result.model_dump(mode="json"))
+        self.store.jobs.finish(job_id, result.model_dump(mode="json"))
 
     def _known(self, job_id: str) -> Pending | Reported | None:
-        record = self.store.job(job_id) or {}
-        state = record.get("state", "")
-        if state == JobState.REPORTED and "result" in record:
-            log.info("job %s: already reported; its result is sent again, the job is not run again", job_id)
-            return Reported(job_id, record["result"])
-        if state == JobState.QUEUED and "enqueued" not in record and "job" in record:
+        record = self.store.jobs.get(job_id)
+        if record is not None and record.state is JobState.QUEUED and not record.enqueued and record.job_json:
             log.info("job %s: completing an intake that was cut short", job_id)
-            self._complete(job_id, json.loads(record["job"]), record.get("queue", ""))
-            state = (self.store.job(job_id) or {}).get("state", state)
-        if state in (JobState.QUEUED, JobState.RUNNING):
+            self._complete(job_id, record.job(), record.queue)
+            record = self.store.jobs.get(job_id)
+        state = record.state if record is not None else None
+        if state is JobState.REPORTED and record is not None and record.result_json is not None:
+            log.info("job %s: already reported; its result is sent again, the job is not run again", job_id)
+            return Reported(job_id, record.result_json)
+        if state is JobState.QUEUED or state is JobState.RUNNING:
             log.info("job %s: already %s; not run again", job_id, state)
-            return Pending(job_id, JobState(state))
+            return Pending(job_id, state)
         log.info("job %s: already finished; its result is in the outbox", job_id)
         return None

@@ -1,47 +1,40 @@
 """What the node as a whole can serve: this host's slots and those of other hosts' live workers.
 
-Pure: registrations come in as the plain hashes ``gpu.registry.registrations`` reads, so the
-bridge calls these in a thread with fresh data and tests call them with literals.
+Pure: registrations come in as the records ``store.registry.all()`` reads, so the bridge calls
+these in a thread with fresh data and tests call them with literals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 
 from hypernode_host.gpu.models import Slot
-from hypernode_host.gpu.registry import Registration
 from hypernode_host.gpu.simulated import Busy
+from hypernode_host.state.records import Registration
 
 
-def _parsed(registrations: Iterable[Mapping[str, str]]) -> list[Registration]:
-    return [r for r in map(Registration.parse, registrations) if r is not None]
-
-
-def serving_slots(local: Sequence[Slot], registrations: Iterable[Mapping[str, str]], host: str) -> list[Slot]:
+def serving_slots(local: Sequence[Slot], registrations: Sequence[Registration], host: str) -> list[Slot]:
     """The slots that may take jobs now: what admission routes against.
 
     This host's planned slots count from the start (their workers may not have registered
     yet), except one with a GPU found unhealthy or whose worker reports it unhealthy. Another
     host's slot counts while its worker is registered and healthy.
     """
-    parsed = _parsed(registrations)
-    sick_here = {r.slot.id for r in parsed if r.host == host and not r.healthy}
+    sick_here = {r.slot.id for r in registrations if r.host == host and not r.healthy}
     slots = [s for s in local if s.healthy and s.id not in sick_here]
-    slots += [r.slot for r in parsed if r.host != host and r.healthy]
+    slots += [r.slot for r in registrations if r.host != host and r.healthy]
     return slots
 
 
-def unhealthy_slots(registrations: Iterable[Mapping[str, str]]) -> list[str]:
+def unhealthy_slots(registrations: Sequence[Registration]) -> list[str]:
     """One line per registered slot that takes no jobs, for the heartbeat log and ``check``."""
-    return [
-        f"{r.host} {r.slot.describe()}: {r.health}" for r in sorted(_parsed(registrations), key=_order) if not r.healthy
-    ]
+    return [f"{r.host} {r.slot.describe()}: {r.health}" for r in sorted(registrations, key=_order) if not r.healthy]
 
 
-def busy_gpus(registrations: Iterable[Mapping[str, str]], host: str) -> dict[str, Busy]:
+def busy_gpus(registrations: Sequence[Registration], host: str) -> dict[str, Busy]:
     """GPU UUID → the job running on it, for ``host``'s registered workers."""
     busy: dict[str, Busy] = {}
-    for r in _parsed(registrations):
+    for r in registrations:
         if r.host == host and r.job:
             busy.update({uuid: Busy(r.job, r.job_gpu_memory_mb) for uuid in r.job_gpus})
     return busy

@@ -6,21 +6,14 @@ driver reported a critical Xid for it. A slot with an unhealthy GPU stops taking
 worker keeps its registration (``healthy=0`` and the reason) so the heartbeat and ``check``
 can say why, and resumes by itself once the GPU is healthy again.
 
-Simulated GPUs have no driver to fail, so a test or an operator loses one on purpose:
-``SET hn:gpu-lost:<uuid> "<reason>"`` marks it lost (``DEL`` heals it). Only simulated GPUs
-read these keys; a real GPU's health comes from NVML alone.
+Simulated GPUs have no driver to fail: a test or an operator marks one lost in Redis
+(state/gpuflags.py), and ``simulated_health`` reads those marks as the verdict.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-
-import redis
-
-from hypernode_host import constants as C
-
-LOST_KEY = C.PREFIX + ":gpu-lost:{uuid}"
 
 # Xids the driver reports for a job's own faults: the GPU itself is fine. The same list as
 # NVIDIA's k8s-device-plugin (internal/rm/health.go); every other critical Xid marks the GPU.
@@ -79,25 +72,5 @@ def summarize(health: Iterable[GpuHealth]) -> tuple[bool, str]:
 # Simulated GPUs -------------------------------------------------------------------------------
 
 
-def mark_lost(client: redis.Redis, uuid: str, reason: str = "simulated GPU lost") -> None:
-    client.set(LOST_KEY.format(uuid=uuid), reason)
-
-
-def clear_lost(client: redis.Redis, uuid: str) -> None:
-    client.delete(LOST_KEY.format(uuid=uuid))
-
-
-def lost_marks(client: redis.Redis, uuids: Sequence[str]) -> dict[str, str]:
-    """The simulated GPUs among ``uuids`` marked lost, with the reason given."""
-    if not uuids:
-        return {}
-    values = client.mget([LOST_KEY.format(uuid=u) for u in uuids])
-    return {u: _text(v) for u, v in zip(uuids, values, strict=True) if v is not None}
-
-
 def simulated_health(uuids: Sequence[str], marks: Mapping[str, str]) -> list[GpuHealth]:
     return [GpuHealth(u, u not in marks, f"marked lost: {marks[u]}" if u in marks else "ok") for u in uuids]
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value

@@ -7,33 +7,30 @@ from __future__ import annotations
 
 import logging
 
-import redis
-
 from hypernode_host.errors import GpuError
 from hypernode_host.gpu import nvml
 from hypernode_host.gpu.capacity import busy_gpus
-from hypernode_host.gpu.health import lost_marks
 from hypernode_host.gpu.models import GpuInfo
-from hypernode_host.gpu.registry import registrations
 from hypernode_host.gpu.simulated import simulated_gpus, with_load, with_lost
 from hypernode_host.settings import Settings
+from hypernode_host.state import RedisError, Store
 
 log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT_S = 2.0  # `gpus` must answer even when Redis is down: then the GPUs read idle
 
 
-def discover(settings: Settings, client: redis.Redis | None = None) -> list[GpuInfo]:
+def discover(settings: Settings, store: Store | None = None) -> list[GpuInfo]:
     """The node's GPUs; an empty list (and one log line) when there is no driver or GPU.
 
-    Simulated GPUs read their load and lost marks from Redis: through ``client`` when the
+    Simulated GPUs read their load and lost marks from Redis: through ``store`` when the
     caller has one (the bridge, every heartbeat), else over a connection opened for the call.
     """
     if settings.simulate_gpus is not None:
         gpus = simulated_gpus(settings.simulate_gpus, seed=settings.node_name)
-        if client is not None:
-            return observe_simulated(client, settings.node_name, gpus)
-        with _connect(settings.redis_url) as own:
+        if store is not None:
+            return observe_simulated(store, settings.node_name, gpus)
+        with Store.open(settings, timeout_s=REDIS_TIMEOUT_S) as own:
             return observe_simulated(own, settings.node_name, gpus)
     try:
         return nvml.list_gpus()
@@ -42,20 +39,14 @@ def discover(settings: Settings, client: redis.Redis | None = None) -> list[GpuI
         return []
 
 
-def observe_simulated(client: redis.Redis, host: str, gpus: list[GpuInfo]) -> list[GpuInfo]:
+def observe_simulated(store: Store, host: str, gpus: list[GpuInfo]) -> list[GpuInfo]:
     """Simulated GPUs as ``host``'s running jobs and the lost marks in Redis make them read now."""
     if not gpus:
         return gpus
     try:
-        busy = busy_gpus(registrations(client), host)
-        marks = lost_marks(client, [g.uuid for g in gpus])
-    except redis.RedisError as exc:
+        busy = busy_gpus(store.registry.all(), host)
+        marks = store.gpuflags.lost([g.uuid for g in gpus])
+    except RedisError as exc:
         log.debug("simulated GPUs read idle: Redis unavailable (%s)", exc)
         return gpus
     return with_lost(with_load(gpus, busy), marks)
-
-
-def _connect(url: str) -> redis.Redis:
-    return redis.Redis.from_url(
-        url, decode_responses=True, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
-    )

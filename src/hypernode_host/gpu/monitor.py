@@ -3,7 +3,7 @@
 Real GPUs: NVML readings (reachable, ECC, retired pages, row remapping) at each check, plus
 the critical Xids an event set has collected since the worker started. An Xid marks its GPU
 until the worker restarts, because the GPU needs a reset (and so a restart) to recover.
-Simulated GPUs: the ``hn:gpu-lost:<uuid>`` marks in Redis (gpu/health.py).
+Simulated GPUs: the lost marks in Redis (state/gpuflags.py).
 """
 
 from __future__ import annotations
@@ -12,18 +12,17 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 
-import redis
-
 from hypernode_host.errors import GpuError
 from hypernode_host.gpu import nvml
-from hypernode_host.gpu.health import APPLICATION_XIDS, judge, lost_marks, simulated_health, summarize
+from hypernode_host.gpu.health import APPLICATION_XIDS, judge, simulated_health, summarize
+from hypernode_host.state.gpuflags import GpuFlags
 
 log = logging.getLogger(__name__)
 
 
 class SlotMonitor:
-    def __init__(self, client: redis.Redis, uuids: Sequence[str], simulated: bool) -> None:
-        self.client = client
+    def __init__(self, flags: GpuFlags, uuids: Sequence[str], simulated: bool) -> None:
+        self.flags = flags
         self.uuids = list(uuids)
         self.simulated = simulated
         self._xids = nvml.XidWatch(self.uuids) if self.uuids and not simulated else None
@@ -42,7 +41,7 @@ class SlotMonitor:
         if not self.uuids:
             return True, "ok"
         if self.simulated:
-            return summarize(simulated_health(self.uuids, lost_marks(self.client, self.uuids)))
+            return summarize(simulated_health(self.uuids, self.flags.lost(self.uuids)))
         self._collect_xids()
         try:
             readings = nvml.read_health(self.uuids)

@@ -4,7 +4,7 @@
 ("2xRTX4090:24576,1xA100:81920"). UUIDs are stable: the same spec on the same node gives the
 same UUIDs, and two nodes (``HN_NODE_NAME``) sharing one Redis get different ones, as real
 GPUs would. Utilization, free memory, temperature and power follow the jobs the node's
-workers run on them (``with_load``); a GPU is lost on purpose with ``gpu.health.mark_lost``.
+workers run on them (``with_load``); a GPU is lost on purpose with a mark in Redis (state/gpuflags.py).
 """
 
 from __future__ import annotations

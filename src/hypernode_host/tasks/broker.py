@@ -13,6 +13,7 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import AgeLimit, Callbacks, CurrentMessage, Pipelines, Retries, ShutdownNotifications
 
 from hypernode_host import constants as C
+from hypernode_host.state import connect, keys
 
 # A dead worker's in-flight message returns after this (Dramatiq's default is 60 s). Our own
 # resume-at-start reattaches much sooner; this is the fallback for a slot nobody restarts.
@@ -23,7 +24,6 @@ MAINTENANCE_CHANCE = 50_000
 # An enqueue pushes a token on its queue's wake list; an idle consumer of that queue waits on the list
 # (BLPOP) instead of Dramatiq's backoff sleep, which grows to worker_timeout (1 s) and made a job
 # wait ~0.3 s in Redis for an idle worker. Spare tokens only cost an idle consumer one empty fetch.
-WAKE_KEY = C.PREFIX + ":wake:{queue}"
 WAKE_TOKENS_MAX = 64
 
 
@@ -50,7 +50,7 @@ class _WakingConsumer(_RedisConsumer):
                     self.queue_name, self.prefetch - self.outstanding_message_count
                 )
                 if not self.message_cache:
-                    self.broker.client.blpop([WAKE_KEY.format(queue=self.queue_name)], timeout=self.timeout / 1000)
+                    self.broker.client.blpop([keys.WAKE.format(queue=self.queue_name)], timeout=self.timeout / 1000)
                     return None
             except redis.ConnectionError as exc:  # as Dramatiq's own consumer reports it: restarted in 1 s
                 raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
@@ -79,7 +79,7 @@ class WakingRedisBroker(RedisBroker):
 
     def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
         enqueued: dramatiq.Message[Any] = super().enqueue(message, delay=delay)
-        key = WAKE_KEY.format(queue=enqueued.queue_name)
+        key = keys.WAKE.format(queue=enqueued.queue_name)
         pipe = self.client.pipeline(transaction=False)
         pipe.lpush(key, 1)
         pipe.ltrim(key, 0, WAKE_TOKENS_MAX - 1)
@@ -102,9 +102,9 @@ def build_broker(redis_url: str) -> RedisBroker:
         CurrentMessage(),
     ]
     broker = WakingRedisBroker(  # type: ignore[no-untyped-call]
-        url=redis_url,
+        client=connect(redis_url, decode=False),  # Dramatiq reads its messages as bytes
         middleware=middleware,
-        namespace=C.DRAMATIQ_NAMESPACE,
+        namespace=keys.DRAMATIQ_NAMESPACE,
         heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
         maintenance_chance=MAINTENANCE_CHANCE,
     )

@@ -14,8 +14,7 @@ import logging
 
 from hypernode_host import constants as C
 from hypernode_host.errors import HypernodeError
-from hypernode_host.jobs import JobState
-from hypernode_host.store import Store
+from hypernode_host.state import Store
 from hypernode_host.tasks.containers import LABEL_ROLE, DockerRuntime
 from hypernode_host.tasks.requirements import PREP_ROLE
 from hypernode_host.tasks.runner import JobRunner
@@ -25,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def recover(runner: JobRunner, runtime: DockerRuntime, store: Store) -> None:
     """Finish this slot's interrupted jobs, then remove its containers that no live job owns."""
-    for job_id in store.running_jobs(host=runner.settings.node_name, slot=runner.slot.id):
+    for job_id in store.jobs.running(host=runner.settings.node_name, slot=runner.slot.id):
         log.info("job %s: resuming after a worker restart", job_id)
         try:
             runner.run(job_id)
@@ -43,7 +42,7 @@ def reap(runner: JobRunner, runtime: DockerRuntime, store: Store) -> None:
             log.info("removing a requirements container left by a previous worker: %s", container_id[:12])
             runtime.remove(container_id)
             continue
-        record = store.job(labels.get(C.LABEL_JOB, ""))
-        if record is None or record.get("state") in (JobState.FINISHED, JobState.REPORTED):
+        record = store.jobs.get(labels.get(C.LABEL_JOB, ""))
+        if record is None or record.done:
             log.info("removing leftover container %s", container_id[:12])
             runtime.remove(container_id)

@@ -14,7 +14,6 @@ delivery.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -24,15 +23,17 @@ from typing import Any, Protocol
 
 from hypernode_host import constants as C
 from hypernode_host.admission import admit
+from hypernode_host.core.clock import now_ms
 from hypernode_host.errors import ContainerError, JobRejected, NameTaken, RequirementsFailed
 from hypernode_host.gpu.models import Slot
 from hypernode_host.gpu.slots import gpus_for
-from hypernode_host.jobs import JobSpec, JobState, Status
+from hypernode_host.jobs import JobSpec, Status
 from hypernode_host.logs import job_context
 from hypernode_host.proofs import NodeKey
 from hypernode_host.results import error_result, make_result
 from hypernode_host.settings import Settings
-from hypernode_host.store import Store, now_ms
+from hypernode_host.state import Store
+from hypernode_host.state.records import JobRecord
 from hypernode_host.tasks.containers import ContainerSpec, OutputStream
 from hypernode_host.tasks.images import ImageRuntime, ensure_image
 from hypernode_host.tasks.logcapture import CapturedLogs, LogCapture
@@ -41,11 +42,6 @@ from hypernode_host.tasks.requirements import PrepRuntime, RequirementsInstaller
 log = logging.getLogger(__name__)
 
 LOG_DRAIN_S = 10.0  # after exit, how long the output stream may take to deliver its last bytes
-PENDING_FIELD = "pending_result"  # job record field: the result, kept while its container is removed
-
-# Take the job for one slot, atomically: a queued job, one this slot already held (a restart),
-# or one held by a slot whose worker is gone. -1: a live worker of another slot holds it;
-# 0: the job is finished (or unknown). Otherwise the attempt number.
 
 
 class Runtime(ImageRuntime, PrepRuntime, Protocol):
@@ -162,22 +158,23 @@ class JobRunner:
             self._run(job_id)
 
     def _run(self, job_id: str) -> None:
-        record = self.store.job(job_id)
+        record = self.store.jobs.get(job_id)
         if record is None:
             log.warning("job %s: no record in Redis; message dropped", job_id)
             return
-        if record.get("state") in (JobState.FINISHED, JobState.REPORTED):
+        if record.done:
             log.info("job %s: already finished; duplicate delivery ignored", job_id)
             return
         name = container_name(job_id)
-        if PENDING_FIELD in record:  # the worker died between keeping the result and publishing it
+        kept = record.pending()
+        if kept is not None:  # the worker died between keeping the result and publishing it
             log.info("job %s: publishing the result its previous worker kept", job_id)
-            self._publish(job_id, name, None, json.loads(record[PENDING_FIELD]))
+            self._publish(job_id, name, None, kept)
             return
         attempt = self.claim(job_id, record, name)
         if attempt <= 0:
             return
-        job = json.loads(record["job"])
+        job = record.job()  # a damaged record raises: Dramatiq dead-letters the message
         try:
             outcome = self._execute(job_id, job, name, attempt)
         except NameTaken:
@@ -189,11 +186,11 @@ class JobRunner:
             return
         self._publish(job_id, name, outcome.container_id, self._result(job_id, job, outcome))
 
-    def claim(self, job_id: str, record: dict[str, str], name: str) -> int:
+    def claim(self, job_id: str, record: JobRecord, name: str) -> int:
         """The attempt number once this slot holds the job; 0 or -1 (logged) when it must leave it."""
-        attempt = self.store.claim_job(job_id, self.settings.node_name, self.slot.id, name)
+        attempt = self.store.jobs.claim(job_id, self.settings.node_name, self.slot.id, name)
         if attempt == -1:
-            holder = f"{record.get('host', '?')} slot {record.get('slot', '?')}"
+            holder = f"{record.host or '?'} slot {'?' if record.slot is None else record.slot}"
             log.info("job %s: running on %s, whose worker is alive; duplicate delivery ignored", job_id, holder)
         elif attempt == 0:
             log.info("job %s: already finished; duplicate delivery ignored", job_id)
@@ -210,15 +207,15 @@ class JobRunner:
                 deadline = started_ms / 1000 + admission.timeout_s  # from its own start: survives restarts
                 return self._follow(job_id, existing, self.runtime.logs(existing), deadline, None)
             self.runtime.remove(existing)  # created but never started: its files may be missing
-        if self.store.cancel_requested(job_id):
+        if self.store.cancels.requested(job_id):
             return self._never_started(job_id)
         image_id = ensure_image(self.runtime, admission.image, self.settings.pull_timeout)
         deps = None
         if admission.requirements:
             deps = self.installer.ensure(
-                image_id, admission.requirements, should_stop=lambda: self.store.cancel_requested(job_id)
+                image_id, admission.requirements, should_stop=lambda: self.store.cancels.requested(job_id)
             )
-        if self.store.cancel_requested(job_id):
+        if self.store.cancels.requested(job_id):
             return self._never_started(job_id)
         container_id = self.runtime.create(self._spec(job_id, spec, image_id, name, attempt, deps))
         output = self.runtime.attach(container_id)
@@ -302,7 +299,7 @@ class JobRunner:
                 return Status.TIMEOUT
             if self.runtime.wait(container_id, min(C.WAIT_SLICE_S, remaining)):
                 return None
-            if self.store.cancel_requested(job_id):
+            if self.store.cancels.requested(job_id):
                 log.info("job %s: cancelled while running; stopping it", job_id)
                 self._halt(container_id)
                 return Status.CANCELLED
@@ -318,15 +315,15 @@ class JobRunner:
         Kept first, so a worker dying at any point never loses a result nor runs the job again;
         removed before publishing, so whoever reads a result finds the container gone.
         """
-        self.store.update_job(job_id, **{PENDING_FIELD: json.dumps(result, separators=(",", ":"))})
+        self.store.jobs.keep_result(job_id, result)
         self._remove(name, container_id)
-        self.store.finish_job(job_id, result)
+        self.store.jobs.finish(job_id, result)
 
     def _result(self, job_id: str, job: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
         result = make_result(
             job_id=job_id,
             job=job,
-            node_id=self.store.node_id(),
+            node_id=self.store.node.node_id(),
             key=self.key,
             status=outcome.status,
             exit_code=outcome.exit_code,
@@ -350,7 +347,7 @@ class JobRunner:
 
     def _error(self, job_id: str, job: dict[str, Any], reason: str) -> dict[str, Any]:
         result = error_result(
-            job_id=job_id, job=job, node_id=self.store.node_id(), key=self.key, reason=reason, at_ms=now_ms()
+            job_id=job_id, job=job, node_id=self.store.node.node_id(), key=self.key, reason=reason, at_ms=now_ms()
         )
         return result.model_dump(mode="json")
 

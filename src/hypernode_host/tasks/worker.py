@@ -12,7 +12,6 @@ GPU is healthy again.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import threading
@@ -24,19 +23,18 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from hypernode_host import constants as C
-from hypernode_host import logs, pidns
+from hypernode_host import logs
+from hypernode_host.core.clock import now_ms
 from hypernode_host.errors import ConfigError, ContainerError, GpuError, JobRejected
-from hypernode_host.gpu import registry
-from hypernode_host.gpu.leases import GpuLeases, owner_id
 from hypernode_host.gpu.models import Slot
 from hypernode_host.gpu.monitor import SlotMonitor
-from hypernode_host.gpu.registry import Registration
 from hypernode_host.gpu.slots import gpus_for, plan_node_slots
 from hypernode_host.jobs import JobSpec
 from hypernode_host.proofs import NodeKey
 from hypernode_host.settings import Settings
 from hypernode_host.signals import stop_on_signals
-from hypernode_host.store import Store, now_ms
+from hypernode_host.state import Store, holders, redis_url
+from hypernode_host.state.records import JobRecord, Registration
 from hypernode_host.tasks.broker import build_broker, enqueue_job
 from hypernode_host.tasks.containers import DockerRuntime
 from hypernode_host.tasks.recovery import recover
@@ -66,7 +64,7 @@ def slot_for(settings: Settings, slot_id: int) -> tuple[Slot, list[Slot]]:
 class Membership:
     """This worker's registration, rewritten at every check and whenever its job changes.
 
-    One hash per host and slot (gpu/registry.py): admission, heartbeats, health, inspection
+    One hash per host and slot (state/registry.py): admission, heartbeats, health, inspection
     and the simulated GPUs all read it.
     """
 
@@ -79,11 +77,11 @@ class Membership:
     def update(self, **changes: Any) -> None:
         with self._lock:
             self.registration = dataclasses.replace(self.registration, **changes)
-            registry.register(self.store.redis, self.registration, self.ttl_s, now_ms())
+            self.store.registry.register(self.registration, self.ttl_s, now_ms())
 
     def withdraw(self) -> None:
         with self._lock:
-            registry.unregister(self.store.redis, self.registration.host, self.registration.slot.id)
+            self.store.registry.unregister(self.registration.host, self.registration.slot.id)
 
 
 class Consumption:
@@ -96,8 +94,8 @@ class Consumption:
     previous one has ended, so the slot never runs two jobs at once.
     """
 
-    def __init__(self, redis_url: str, slot: Slot, serve: Callable[[str], None], drain_ms: int) -> None:
-        self.redis_url = redis_url
+    def __init__(self, settings: Settings, slot: Slot, serve: Callable[[str], None], drain_ms: int) -> None:
+        self.settings = settings
         self.slot = slot
         self.serve = serve
         self.drain_ms = drain_ms
@@ -115,7 +113,7 @@ class Consumption:
             return True
         if not self._reap():
             return False
-        broker = build_broker(self.redis_url)
+        broker = build_broker(redis_url(self.settings))
         # No retries: a job that ran and failed is the backend's to resubmit. No TimeLimit
         # (see tasks/broker.py): the runner enforces each job's deadline on the container itself.
         declare = dramatiq.actor(actor_name=C.ACTOR_NAME, broker=broker, queue_name=self.slot.queue, max_retries=0)
@@ -179,18 +177,20 @@ class SlotWorker:
         self.settings = settings
         self.stop = stop
         self.slot, slots = slot_for(settings, slot_id)
-        self.store = Store.from_url(settings.redis_url)
+        self.store = Store.open(settings)
         self.runtime = DockerRuntime()
         key = NodeKey.load_or_create(settings.key_file)
         self.runner = JobRunner(settings, self.store, self.runtime, key, self.slot, slots)
-        self.leases = GpuLeases(self.store.redis, self.slot.gpu_uuids, owner_id(self.slot.id), LEASE_TTL_S)
-        self.monitor = SlotMonitor(self.store.redis, self.slot.gpu_uuids, simulated=settings.simulate_gpus is not None)
+        self.leases = self.store.leases(self.slot.gpu_uuids, holders.owner_id(self.slot.id), LEASE_TTL_S)
+        self.monitor = SlotMonitor(
+            self.store.gpuflags, self.slot.gpu_uuids, simulated=settings.simulate_gpus is not None
+        )
         identity = Registration(
-            host=settings.node_name, slot=self.slot, owner=self.leases.owner, pid=os.getpid(), pidns=pidns.current()
+            host=settings.node_name, slot=self.slot, owner=self.leases.owner, pid=os.getpid(), pidns=holders.current()
         )
         self.membership = Membership(self.store, identity, REGISTRATION_TTL_S)
         drain_ms = (settings.job_timeout + DRAIN_MARGIN_S) * 1000
-        self.consumption = Consumption(settings.redis_url, self.slot, self.serve, drain_ms)
+        self.consumption = Consumption(settings, self.slot, self.serve, drain_ms)
         self.taking_jobs = threading.Event()
         self._recovery = threading.Thread(target=self._recover, name="recovery", daemon=True)
 
@@ -256,9 +256,9 @@ class SlotWorker:
 
     def serve(self, job_id: str) -> None:
         """The ``run_job`` actor: run the job on this slot, or hand it back while the slot is unhealthy."""
-        record = self.store.job(job_id) or {}
+        record = self.store.jobs.get(job_id)
         if not self.taking_jobs.is_set():
-            queue = record.get("queue") or self.slot.queue
+            queue = (record.queue if record else "") or self.slot.queue
             log.warning("job %s: %s is unhealthy; handed back to %s", job_id, self.slot.describe(), queue)
             self.consumption.hand_back(job_id, queue)
             return
@@ -270,10 +270,10 @@ class SlotWorker:
             self.membership.update(job="", job_gpus=(), job_gpu_memory_mb=None)
 
 
-def _gpu_need(record: dict[str, str]) -> tuple[int, int | None]:
+def _gpu_need(record: JobRecord | None) -> tuple[int, int | None]:
     """(GPU count, MiB per GPU) the job asks for; (0, None) when its record cannot say."""
     try:
-        spec = JobSpec.parse(json.loads(record.get("job", "{}")))
+        spec = JobSpec.parse(record.job() if record else {})
     except (JobRejected, ValueError):
         return 0, None
     return spec.gpus, spec.gpuMemoryMb

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from hypernode_host import pidns
+from hypernode_host.state import holders
 
 
 def _dead_pid() -> int:
@@ -15,9 +15,9 @@ def _dead_pid() -> int:
 
 
 def test_the_namespace_is_known_and_the_same_for_every_process_in_it() -> None:
-    here = pidns.current()
+    here = holders.current()
     child = subprocess.run(
-        [sys.executable, "-c", "from hypernode_host import pidns; print(pidns.current())"],
+        [sys.executable, "-c", "from hypernode_host.state import holders; print(holders.current())"],
         capture_output=True,
         text=True,
         check=True,
@@ -27,8 +27,8 @@ def test_the_namespace_is_known_and_the_same_for_every_process_in_it() -> None:
 
 def test_a_pid_is_judged_in_our_namespace_only() -> None:
     dead = _dead_pid()
-    assert pidns.exited(pidns.current(), dead)
-    assert not pidns.exited(pidns.current(), os.getpid())
-    assert not pidns.exited("0123456789abcdef", dead)  # another container's: its pid may live there
-    assert not pidns.exited("", dead)  # a registration that does not say
-    assert not pidns.exited(pidns.current(), 0)
+    assert holders.exited(holders.current(), dead)
+    assert not holders.exited(holders.current(), os.getpid())
+    assert not holders.exited("0123456789abcdef", dead)  # another container's: its pid may live there
+    assert not holders.exited("", dead)  # a registration that does not say
+    assert not holders.exited(holders.current(), 0)

@@ -1,0 +1,69 @@
+"""The one way to a Redis connection: which Redis (the URL), and the client for it.
+
+``HN_REDIS_URL`` names the node's Redis. Without it the node uses its own, which ``up`` runs
+(node/redis_server.py) and whose URL, password included, it writes to ``<state dir>/redis.url``.
+That file is read here, when a connection is made, and not when settings are built: settings stay
+a pure function of the environment, and a command run after ``up`` restarted its Redis (with a new
+password) finds the new URL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+
+from hypernode_host.errors import ConfigError
+from hypernode_host.settings import Settings
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"  # HN_REDIS_URL unset and `up` never ran here
+URL_FILE = "redis.url"  # in the state directory: the URL of the node's own Redis
+HEALTH_CHECK_INTERVAL_S = 30
+
+# What callers outside state/ catch, without importing redis themselves.
+RedisError = redis.RedisError
+RedisRefused = redis.ResponseError  # the server answered with an error (a managed Redis refusing CONFIG)
+RedisDown = (redis.ConnectionError, redis.TimeoutError)  # an outage or restart (loading its AOF included)
+
+
+def own_redis_url(state_dir: Path) -> str | None:
+    """The URL of the node's own Redis that ``up`` wrote in ``state_dir``; None when it never ran there."""
+    path = state_dir / URL_FILE
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(
+            f"HN_REDIS_URL is not set and {path} cannot be read ({exc.strerror}): run as the user that runs "
+            "`hypernode-host up`, or set HN_REDIS_URL"
+        ) from None
+
+
+def redis_url(settings: Settings) -> str:
+    """HN_REDIS_URL; without it the URL of the node's own Redis, or the local default when `up` never ran."""
+    if settings.redis_url is not None:
+        return settings.redis_url
+    return own_redis_url(settings.state_dir) or DEFAULT_URL
+
+
+def connect(url: str, *, timeout_s: float | None = None, decode: bool = True) -> redis.Redis:
+    """A client for ``url``; with ``timeout_s`` every command gives up after that long (a check must answer)."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=decode,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+    )
+
+
+def answers(url: str) -> bool:
+    """True when the Redis at ``url`` answers PING; False while it is unreachable or still loading its data."""
+    client = redis.Redis.from_url(url)
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:  # BusyLoadingError (replaying its AOF) is one too
+        return False
+    finally:
+        client.close()

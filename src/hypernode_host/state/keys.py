@@ -1,0 +1,37 @@
+"""Every Redis key the agent writes, in one table: what it is, its type, who writes it.
+
+One prefix, so an operator sees at a glance what is ours and a Redis shared with something else is
+never disturbed. Dramatiq keeps its own keys under DRAMATIQ_NAMESPACE; their layout is known only to
+tasks/dramatiq_redis.py.
+"""
+
+PREFIX = "hn"
+
+# Jobs ------------------------------------------------------------------------------------------
+JOB = PREFIX + ":job:{job_id}"  # hash: the job record (state/records.py JobRecord names its fields)
+JOB_INDEX = PREFIX + ":jobs"  # zset: job id scored by receipt time (ms); listings walk it newest first
+FINISHED_INDEX = PREFIX + ":finished"  # zset: job id scored by the time its result was stored (ms)
+QUEUED = PREFIX + ":queued"  # set: ids of jobs waiting for a worker
+RUNNING = PREFIX + ":running"  # set: ids of jobs a worker has claimed
+CANCEL = PREFIX + ":cancel:{job_id}"  # string, with a TTL: present while a cancel is pending
+
+# The outbox ------------------------------------------------------------------------------------
+REPLY_STREAM = PREFIX + ":replies"  # stream: results waiting for the backend's ack (fields job_id, result)
+
+# The node and its counters ---------------------------------------------------------------------
+NODE = PREFIX + ":node"  # hash: node id, registration time, bridge heartbeat, bridge counters
+STATS = PREFIX + ":stats"  # hash: completed, failed: jobs finished (the heartbeat's counters)
+STATUS_COUNTS = PREFIX + ":jobs-by-status"  # hash: final status -> jobs finished with it
+DURATIONS = PREFIX + ":durations"  # hash: "<status>|<bucket bound>", "<status>|count", "<status>|sum"
+
+# Workers and GPUs ------------------------------------------------------------------------------
+# A live worker's registration (hash, with a TTL), keyed by host AND slot: hosts sharing one Redis
+# all number their slots from 0.
+WORKER = PREFIX + ":worker:{host}:{slot}"
+WORKERS = PREFIX + ":worker-slots"  # set: "<host>:<slot>" of every worker that has registered
+GPU_LEASE = PREFIX + ":gpu-lease:{uuid}"  # string, with a TTL: the owner id of the worker holding the GPU
+GPU_LOST = PREFIX + ":gpu-lost:{uuid}"  # string: a simulated GPU marked lost, and why (DEL heals it)
+
+# Queues ----------------------------------------------------------------------------------------
+DRAMATIQ_NAMESPACE = "hn-dramatiq"  # the prefix of Dramatiq's own keys, apart from ours and other apps'
+WAKE = PREFIX + ":wake:{queue}"  # list: tokens an enqueue pushes to wake an idle consumer of the queue

@@ -1,0 +1,31 @@
+"""The node's hash (keys.NODE): its node id, when it registered and last heartbeat, the bridge's counters."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import redis
+
+from hypernode_host.state import keys
+from hypernode_host.state.records import NodeRecord
+
+
+class Node:
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+
+    def get(self) -> NodeRecord:
+        return NodeRecord.parse(cast(dict[str, str], self._client.hgetall(keys.NODE)))
+
+    def node_id(self) -> str | None:
+        return cast(str | None, self._client.hget(keys.NODE, "node_id"))
+
+    def registered(self, node_id: str, at_ms: int) -> None:
+        self._client.hset(keys.NODE, mapping={"node_id": node_id, "registered_at": at_ms})
+
+    def heartbeat(self, at_ms: int) -> None:
+        self._client.hset(keys.NODE, "heartbeat_at", at_ms)
+
+    def count(self, name: str, by: int = 1) -> int:
+        """Bump a counter of the node's own (reconnects, frames_refused)."""
+        return int(self._client.hincrby(keys.NODE, name, by))

@@ -1,0 +1,56 @@
+"""The outbox (keys.REPLY_STREAM): a result stays there until the backend acknowledges it.
+
+A finished job's result is added atomically with its record (jobs.finish), so a bridge killed at
+any moment resends it after restart.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+import redis
+
+from hypernode_host.jobs import JobState
+from hypernode_host.state import keys
+from hypernode_host.state.records import OutboxEntry
+
+BATCH = 100
+
+
+def _entries(rows: list[tuple[str, dict[str, str]]]) -> list[OutboxEntry]:
+    return [OutboxEntry(entry_id, f["job_id"], json.loads(f["result"])) for entry_id, f in rows]
+
+
+class Outbox:
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+
+    def entries(self, after: str = "-", count: int = BATCH) -> list[OutboxEntry]:
+        """Results waiting for an ack, oldest first, strictly after entry id ``after``."""
+        start = "-" if after == "-" else f"({after}"
+        return _entries(
+            cast(list[tuple[str, dict[str, str]]], self._client.xrange(keys.REPLY_STREAM, start, "+", count))
+        )
+
+    def wait(self, after: str, block_ms: int) -> list[OutboxEntry]:
+        """Block up to ``block_ms`` for results newer than ``after``."""
+        reply = cast(
+            list[tuple[str, list[tuple[str, dict[str, str]]]]] | None,
+            self._client.xread({keys.REPLY_STREAM: after}, count=BATCH, block=block_ms),
+        )
+        return _entries(reply[0][1]) if reply else []
+
+    def last_id(self) -> str:
+        newest = cast(list[tuple[str, Any]], self._client.xrevrange(keys.REPLY_STREAM, "+", "-", count=1))
+        return newest[0][0] if newest else "0-0"
+
+    def size(self) -> int:
+        return int(self._client.xlen(keys.REPLY_STREAM))
+
+    def acknowledge(self, entry_id: str, job_id: str) -> None:
+        """The backend has the result: drop it from the outbox, the job is reported."""
+        pipe = self._client.pipeline()
+        pipe.xdel(keys.REPLY_STREAM, entry_id)
+        pipe.hset(keys.JOB.format(job_id=job_id), mapping={"state": JobState.REPORTED.value})
+        pipe.execute()
