@@ -33,6 +33,8 @@ from hypernode_host.gpu.models import Slot
 from hypernode_host.jobs import JobState, Status
 from hypernode_host.redisproc import RedisProcess
 from hypernode_host.state import Store, keys
+from hypernode_host.tasks.broker import ACTOR_NAME
+from hypernode_host.tasks.dramatiq_redis import Queues, queue_key
 
 RESULTS = Path(__file__).parent / "results" / "inspection.json"
 FINISHED = 1_000
@@ -62,16 +64,16 @@ def fill(client: redis.Redis, queued: int) -> None:
             )
             pipe.zadd(keys.JOB_INDEX, {job_id: now + i})
             pipe.sadd(keys.QUEUED, job_id)
-            message: dict[str, Any] = {"queue_name": C.CPU_QUEUE, "actor_name": C.ACTOR_NAME, "args": [job_id]}
+            message: dict[str, Any] = {"queue_name": C.CPU_QUEUE, "actor_name": ACTOR_NAME, "args": [job_id]}
             message |= {"kwargs": {}, "options": {"redis_message_id": message_id}, "message_id": message_id}
             message["message_timestamp"] = now + i  # what Dramatiq's Message carries
-            pipe.hset(inspection.dramatiq_key(C.CPU_QUEUE, ".msgs"), message_id, json.dumps(message))
-            pipe.rpush(inspection.dramatiq_key(C.CPU_QUEUE), message_id)
+            pipe.hset(queue_key(C.CPU_QUEUE, ".msgs"), message_id, json.dumps(message))
+            pipe.rpush(queue_key(C.CPU_QUEUE), message_id)
         pipe.execute()
     for i in range(DEAD):
         body = json.dumps({"args": [f"done-{i:06d}"], "message_timestamp": now})
-        client.hset(inspection.dramatiq_key(C.CPU_QUEUE, ".XQ.msgs"), f"dead-{i}", body)
-        client.zadd(inspection.dramatiq_key(C.CPU_QUEUE, ".XQ"), {f"dead-{i}": now})
+        client.hset(queue_key(C.CPU_QUEUE, ".XQ.msgs"), f"dead-{i}", body)
+        client.zadd(queue_key(C.CPU_QUEUE, ".XQ"), {f"dead-{i}": now})
 
 
 def timed(call: Callable[[], Any], repeat: int = 5) -> dict[str, float]:
@@ -101,16 +103,17 @@ def main() -> None:
         fill(client, args.jobs)
         print(f"filled {args.jobs} queued + {FINISHED} finished jobs in {time.perf_counter() - started:.1f} s")
         slots = [Slot(id=0)]
-        queues = inspection.known_queues(store, slots)
+        queues = Queues(client)
+        names = inspection.known_queues(store, slots)
         library = {
-            "queue_stats": timed(lambda: inspection.queue_stats(store, queues)),
+            "queue_stats": timed(lambda: queues.stats(names)),
             "recent_jobs(20)": timed(lambda: inspection.recent_jobs(store, slots, limit=20)),
             "recent_jobs(20, queued)": timed(lambda: inspection.recent_jobs(store, slots, 20, JobState.QUEUED)),
             "recent_jobs(20, completed)": timed(
                 lambda: inspection.recent_jobs(store, slots, 20, status=Status.COMPLETED)
             ),
             "workers_view": timed(lambda: inspection.workers_view(store, slots, "bench")),
-            "dead_letters": timed(lambda: deadletters.dead_letters(store, queues)),
+            "dead_letters": timed(lambda: deadletters.dead_letters(store, queues, names)),
             "node_summary": timed(lambda: inspection.node_summary(store)),
         }
         commands = {

@@ -37,6 +37,7 @@ from hypernode_host import inspection
 from hypernode_host.gpu.models import Slot
 from hypernode_host.redisproc import RedisProcess
 from hypernode_host.state import Store
+from hypernode_host.tasks.dramatiq_redis import Queues
 
 import bridge as bridge_bench
 import e2e
@@ -213,8 +214,8 @@ def queue_inspection(run: Run) -> None:
             started = time.monotonic()
             inspection_bench.fill(client, QUEUED_JOBS)
             progress(f"  filled Redis with {QUEUED_JOBS} queued jobs in {time.monotonic() - started:.0f} s")
-            queues = inspection.known_queues(store, [Slot(id=0)])
-            library = inspection_bench.timed(lambda: inspection.queue_stats(store, queues))
+            queues, names = Queues(client), inspection.known_queues(store, [Slot(id=0)])
+            library = inspection_bench.timed(lambda: queues.stats(names))
             _check_queue_json(inspection_bench.cli(server.url, "queue", "--json"))
             command = inspection_bench.timed(lambda: inspection_bench.cli(server.url, "queue", "--json"), CLI_REPEAT)
         finally:

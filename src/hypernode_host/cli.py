@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from hypernode_host.gpu.models import Slot
     from hypernode_host.state import Store
+    from hypernode_host.tasks.dramatiq_redis import Queues
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -345,18 +346,20 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 @contextmanager
-def inspecting() -> Iterator[tuple[Settings, Store, list[Slot]]]:
-    """Settings, a Store with short timeouts, and this node's slots; the Store closed afterwards."""
+def inspecting() -> Iterator[tuple[Settings, Store, Queues, list[Slot]]]:
+    """Settings, a Store and Dramatiq's queues with short timeouts, and this node's slots; closed afterwards."""
     from hypernode_host.gpu.slots import plan_node_slots
-    from hypernode_host.health import open_store
+    from hypernode_host.health import REDIS_TIMEOUT_S
+    from hypernode_host.state import Store
+    from hypernode_host.tasks.dramatiq_redis import Queues
 
     settings = quiet_settings()
-    with exit_codes():
-        store = open_store(settings)
+    with exit_codes(), Store.open(settings, timeout_s=REDIS_TIMEOUT_S) as store:
+        queues = Queues.open(settings, timeout_s=REDIS_TIMEOUT_S)
         try:
-            yield settings, store, plan_node_slots(settings)
+            yield settings, store, queues, plan_node_slots(settings)
         finally:
-            store.close()
+            queues.close()
 
 
 def quiet_settings() -> Settings:
@@ -386,11 +389,11 @@ def _console() -> Console:
 @app.command()
 def queue(as_json: JsonOption = False) -> None:
     """Each queue: ready, delayed, in flight, dead-lettered, and the age of the oldest message."""
-    from hypernode_host.inspection import known_queues, queue_stats
+    from hypernode_host.inspection import known_queues
     from hypernode_host.views import queues_table
 
-    with inspecting() as (_, store, slots):
-        stats = queue_stats(store, known_queues(store, slots))
+    with inspecting() as (_, store, queues, slots):
+        stats = queues.stats(known_queues(store, slots))
     if as_json:
         _echo_json({"queues": stats})
     else:
@@ -409,7 +412,7 @@ def jobs(
     from hypernode_host.inspection import recent_jobs
     from hypernode_host.views import jobs_table
 
-    with inspecting() as (_, store, slots):
+    with inspecting() as (_, store, _queues, slots):
         rows = recent_jobs(store, slots, limit=limit, state=state, status=status)
     if as_json:
         _echo_json({"jobs": rows})
@@ -427,7 +430,7 @@ def job(
     from hypernode_host.inspection import job_detail
     from hypernode_host.views import job_view
 
-    with inspecting() as (_, store, _slots):
+    with inspecting() as (_, store, _queues, _slots):
         detail = job_detail(store, job_id, tail_lines=lines)
     if as_json:
         _echo_json(detail)
@@ -442,7 +445,7 @@ def workers(as_json: JsonOption = False) -> None:
     from hypernode_host.inspection import workers_view
     from hypernode_host.views import workers_table
 
-    with inspecting() as (settings, store, slots):
+    with inspecting() as (settings, store, _queues, slots):
         rows = workers_view(store, slots, settings.node_name)
     if as_json:
         _echo_json({"workers": rows})
@@ -464,8 +467,8 @@ def dead(ctx: typer.Context, as_json: JsonOption = False) -> None:
     from hypernode_host.inspection import known_queues
     from hypernode_host.views import dead_table
 
-    with inspecting() as (_, store, slots):
-        rows = dead_letters(store, known_queues(store, slots))
+    with inspecting() as (_, store, queues, slots):
+        rows = dead_letters(store, queues, known_queues(store, slots))
     if as_json:
         _echo_json({"dead": rows})
     else:
@@ -484,8 +487,8 @@ def dead_requeue(
 
     if (job_id is None) == (not requeue_all):
         raise fail("give a job ID or --all")
-    with inspecting() as (_, store, slots), exit_codes():
-        moved = requeue_dead(store, known_queues(store, slots), job_id)
+    with inspecting() as (_, store, queues, slots), exit_codes():
+        moved = requeue_dead(store, queues, known_queues(store, slots), job_id)
     if as_json:
         _echo_json({"requeued": moved})
     else:
@@ -504,8 +507,8 @@ def dead_purge(
 
     if not yes and not typer.confirm("Drop every dead-lettered job?"):
         raise typer.Exit(EXIT_FAILED)
-    with inspecting() as (settings, store, slots), exit_codes():
-        dropped = purge_dead(store, known_queues(store, slots), NodeKey.load_or_create(settings.key_file))
+    with inspecting() as (settings, store, queues, slots), exit_codes():
+        dropped = purge_dead(store, queues, known_queues(store, slots), NodeKey.load_or_create(settings.key_file))
     if as_json:
         _echo_json({"purged": dropped})
     else:
@@ -519,7 +522,7 @@ def cancel(
     """Cancel a job: a running one is stopped, a queued one never starts. Exit 1 if it already ended."""
     from hypernode_host.inspection import cancel_job
 
-    with inspecting() as (_, store, _slots), exit_codes():
+    with inspecting() as (_, store, _queues, _slots), exit_codes():
         state = cancel_job(store, job_id)
     requested = state in (JobState.QUEUED, JobState.RUNNING)
     if as_json:
@@ -546,29 +549,29 @@ def top(
 
     from hypernode_host import inspection
 
-    with inspecting() as (settings, store, slots):
+    with inspecting() as (settings, store, queues, slots):
         if as_json:
             _echo_json(
                 {
                     "node": inspection.node_summary(store),
-                    "queues": inspection.queue_stats(store, inspection.known_queues(store, slots)),
+                    "queues": queues.stats(inspection.known_queues(store, slots)),
                     "workers": inspection.workers_view(store, slots, settings.node_name),
                     "jobs": inspection.recent_jobs(store, slots, limit=limit),
                 }
             )
             return
         if once:
-            _console().print(_snapshot(settings, store, slots, limit))
+            _console().print(_snapshot(settings, store, queues, slots, limit))
             return
-        with Live(_snapshot(settings, store, slots, limit), console=_console(), auto_refresh=False) as live:
+        with Live(_snapshot(settings, store, queues, slots, limit), console=_console(), auto_refresh=False) as live:
             done = 1
             while not iterations or done < iterations:
                 time.sleep(interval)
-                live.update(_snapshot(settings, store, slots, limit), refresh=True)
+                live.update(_snapshot(settings, store, queues, slots, limit), refresh=True)
                 done += 1
 
 
-def _snapshot(settings: Settings, store: Store, slots: list[Slot], limit: int) -> RenderableType:
+def _snapshot(settings: Settings, store: Store, queues: Queues, slots: list[Slot], limit: int) -> RenderableType:
     from rich.console import Group
 
     from hypernode_host import inspection, views
@@ -577,7 +580,7 @@ def _snapshot(settings: Settings, store: Store, slots: list[Slot], limit: int) -
     now = now_ms()
     return Group(
         views.summary_line(inspection.node_summary(store)),
-        views.queues_table(inspection.queue_stats(store, inspection.known_queues(store, slots))),
+        views.queues_table(queues.stats(inspection.known_queues(store, slots))),
         views.workers_table(inspection.workers_view(store, slots, settings.node_name), now),
         views.jobs_table(inspection.recent_jobs(store, slots, limit=limit), now),
     )

@@ -3,7 +3,6 @@
 # Dramatiq queue names (dramatiq allows letters, digits, '.', '_' and '-').
 CPU_QUEUE = "hn-cpu"
 GPU_QUEUE_TEMPLATE = "hn-gpu{count}"
-ACTOR_NAME = "run_job"
 
 # Job limits that are not settings: they bound what a hostile backend can make us hold.
 MAX_JOB_ID_LEN = 64

@@ -1,18 +1,12 @@
-"""What an operator sees: queues, jobs and workers, read from Redis with the layout the code writes.
+"""What an operator sees: jobs, workers and the node, read from the typed records of state/.
 
-Each view costs a few pipelined round trips whatever the length of the queues: counts come
-from LLEN/HLEN/SCARD/ZCARD, and job listings read only the records they show. Our keys are
-named in constants.py and store.py; Dramatiq's (RedisBroker, dramatiq/brokers/redis/dispatch.lua)
-are ``<namespace>:<queue>`` (list of ready message ids), ``.msgs`` (id -> message, ready and
-fetched), ``.DQ``/``.DQ.msgs`` (delayed), ``.XQ`` (zset of dead-lettered ids by time) and
-``.XQ.msgs``, ``__acks__.<broker id>.<queue>`` (fetched, not yet acked, per consumer process)
-and ``__heartbeats__`` (zset of broker ids by last command). Dead letters: deadletters.py.
+Each view costs a few pipelined round trips whatever the backlog (state/jobs.py says how).
+Queue counts and dead letters are Dramatiq's: tasks/dramatiq_redis.py reads them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,31 +16,12 @@ from hypernode_host.core.clock import now_ms
 from hypernode_host.errors import HypernodeError
 from hypernode_host.gpu.models import Slot
 from hypernode_host.jobs import JobState, Status
-from hypernode_host.state import Store, keys
+from hypernode_host.state import Store
 from hypernode_host.state.records import JobRecord, Registration
 
 
 class UnknownJob(HypernodeError):
     """No job (or no dead letter) with that id."""
-
-
-def dramatiq_key(queue: str, suffix: str = "") -> str:
-    return f"{keys.DRAMATIQ_NAMESPACE}:{queue}{suffix}"
-
-
-def _acks_key(broker_id: str, queue: str) -> str:
-    return f"{keys.DRAMATIQ_NAMESPACE}:__acks__.{broker_id}.{queue}"
-
-
-def _heartbeats_key() -> str:
-    return f"{keys.DRAMATIQ_NAMESPACE}:__heartbeats__"
-
-
-def _int(value: Any, default: int = 0) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
 
 
 def _age_s(at_ms: int | None, now: int) -> float | None:
@@ -61,49 +36,12 @@ def worker_registrations(store: Store) -> dict[tuple[str, int], Registration]:
 # Queues -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class QueueStats:
-    queue: str
-    ready: int  # waiting for a worker
-    delayed: int
-    in_flight: int  # fetched by a worker, not yet acknowledged
-    dead: int  # dead-lettered (the actor raised)
-    oldest_age_s: float | None  # age of the message at the head of the queue
-
-
 def known_queues(store: Store, slots: Sequence[Slot]) -> list[str]:
     """The CPU queue, this node's slot queues and any queue a live worker (of any host) serves."""
     names = {C.CPU_QUEUE, *(q for s in slots for q in s.queues)}
     for registration in store.registry.all():
         names.update(registration.slot.queues)
     return sorted(names)
-
-
-def queue_stats(store: Store, queues: Sequence[str]) -> list[QueueStats]:
-    """Counts per queue in two pipelined round trips, however long the queues are."""
-    pipe = store._client.pipeline(transaction=False)
-    pipe.zrange(_heartbeats_key(), 0, -1)
-    for queue in queues:
-        pipe.llen(dramatiq_key(queue))
-        pipe.hlen(dramatiq_key(queue, ".DQ.msgs"))
-        pipe.zcard(dramatiq_key(queue, ".XQ"))
-        pipe.lindex(dramatiq_key(queue), 0)
-    brokers, *rest = pipe.execute()
-    per_queue = [rest[i : i + 4] for i in range(0, len(rest), 4)]
-    pipe = store._client.pipeline(transaction=False)
-    for queue, (_, _, _, head) in zip(queues, per_queue, strict=True):
-        for broker_id in brokers:
-            pipe.scard(_acks_key(broker_id, queue))
-        pipe.hget(dramatiq_key(queue, ".msgs"), head or "")
-    answers = iter(pipe.execute())
-    now = now_ms()
-    stats = []
-    for queue, (ready, delayed, dead, _) in zip(queues, per_queue, strict=True):
-        in_flight = sum(_int(next(answers)) for _ in brokers)
-        head_message = next(answers)
-        enqueued_at = _int(json.loads(head_message).get("message_timestamp")) if head_message else None
-        stats.append(QueueStats(queue, _int(ready), _int(delayed), in_flight, _int(dead), _age_s(enqueued_at, now)))
-    return stats
 
 
 # Jobs ---------------------------------------------------------------------------------------

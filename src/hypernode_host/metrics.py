@@ -19,11 +19,12 @@ from prometheus_client.registry import Collector
 from hypernode_host.gpu.inventory import discover
 from hypernode_host.gpu.models import GpuInfo
 from hypernode_host.gpu.slots import plan_slots
-from hypernode_host.health import open_store
-from hypernode_host.inspection import known_queues, node_summary, queue_stats
+from hypernode_host.health import REDIS_TIMEOUT_S
+from hypernode_host.inspection import known_queues, node_summary
 from hypernode_host.jobs import Status
 from hypernode_host.settings import Settings
 from hypernode_host.state import RedisError, Store
+from hypernode_host.tasks.dramatiq_redis import Queues
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,14 @@ def _le(bound: str) -> str:
 class NodeCollector(Collector):
     """Every metric of the node, computed from Redis on each collect (a scrape)."""
 
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = store or open_store(settings)
+        self.store = Store.open(settings, timeout_s=REDIS_TIMEOUT_S)
+        self.queues = Queues.open(settings, timeout_s=REDIS_TIMEOUT_S)
+
+    def close(self) -> None:
+        self.store.close()
+        self.queues.close()
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("hn_redis_up", "1 when the node's Redis answered this scrape.")
@@ -101,7 +107,7 @@ class NodeCollector(Collector):
             "hn_queue_oldest_age_seconds", "Age of the message at the head of a queue.", labels=["queue"]
         )
         slots = plan_slots(gpus, self.settings.cpu_slots, self.settings.gpus_per_worker)
-        for stats in queue_stats(self.store, known_queues(self.store, slots)):
+        for stats in self.queues.stats(known_queues(self.store, slots)):
             for name, family in families.items():
                 family.add_metric([stats.queue], getattr(stats, name))
             oldest.add_metric([stats.queue], stats.oldest_age_s or 0.0)
@@ -142,7 +148,7 @@ class MetricsServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(5)
-        self.collector.store.close()
+        self.collector.close()
 
 
 def start_metrics_server(settings: Settings) -> MetricsServer | None:

@@ -15,7 +15,8 @@ from rich.text import Text
 
 from hypernode_host.deadletters import DeadLetter
 from hypernode_host.health import Finding, Level
-from hypernode_host.inspection import JobDetail, JobRow, NodeSummary, QueueStats, WorkerRow
+from hypernode_host.inspection import JobDetail, JobRow, NodeSummary, WorkerRow
+from hypernode_host.tasks.dramatiq_redis import QueueStats
 
 LEVEL_STYLE = {Level.OK: "green", Level.WARN: "yellow", Level.FAIL: "bold red"}
 

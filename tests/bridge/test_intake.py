@@ -18,10 +18,10 @@ from hypernode_host.redisproc import RedisProcess
 from hypernode_host.settings import Settings
 from hypernode_host.state import Store
 from hypernode_host.tasks.broker import build_broker
+from hypernode_host.tasks.dramatiq_redis import queue_key
 
 JOB = {"id": "in-1", "script": "print('done')", "memoryLimit": "128m", "cpuLimit": 0.5}
 REFUSED = {"id": "in-2", "script": "print('done')", "memoryLimit": "lots"}
-DRAMATIQ_MESSAGES = "hn-dramatiq:" + C.CPU_QUEUE + ".msgs"  # Dramatiq's Redis layout: queue messages by id
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def intake(redis_server: RedisProcess) -> Iterator[Intake]:
 
 
 def enqueued(client: redis.Redis) -> int:
-    return int(client.hlen(DRAMATIQ_MESSAGES))
+    return int(client.hlen(queue_key(C.CPU_QUEUE, ".msgs")))
 
 
 def test_a_new_job_is_recorded_and_enqueued_once(intake: Intake, redis_client: redis.Redis) -> None:

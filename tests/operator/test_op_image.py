@@ -4,10 +4,12 @@ non-root user that reaches the Docker socket through its group, and its HEALTHCH
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from operator_support import DOCKER_SOCKET, docker, socket_gid
 
+import hypernode_host
 from hypernode_host import AGENT_VERSION
 from hypernode_host.state import holders
 
@@ -42,6 +44,19 @@ def test_the_image_holds_this_package_and_its_entry_point(agent_image: str) -> N
         assert f" {command} " in done.stdout
     tools = docker("run", "--rm", "--network", "none", "--entrypoint", "redis-server", agent_image, "--version")
     assert tools.stdout.startswith("Redis server v=")  # for `up`'s own Redis
+
+
+def test_the_image_carries_every_lua_script(agent_image: str) -> None:
+    """The Lua scripts are package data: a wheel without them would fail at the first job record."""
+    source = Path(hypernode_host.__file__).parent
+    ours = sorted(str(path.relative_to(source)) for path in source.rglob("*.lua"))
+    listing = (
+        "import pathlib, hypernode_host; root = pathlib.Path(hypernode_host.__file__).parent; "
+        "print(*sorted(str(p.relative_to(root)) for p in root.rglob('*.lua')))"
+    )
+    shipped = docker("run", "--rm", "--network", "none", "--entrypoint", "python", agent_image, "-c", listing)
+    assert shipped.returncode == 0, shipped.stderr
+    assert len(ours) >= 7 and shipped.stdout.split() == ours
 
 
 def test_a_container_has_a_pid_namespace_of_its_own(agent_image: str) -> None:

@@ -10,8 +10,8 @@ from operator_support import Node
 
 from hypernode_host import constants as C
 from hypernode_host.deadletters import DROPPED_REASON
-from hypernode_host.inspection import dramatiq_key
 from hypernode_host.state import keys
+from hypernode_host.tasks.dramatiq_redis import queue_key
 from support import wait_for
 
 BLOCKER = "import time\nprint('holding the slot', flush=True)\ntime.sleep(120)\n"
@@ -144,7 +144,7 @@ def test_dead_requeue_runs_the_job_again(node: Node) -> None:
     victim = _dead_letter(node)
     (dead,) = [d for d in node.cli_json("dead")["dead"] if d["job_id"] == victim]
     assert dead["queue"] == C.CPU_QUEUE and dead["state"] in ("queued", "running")
-    assert node.redis.zcard(dramatiq_key(C.CPU_QUEUE, ".XQ")) == 1
+    assert node.redis.zcard(queue_key(C.CPU_QUEUE, ".XQ")) == 1
     assert next(q for q in node.cli_json("queue")["queues"] if q["queue"] == C.CPU_QUEUE)["dead"] == 1
 
     # The operator repairs what made it fail, then requeues it.
@@ -171,4 +171,4 @@ def test_dead_purge_ends_the_job_with_an_error_result(node: Node) -> None:
     result = node.result(victim)  # the backend still hears about the job it sent
     assert result["status"] == "error" and result["logs"] == DROPPED_REASON
     assert node.cli_json("dead")["dead"] == []
-    assert node.redis.hlen(dramatiq_key(C.CPU_QUEUE, ".XQ.msgs")) == 0
+    assert node.redis.hlen(queue_key(C.CPU_QUEUE, ".XQ.msgs")) == 0

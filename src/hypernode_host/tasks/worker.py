@@ -22,7 +22,6 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from hypernode_host import constants as C
 from hypernode_host import logs
 from hypernode_host.core.clock import now_ms
 from hypernode_host.errors import ConfigError, ContainerError, GpuError, JobRejected
@@ -35,7 +34,7 @@ from hypernode_host.settings import Settings
 from hypernode_host.signals import stop_on_signals
 from hypernode_host.state import Store, holders, redis_url
 from hypernode_host.state.records import JobRecord, Registration
-from hypernode_host.tasks.broker import build_broker, enqueue_job
+from hypernode_host.tasks.broker import ACTOR_NAME, build_broker, enqueue_job
 from hypernode_host.tasks.containers import DockerRuntime
 from hypernode_host.tasks.recovery import recover
 from hypernode_host.tasks.runner import JobRunner
@@ -116,7 +115,7 @@ class Consumption:
         broker = build_broker(redis_url(self.settings))
         # No retries: a job that ran and failed is the backend's to resubmit. No TimeLimit
         # (see tasks/broker.py): the runner enforces each job's deadline on the container itself.
-        declare = dramatiq.actor(actor_name=C.ACTOR_NAME, broker=broker, queue_name=self.slot.queue, max_retries=0)
+        declare = dramatiq.actor(actor_name=ACTOR_NAME, broker=broker, queue_name=self.slot.queue, max_retries=0)
         declare(self.serve)
         for queue in self.slot.queues[1:]:
             broker.declare_queue(queue)
