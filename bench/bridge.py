@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hypernode_host.backend.server import BackendThread
-from hypernode_host.redisproc import RedisProcess
+from hypernode_host.backend.harness import BackendThread
+from hypernode_host.node.redis_server import RedisProcess
 
 from stack import up_argvs
 

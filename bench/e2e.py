@@ -24,8 +24,8 @@ from typing import Any
 
 import docker
 
-from hypernode_host import constants as C
 from hypernode_host.backend.submit import submit_job
+from hypernode_host.tasks.containers import LABEL_JOB
 
 import exec as exec_bench
 from stack import Stack, percentile
@@ -203,7 +203,7 @@ def _wait_running(job_id: str, timeout: float = 60) -> float:
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = client.api.containers(filters={"label": f"{C.LABEL_JOB}={job_id}", "status": "running"})
+            found = client.api.containers(filters={"label": f"{LABEL_JOB}={job_id}", "status": "running"})
             if found:
                 return time.monotonic()
             time.sleep(0.05)

@@ -28,14 +28,24 @@ from typing import Any
 
 import docker
 
-from hypernode_host import constants as C
-from hypernode_host.gpu.slots import plan_slots
-from hypernode_host.proofs import NodeKey
-from hypernode_host.redisproc import RedisProcess
+from hypernode_host.core.proofs import NodeKey
+from hypernode_host.core.slots import CPU_QUEUE, plan_slots
+from hypernode_host.node.redis_server import RedisProcess
 from hypernode_host.settings import Settings
 from hypernode_host.state import Store
 from hypernode_host.tasks.broker import build_broker, enqueue_job
-from hypernode_host.tasks.containers import ContainerSpec, DockerRuntime, container_config
+from hypernode_host.tasks.containers import (
+    LABEL_ATTEMPT,
+    LABEL_GPUS,
+    LABEL_JOB,
+    LABEL_NODE,
+    LABEL_WORKER,
+    SCRIPT_DIR,
+    SCRIPT_PATH,
+    ContainerSpec,
+    DockerRuntime,
+    container_config,
+)
 from hypernode_host.tasks.runner import JobRunner
 
 from stack import up_argvs
@@ -72,13 +82,13 @@ def raw_job_container(
     Built by the same ``container_config``, so the raw baseline pays for exactly the same container;
     ``raw_run`` gives each run its own name.
     """
-    labels = {C.LABEL_JOB: "bench", C.LABEL_NODE: node_name, C.LABEL_WORKER: "0", C.LABEL_ATTEMPT: "1"}
+    labels = {LABEL_JOB: "bench", LABEL_NODE: node_name, LABEL_WORKER: "0", LABEL_ATTEMPT: "1"}
     spec = ContainerSpec(
         name="unused",
         image=image_id,
-        command=["python", C.SCRIPT_PATH],
+        command=["python", SCRIPT_PATH],
         env={"JOB_ID": "bench"},
-        labels={**labels, C.LABEL_GPUS: ",".join(gpu_uuids)},
+        labels={**labels, LABEL_GPUS: ",".join(gpu_uuids)},
         memory_bytes=256 << 20,
         nano_cpus=1_000_000_000,
         gpu_uuids=gpu_uuids,
@@ -90,7 +100,7 @@ def raw_run(client: docker.DockerClient, config: dict[str, Any], archive: bytes)
     """One job the plain docker-py way, same container; seconds."""
     started = time.perf_counter()
     container = client.containers.create(**{**config, "name": f"hn-bench-raw-{secrets.token_hex(4)}"})
-    container.put_archive(C.SCRIPT_DIR, archive)
+    container.put_archive(SCRIPT_DIR, archive)
     container.start()
     container.wait()
     container.logs()
@@ -100,7 +110,7 @@ def raw_run(client: docker.DockerClient, config: dict[str, Any], archive: bytes)
 
 def our_run(runner: JobRunner, store: Store) -> float:
     job_id = f"bench-{secrets.token_hex(6)}"
-    store.jobs.record(job_id, job(job_id, SCRIPT), C.CPU_QUEUE)
+    store.jobs.record(job_id, job(job_id, SCRIPT), CPU_QUEUE)
     started = time.perf_counter()
     runner.run(job_id)
     elapsed = time.perf_counter() - started
@@ -179,9 +189,9 @@ def _flood_through(pid: int, store: Store, redis_url: str) -> dict[str, float]:
     time.sleep(2)  # past start-up recovery, consuming
     idle = rss(pid)
     job_id = f"flood-{secrets.token_hex(6)}"
-    store.jobs.record(job_id, job(job_id, FLOOD_SCRIPT, timeout=300), C.CPU_QUEUE)
+    store.jobs.record(job_id, job(job_id, FLOOD_SCRIPT, timeout=300), CPU_QUEUE)
     broker = build_broker(redis_url)
-    enqueue_job(broker, C.CPU_QUEUE, job_id)
+    enqueue_job(broker, CPU_QUEUE, job_id)
     peak = idle
     while not ((record := store.jobs.get(job_id)) and record.done):
         peak = max(peak, rss(pid))

@@ -27,11 +27,11 @@ from typing import Any
 
 import redis
 
-from hypernode_host import constants as C
-from hypernode_host import deadletters, inspection
-from hypernode_host.gpu.models import Slot
-from hypernode_host.jobs import JobState, Status
-from hypernode_host.redisproc import RedisProcess
+from hypernode_host.core.jobs import JobState, Status
+from hypernode_host.core.slots import CPU_QUEUE, Slot
+from hypernode_host.node.redis_server import RedisProcess
+from hypernode_host.ops import deadletters
+from hypernode_host.ops import inspect as inspection
 from hypernode_host.state import Store, keys
 from hypernode_host.tasks.broker import ACTOR_NAME
 from hypernode_host.tasks.dramatiq_redis import Queues, queue_key
@@ -49,7 +49,7 @@ def fill(client: redis.Redis, queued: int) -> None:
     store = Store(client)
     for i in range(FINISHED):
         job_id = f"done-{i:06d}"
-        store.jobs.record(job_id, {"id": job_id, "script": SCRIPT}, C.CPU_QUEUE)
+        store.jobs.record(job_id, {"id": job_id, "script": SCRIPT}, CPU_QUEUE)
         result = {"id": job_id, "status": "completed", "exitCode": 0, "durationMs": 10_000 + i, "logs": "done\n" * 50}
         store.jobs.finish(job_id, result)
     now = int(time.time() * 1000)
@@ -60,20 +60,20 @@ def fill(client: redis.Redis, queued: int) -> None:
             job = json.dumps({"id": job_id, "script": SCRIPT})
             pipe.hset(
                 keys.JOB.format(job_id=job_id),
-                mapping={"id": job_id, "job": job, "state": "queued", "queue": C.CPU_QUEUE, "received_at": now + i},
+                mapping={"id": job_id, "job": job, "state": "queued", "queue": CPU_QUEUE, "received_at": now + i},
             )
             pipe.zadd(keys.JOB_INDEX, {job_id: now + i})
             pipe.sadd(keys.QUEUED, job_id)
-            message: dict[str, Any] = {"queue_name": C.CPU_QUEUE, "actor_name": ACTOR_NAME, "args": [job_id]}
+            message: dict[str, Any] = {"queue_name": CPU_QUEUE, "actor_name": ACTOR_NAME, "args": [job_id]}
             message |= {"kwargs": {}, "options": {"redis_message_id": message_id}, "message_id": message_id}
             message["message_timestamp"] = now + i  # what Dramatiq's Message carries
-            pipe.hset(queue_key(C.CPU_QUEUE, ".msgs"), message_id, json.dumps(message))
-            pipe.rpush(queue_key(C.CPU_QUEUE), message_id)
+            pipe.hset(queue_key(CPU_QUEUE, ".msgs"), message_id, json.dumps(message))
+            pipe.rpush(queue_key(CPU_QUEUE), message_id)
         pipe.execute()
     for i in range(DEAD):
         body = json.dumps({"args": [f"done-{i:06d}"], "message_timestamp": now})
-        client.hset(queue_key(C.CPU_QUEUE, ".XQ.msgs"), f"dead-{i}", body)
-        client.zadd(queue_key(C.CPU_QUEUE, ".XQ"), {f"dead-{i}": now})
+        client.hset(queue_key(CPU_QUEUE, ".XQ.msgs"), f"dead-{i}", body)
+        client.zadd(queue_key(CPU_QUEUE, ".XQ"), {f"dead-{i}": now})
 
 
 def timed(call: Callable[[], Any], repeat: int = 5) -> dict[str, float]:

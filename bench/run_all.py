@@ -32,11 +32,11 @@ import docker
 import redis
 
 import hypernode_host
-from hypernode_host import constants as C
-from hypernode_host import inspection
-from hypernode_host.gpu.models import Slot
-from hypernode_host.redisproc import RedisProcess
+from hypernode_host.core.slots import Slot
+from hypernode_host.node.redis_server import RedisProcess
+from hypernode_host.ops import inspect as inspection
 from hypernode_host.state import Store
+from hypernode_host.tasks.containers import LABEL_JOB, LABEL_NODE
 from hypernode_host.tasks.dramatiq_redis import Queues
 
 import bridge as bridge_bench
@@ -244,10 +244,10 @@ def leftover_containers(since: float) -> dict[str, Any]:
     """Job containers (label hypernode.job_id) this run created and left: removed, and counted."""
     client = docker.from_env()
     try:
-        found = client.api.containers(all=True, filters={"label": C.LABEL_JOB})
+        found = client.api.containers(all=True, filters={"label": LABEL_JOB})
         # Bench nodes are named bench-*; older or foreign job containers are left alone (and counted).
         ours = [
-            c for c in found if c["Created"] >= int(since) and c["Labels"].get(C.LABEL_NODE, "").startswith("bench-")
+            c for c in found if c["Created"] >= int(since) and c["Labels"].get(LABEL_NODE, "").startswith("bench-")
         ]
         for container in ours:
             client.api.remove_container(container["Id"], force=True, v=True)

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import redis
 
-from hypernode_host.backend.server import BackendThread
-from hypernode_host.redisproc import RedisProcess
+from hypernode_host.backend.harness import BackendThread
+from hypernode_host.node.redis_server import RedisProcess
+from hypernode_host.node.supervisor import children_for
 from hypernode_host.settings import Settings
 from hypernode_host.state import keys
-from hypernode_host.supervisor import children_for
 
 IMAGE = os.environ.get("HN_TEST_IMAGE", "hypernode/job-python:3.11")
 

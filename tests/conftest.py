@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from hypernode_host.backend.server import BackendThread
+from hypernode_host.backend.harness import BackendThread
 from hypernode_host.errors import ContainerError
-from hypernode_host.redisproc import RedisProcess
+from hypernode_host.node.redis_server import RedisProcess
 from hypernode_host.state import Store
 from hypernode_host.tasks.containers import DockerRuntime
 from support import TEST_IMAGE

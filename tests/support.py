@@ -14,10 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hypernode_host import constants as C
-from hypernode_host.backend.server import BackendThread
-from hypernode_host.redisproc import RedisProcess
-from hypernode_host.tasks.containers import DockerRuntime
+from hypernode_host.backend.harness import BackendThread
+from hypernode_host.node.redis_server import RedisProcess
+from hypernode_host.tasks.containers import LABEL_JOB, LABEL_NODE, DockerRuntime
 
 TEST_IMAGE = os.environ.get("HN_TEST_IMAGE", "hypernode/job-python:3.11")
 
@@ -115,4 +114,4 @@ class NodeProcess:
 
 def job_containers(node_name: str) -> list[str]:
     """Ids of job containers (running or not) that belong to ``node_name``."""
-    return [cid for cid, labels in DockerRuntime().labelled(C.LABEL_NODE, node_name) if C.LABEL_JOB in labels]
+    return [cid for cid, labels in DockerRuntime().labelled(LABEL_NODE, node_name) if LABEL_JOB in labels]

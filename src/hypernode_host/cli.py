@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from hypernode_host.core.jobs import JobState, Status
 from hypernode_host.errors import AuthError, ConfigError, HypernodeError
-from hypernode_host.jobs import JobState, Status
 from hypernode_host.settings import Settings
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
-    from hypernode_host.gpu.models import Slot
+    from hypernode_host.core.slots import Slot
     from hypernode_host.state import Store
     from hypernode_host.tasks.dramatiq_redis import Queues
 
@@ -177,7 +177,7 @@ def main_options(
 @app.command()
 def up() -> None:
     """Run the whole node: the bridge and one worker per slot, supervised."""
-    from hypernode_host.supervisor import run_up
+    from hypernode_host.node.supervisor import run_up
 
     settings = load_settings()
     with exit_codes():
@@ -188,21 +188,21 @@ def up() -> None:
 @app.command()
 def bridge() -> None:
     """Run the bridge alone: the backend WebSocket, job intake and result delivery."""
-    from hypernode_host.bridge.client import run_bridge
+    from hypernode_host.node.child import bridge_process
 
     settings = load_settings()
     with exit_codes():
-        run_bridge(settings)
+        bridge_process(settings)
 
 
 @app.command()
 def worker(slot: Annotated[int, typer.Option(help="Slot number (see `hypernode-host gpus`).")] = 0) -> None:
     """Run one worker: the jobs of one slot, one at a time."""
-    from hypernode_host.tasks.worker import run_worker
+    from hypernode_host.node.child import worker_process
 
     settings = load_settings()
     with exit_codes():
-        run_worker(settings, slot)
+        worker_process(settings, slot)
 
 
 @app.command("dev-backend")
@@ -297,7 +297,7 @@ def _print_outcome(outcome: dict[str, Any], as_json: bool) -> None:
 @app.command()
 def demo(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
     """Run four example jobs end to end on embedded defaults and say what happened."""
-    from hypernode_host.demo import run_demo
+    from hypernode_host.node.demo import run_demo
 
     with exit_codes():
         ok = run_demo(as_json=as_json)
@@ -307,37 +307,22 @@ def demo(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON ob
 @app.command()
 def gpus(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """The GPUs this node sees and the worker slots it would run."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from hypernode_host.bridge.stats import wire_gpu
+    from hypernode_host.core.slots import plan_slots
     from hypernode_host.gpu.inventory import discover
-    from hypernode_host.gpu.slots import plan_slots
+    from hypernode_host.ops.views import gpus_view
 
     settings = load_settings()
     found = discover(settings)
     slots = plan_slots(found, settings.cpu_slots, settings.gpus_per_worker)
     if as_json:
         payload = {
-            "gpus": [g.entry().model_dump() | g.details() for g in found],
+            "gpus": [wire_gpu(g).model_dump() | g.details() for g in found],
             "slots": [{"slot": s.id, "queues": list(s.queues), "gpus": list(s.gpu_uuids)} for s in slots],
         }
         typer.echo(json.dumps(payload))
         return
-    table = Table("index", "name", "uuid", "memory MiB", "util %", "driver", "health")
-    for g in found:
-        table.add_row(
-            str(g.index),
-            g.name + (" (simulated)" if g.simulated else ""),
-            g.uuid,
-            str(g.memory_total_mb),
-            str(g.utilization_pct),
-            g.driver_version or "-",
-            g.health,
-        )
-    console = Console()
-    console.print(table if found else "no GPUs: this node runs CPU jobs only")
-    for s in slots:
-        console.print(f"{s.describe()} → {', '.join(s.queues)}")
+    _console().print(gpus_view(found, slots))
 
 
 # Inspection: read the node's Redis with the layout the code writes ---------------------------
@@ -348,8 +333,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 @contextmanager
 def inspecting() -> Iterator[tuple[Settings, Store, Queues, list[Slot]]]:
     """Settings, a Store and Dramatiq's queues with short timeouts, and this node's slots; closed afterwards."""
-    from hypernode_host.gpu.slots import plan_node_slots
-    from hypernode_host.health import REDIS_TIMEOUT_S
+    from hypernode_host.gpu.inventory import plan_node_slots
+    from hypernode_host.ops.check import REDIS_TIMEOUT_S
     from hypernode_host.state import Store
     from hypernode_host.tasks.dramatiq_redis import Queues
 
@@ -389,8 +374,8 @@ def _console() -> Console:
 @app.command()
 def queue(as_json: JsonOption = False) -> None:
     """Each queue: ready, delayed, in flight, dead-lettered, and the age of the oldest message."""
-    from hypernode_host.inspection import known_queues
-    from hypernode_host.views import queues_table
+    from hypernode_host.ops.inspect import known_queues
+    from hypernode_host.ops.views import queues_table
 
     with inspecting() as (_, store, queues, slots):
         stats = queues.stats(known_queues(store, slots))
@@ -409,8 +394,8 @@ def jobs(
 ) -> None:
     """Recent jobs, newest first: state, status, slot, GPUs, duration and exit code."""
     from hypernode_host.core.clock import now_ms
-    from hypernode_host.inspection import recent_jobs
-    from hypernode_host.views import jobs_table
+    from hypernode_host.ops.inspect import recent_jobs
+    from hypernode_host.ops.views import jobs_table
 
     with inspecting() as (_, store, _queues, slots):
         rows = recent_jobs(store, slots, limit=limit, state=state, status=status)
@@ -427,8 +412,8 @@ def job(
     as_json: JsonOption = False,
 ) -> None:
     """One job: its spec (summarised), timeline, exit code, proofs and the end of its logs."""
-    from hypernode_host.inspection import job_detail
-    from hypernode_host.views import job_view
+    from hypernode_host.ops.inspect import job_detail
+    from hypernode_host.ops.views import job_view
 
     with inspecting() as (_, store, _queues, _slots):
         detail = job_detail(store, job_id, tail_lines=lines)
@@ -442,8 +427,8 @@ def job(
 def workers(as_json: JsonOption = False) -> None:
     """Each worker slot: its queues and GPUs, whether it is alive, the job it runs, its last heartbeat."""
     from hypernode_host.core.clock import now_ms
-    from hypernode_host.inspection import workers_view
-    from hypernode_host.views import workers_table
+    from hypernode_host.ops.inspect import workers_view
+    from hypernode_host.ops.views import workers_table
 
     with inspecting() as (settings, store, _queues, slots):
         rows = workers_view(store, slots, settings.node_name)
@@ -463,9 +448,9 @@ def dead(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from hypernode_host.core.clock import now_ms
-    from hypernode_host.deadletters import dead_letters
-    from hypernode_host.inspection import known_queues
-    from hypernode_host.views import dead_table
+    from hypernode_host.ops.deadletters import dead_letters
+    from hypernode_host.ops.inspect import known_queues
+    from hypernode_host.ops.views import dead_table
 
     with inspecting() as (_, store, queues, slots):
         rows = dead_letters(store, queues, known_queues(store, slots))
@@ -482,8 +467,8 @@ def dead_requeue(
     as_json: JsonOption = False,
 ) -> None:
     """Put a dead-lettered job (or --all) back on its queue; a worker runs it again."""
-    from hypernode_host.deadletters import requeue_dead
-    from hypernode_host.inspection import known_queues
+    from hypernode_host.ops.deadletters import requeue_dead
+    from hypernode_host.ops.inspect import known_queues
 
     if (job_id is None) == (not requeue_all):
         raise fail("give a job ID or --all")
@@ -501,9 +486,9 @@ def dead_purge(
     as_json: JsonOption = False,
 ) -> None:
     """Drop every dead-lettered job; each unfinished one gets an error result for the backend."""
-    from hypernode_host.deadletters import purge_dead
-    from hypernode_host.inspection import known_queues
-    from hypernode_host.proofs import NodeKey
+    from hypernode_host.core.proofs import NodeKey
+    from hypernode_host.ops.deadletters import purge_dead
+    from hypernode_host.ops.inspect import known_queues
 
     if not yes and not typer.confirm("Drop every dead-lettered job?"):
         raise typer.Exit(EXIT_FAILED)
@@ -520,7 +505,7 @@ def cancel(
     job_id: Annotated[str, typer.Argument(metavar="ID", help="The job to cancel.")], as_json: JsonOption = False
 ) -> None:
     """Cancel a job: a running one is stopped, a queued one never starts. Exit 1 if it already ended."""
-    from hypernode_host.inspection import cancel_job
+    from hypernode_host.ops.control import cancel_job
 
     with inspecting() as (_, store, _queues, _slots), exit_codes():
         state = cancel_job(store, job_id)
@@ -547,7 +532,7 @@ def top(
 
     from rich.live import Live
 
-    from hypernode_host import inspection
+    from hypernode_host.ops import inspect as inspection
 
     with inspecting() as (settings, store, queues, slots):
         if as_json:
@@ -574,8 +559,9 @@ def top(
 def _snapshot(settings: Settings, store: Store, queues: Queues, slots: list[Slot], limit: int) -> RenderableType:
     from rich.console import Group
 
-    from hypernode_host import inspection, views
     from hypernode_host.core.clock import now_ms
+    from hypernode_host.ops import inspect as inspection
+    from hypernode_host.ops import views
 
     now = now_ms()
     return Group(
@@ -596,7 +582,8 @@ def check(
     as_json: JsonOption = False,
 ) -> None:
     """Exit 0 when the node works: bridge registered and heartbeating, Redis and Docker up, every worker alive."""
-    from hypernode_host.health import check_node, healthy
+    from hypernode_host.ops.check import check_node
+    from hypernode_host.ops.findings import Level, healthy
 
     settings = quiet_settings()
     whole = not bridge_only and not slot
@@ -611,7 +598,7 @@ def check(
         typer.echo("healthy: " + "; ".join(f.line() for f in findings))
     else:
         for finding in findings:
-            if finding.level == "fail":
+            if finding.level is Level.FAIL:
                 typer.echo(finding.line(), err=True)
     raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
 
@@ -624,8 +611,9 @@ def doctor(
     as_json: JsonOption = False,
 ) -> None:
     """Pre-flight for operators: Docker, NVIDIA runtime and toolkit, Redis, disk, images, node files."""
-    from hypernode_host.health import healthy, run_doctor
-    from hypernode_host.views import findings_table
+    from hypernode_host.ops.doctor import run_doctor
+    from hypernode_host.ops.findings import healthy
+    from hypernode_host.ops.views import findings_table
 
     settings = quiet_settings()
     with exit_codes():

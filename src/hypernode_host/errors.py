@@ -10,7 +10,12 @@ HypernodeError
 │   └── NameTaken        the job's container name is taken: another worker holds the job
 ├── RequirementsFailed   a job's requirements could not be installed (pip's reason)
 ├── KeyFileError         the node key file is unreadable or malformed
-└── GpuError             NVML or GPU inventory trouble
+├── GpuError             NVML or GPU inventory trouble
+├── UnknownJob           an operator named a job (or dead letter) this node does not have
+├── Stopping             the bridge was asked to stop while it waited (for Redis)
+├── RequestRefused       the reference backend turns a peer's request down (the text it sends)
+├── SubmitRefused        the reference backend answered a submit with an error (its text)
+└── BackendUnreachable   the reference backend cannot be reached; also a ConnectionError (OSError)
 """
 
 
@@ -56,3 +61,23 @@ class NameTaken(ContainerError):
 
 class RequirementsFailed(HypernodeError):
     """The requirements could not be installed; the message is pip's reason in one line."""
+
+
+class UnknownJob(HypernodeError):
+    """No job (or no dead letter) with that id."""
+
+
+class Stopping(HypernodeError):
+    """The bridge was asked to stop while it waited for Redis."""
+
+
+class RequestRefused(HypernodeError):
+    """A request the reference backend turns down; the message is the error text sent on the wire."""
+
+
+class SubmitRefused(HypernodeError):
+    """The reference backend answered with an error frame; the message is its text."""
+
+
+class BackendUnreachable(HypernodeError, ConnectionError):
+    """The reference backend could not be reached, or went away before answering. Also an OSError."""

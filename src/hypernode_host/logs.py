@@ -172,6 +172,23 @@ class RecoveredFaultFilter(logging.Filter):
         return True
 
 
+class NoFrameLogs(logging.LoggerAdapter[logging.Logger]):
+    """The logger websockets gets, on either end of our connections: its DEBUG lines are never produced.
+
+    websockets logs every frame at DEBUG (``> TEXT '{"type":"register","token":"tok-9e56...'``), cut to
+    a length that can leave part of the node token in the line, where no redaction pattern matches it.
+    Its INFO and higher lines (connection open, closed, failed) pass as usual.
+    """
+
+    def isEnabledFor(self, level: int) -> bool:
+        return level > logging.DEBUG and self.logger.isEnabledFor(level)
+
+
+def wire_logger(name: str) -> NoFrameLogs:
+    """A websockets logger under ``name`` ("websockets.client", "websockets.server") without frame lines."""
+    return NoFrameLogs(logging.getLogger(name))
+
+
 def configure(level: str = "INFO", secrets: list[str] | None = None, fmt: str = "text") -> None:
     """Root handler on stderr: text or JSON lines, with context and redaction.
 

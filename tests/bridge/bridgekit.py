@@ -11,9 +11,9 @@ from typing import Any
 import redis
 from faultproxy import Proxy
 
-from hypernode_host.backend.server import BackendThread
+from hypernode_host.backend.harness import BackendThread
 from hypernode_host.bridge.client import Bridge, Tuning, build_bridge
-from hypernode_host.redisproc import RedisProcess
+from hypernode_host.node.redis_server import RedisProcess
 from hypernode_host.settings import Settings
 from hypernode_host.state import keys
 

@@ -10,8 +10,8 @@ import pytest
 from bridgekit import Stack
 from faultproxy import Proxy
 
-from hypernode_host.backend.server import BackendThread
-from hypernode_host.redisproc import RedisProcess
+from hypernode_host.backend.harness import BackendThread
+from hypernode_host.node.redis_server import RedisProcess
 from support import node_env
 
 

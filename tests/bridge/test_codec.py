@@ -14,12 +14,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hypernode_host import messages
 from hypernode_host.bridge.backoff import reconnect_delays
 from hypernode_host.bridge.session import BadFrame, Send, Session
 from hypernode_host.bridge.throttle import Throttle
+from hypernode_host.core import messages
+from hypernode_host.core.jobs import JobState
 from hypernode_host.errors import ProtocolError
-from hypernode_host.jobs import JobState
 
 # No deadline: these assert behaviour, and a loaded CI machine must not turn slowness into failures.
 PROPERTY = settings(deadline=None, max_examples=300)
@@ -141,7 +141,7 @@ stats = st.builds(
 agent_messages = st.one_of(
     st.builds(messages.Heartbeat, nodeId=st.none() | st.text(max_size=40), timestamp=short_text, stats=stats),
     st.builds(messages.Pong),
-    st.builds(messages.JobStatus, id=ids, nodeId=st.none() | short_text, state=st.sampled_from(list(JobState))),
+    st.builds(messages.JobStatusReport, id=ids, nodeId=st.none() | short_text, state=st.sampled_from(list(JobState))),
     st.builds(messages.ErrorMessage, message=short_text),
 )
 

@@ -29,11 +29,11 @@ from faultproxy import Proxy
 from websockets.http11 import Request, Response
 from websockets.sync.server import ServerConnection, serve
 
-from hypernode_host import constants as C
-from hypernode_host.backend.server import BackendThread
+from hypernode_host.backend.harness import BackendThread
 from hypernode_host.bridge.client import Tuning
+from hypernode_host.core.messages import MAX_FRAME_BYTES
 from hypernode_host.errors import AuthError
-from hypernode_host.redisproc import RedisProcess
+from hypernode_host.node.redis_server import RedisProcess
 from hypernode_host.state import keys
 from support import node_env, wait_for
 
@@ -158,7 +158,7 @@ def test_a_frame_over_max_size_closes_the_connection_and_the_bridge_comes_back(
     caplog.set_level(logging.DEBUG)
     with BridgeThread(stack.env):
         node_id = stack.wait_registered()
-        stack.backend.send_raw('{"type":"ping","pad":"' + "Z" * C.MAX_FRAME_BYTES + '"}', node_id)
+        stack.backend.send_raw('{"type":"ping","pad":"' + "Z" * MAX_FRAME_BYTES + '"}', node_id)
 
         wait_for(lambda: resumed(stack, 2), timeout=15)
 

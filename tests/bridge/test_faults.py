@@ -22,8 +22,8 @@ import redis
 from bridgekit import BridgeThread, Stack
 from faultproxy import Proxy
 
-from hypernode_host.backend.server import BackendThread
-from hypernode_host.redisproc import RedisProcess, free_port
+from hypernode_host.backend.harness import BackendThread
+from hypernode_host.node.redis_server import RedisProcess, free_port
 from hypernode_host.state import keys
 from support import NodeProcess, job_containers, node_env, wait_for
 

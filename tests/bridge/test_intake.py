@@ -9,12 +9,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from hypernode_host import constants as C
 from hypernode_host.bridge.intake import Intake, Pending, Reported
-from hypernode_host.gpu.slots import plan_slots
-from hypernode_host.jobs import JobState
-from hypernode_host.proofs import NodeKey
-from hypernode_host.redisproc import RedisProcess
+from hypernode_host.core.jobs import JobState
+from hypernode_host.core.proofs import NodeKey
+from hypernode_host.core.slots import CPU_QUEUE, plan_slots
+from hypernode_host.node.redis_server import RedisProcess
 from hypernode_host.settings import Settings
 from hypernode_host.state import Store
 from hypernode_host.tasks.broker import build_broker
@@ -34,7 +33,7 @@ def intake(redis_server: RedisProcess) -> Iterator[Intake]:
 
 
 def enqueued(client: redis.Redis) -> int:
-    return int(client.hlen(queue_key(C.CPU_QUEUE, ".msgs")))
+    return int(client.hlen(queue_key(CPU_QUEUE, ".msgs")))
 
 
 def test_a_new_job_is_recorded_and_enqueued_once(intake: Intake, redis_client: redis.Redis) -> None:
@@ -43,7 +42,7 @@ def test_a_new_job_is_recorded_and_enqueued_once(intake: Intake, redis_client: r
     assert intake.accept("in-1", JOB) == Pending("in-1", JobState.QUEUED)  # the same id again: not run twice
     assert enqueued(redis_client) == 1
     record = intake.store.jobs.get("in-1")
-    assert record is not None and (record.state, record.queue, record.enqueued) == ("queued", C.CPU_QUEUE, True)
+    assert record is not None and (record.state, record.queue, record.enqueued) == ("queued", CPU_QUEUE, True)
 
 
 def test_a_refused_job_gets_an_error_result_in_the_outbox(intake: Intake, redis_client: redis.Redis) -> None:
@@ -60,7 +59,7 @@ def test_a_refused_job_gets_an_error_result_in_the_outbox(intake: Intake, redis_
 def test_a_claim_whose_intake_was_cut_short_is_completed_when_the_job_comes_again(
     intake: Intake, redis_client: redis.Redis
 ) -> None:
-    intake.store.jobs.record("in-1", JOB, C.CPU_QUEUE)  # a bridge that died right after the claim
+    intake.store.jobs.record("in-1", JOB, CPU_QUEUE)  # a bridge that died right after the claim
     intake.store.jobs.record("in-2", REFUSED, "")
 
     assert intake.accept("in-1", JOB) == Pending("in-1", JobState.QUEUED)
@@ -73,7 +72,7 @@ def test_a_claim_whose_intake_was_cut_short_is_completed_when_the_job_comes_agai
 
 
 def test_reconcile_completes_every_intake_cut_short(intake: Intake, redis_client: redis.Redis) -> None:
-    intake.store.jobs.record("in-1", JOB, C.CPU_QUEUE)
+    intake.store.jobs.record("in-1", JOB, CPU_QUEUE)
     intake.store.jobs.record("in-2", REFUSED, "")
 
     intake.reconcile()

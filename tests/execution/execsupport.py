@@ -20,8 +20,8 @@ from typing import Any
 
 import redis
 
-from hypernode_host.backend.server import BackendThread
-from hypernode_host.redisproc import RedisProcess
+from hypernode_host.backend.harness import BackendThread
+from hypernode_host.node.redis_server import RedisProcess
 from hypernode_host.state import Store, keys
 from hypernode_host.state.records import Registration
 from support import NodeProcess, job_containers, node_stack, wait_for

@@ -25,10 +25,10 @@ import docker
 import pytest
 from execsupport import Node, RssSampler, host_processes_with, proc_status, running_node
 
-from hypernode_host import constants as C
+from hypernode_host.core.slots import CPU_QUEUE
 from hypernode_host.state import keys
 from hypernode_host.tasks.broker import HEARTBEAT_TIMEOUT_MS, build_broker, enqueue_job
-from hypernode_host.tasks.containers import DockerRuntime
+from hypernode_host.tasks.containers import PIDS_LIMIT, DockerRuntime
 from hypernode_host.tasks.runner import container_name
 from support import job_containers, wait_for
 
@@ -107,7 +107,7 @@ def test_a_message_delivered_again_never_starts_a_second_container(node: Node) -
     since = time.time() - 1
     broker = build_broker(node.redis_server.url)
     try:
-        enqueue_job(broker, C.CPU_QUEUE, job_id)  # what Dramatiq's redelivery would do
+        enqueue_job(broker, CPU_QUEUE, job_id)  # what Dramatiq's redelivery would do
     finally:
         broker.close()
         broker.client.close()
@@ -151,8 +151,8 @@ print(json.dumps({{"children": children, "failed": failed}}))
     assert result["status"] == "completed", result["logs"]
     tried = report(result)
     assert tried["failed"] == "EAGAIN"  # fork refused by the pids cgroup, not by memory
-    assert tried["children"] < C.PIDS_LIMIT
-    assert C.PIDS_LIMIT // 2 < peak < C.PIDS_LIMIT  # what the host saw of them: many, never past the limit
+    assert tried["children"] < PIDS_LIMIT
+    assert PIDS_LIMIT // 2 < peak < PIDS_LIMIT  # what the host saw of them: many, never past the limit
     wait_for(lambda: host_processes_with(marker) == [], timeout=20)  # all gone with the container
     node.assert_unharmed()
 

@@ -20,8 +20,7 @@ import docker
 import pytest
 from execsupport import Node, running_node, write_wheel
 
-from hypernode_host import constants as C
-from hypernode_host.tasks.containers import LABEL_REQUIREMENTS, LABEL_ROLE, DockerRuntime
+from hypernode_host.tasks.containers import LABEL_NODE, LABEL_REQUIREMENTS, LABEL_ROLE, DockerRuntime
 from support import TEST_IMAGE, wait_for
 
 PULL_TIMEOUT_S = 5
@@ -72,9 +71,7 @@ def _free_port() -> int:
 
 
 def prep_containers_left(node: Node) -> list[str]:
-    return [
-        cid for cid, labels in DockerRuntime().labelled(LABEL_ROLE, "prep") if labels.get(C.LABEL_NODE) == node.name
-    ]
+    return [cid for cid, labels in DockerRuntime().labelled(LABEL_ROLE, "prep") if labels.get(LABEL_NODE) == node.name]
 
 
 def installs(node: Node) -> int:

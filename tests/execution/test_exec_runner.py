@@ -18,15 +18,22 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hypernode_host import constants as C
 from hypernode_host.backend.oracle import verify
-from hypernode_host.gpu.slots import plan_slots
-from hypernode_host.proofs import NodeKey
-from hypernode_host.redisproc import RedisProcess
+from hypernode_host.core.proofs import NodeKey
+from hypernode_host.core.slots import CPU_QUEUE, plan_slots
+from hypernode_host.node.redis_server import RedisProcess
 from hypernode_host.settings import Settings
 from hypernode_host.state import Store, keys
 from hypernode_host.state.records import JobRecord
-from hypernode_host.tasks.containers import LABEL_ROLE, ContainerSpec, ContainerState, DockerRuntime
+from hypernode_host.tasks.containers import (
+    LABEL_JOB,
+    LABEL_NODE,
+    LABEL_ROLE,
+    LABEL_WORKER,
+    ContainerSpec,
+    ContainerState,
+    DockerRuntime,
+)
 from hypernode_host.tasks.recovery import recover
 from hypernode_host.tasks.requirements import PREP_ROLE
 from hypernode_host.tasks.runner import JobRunner, container_name, job_times
@@ -43,7 +50,7 @@ class Rig:
     def record(self, command: str, **fields: Any) -> str:
         job_id = f"r-{secrets.token_hex(6)}"
         job = {"id": job_id, "command": command, "memoryLimit": "128m", "cpuLimit": 1, **fields}
-        assert self.store.jobs.record(job_id, job, C.CPU_QUEUE)
+        assert self.store.jobs.record(job_id, job, CPU_QUEUE)
         return job_id
 
     def leftover(self, job_id: str, slot: int, command: str, *, start: bool = True, **labels: str) -> str:
@@ -53,7 +60,7 @@ class Rig:
             image=TEST_IMAGE,
             command=["sh", "-c", command],
             env={},
-            labels={C.LABEL_NODE: self.settings.node_name, C.LABEL_WORKER: str(slot), C.LABEL_JOB: job_id, **labels},
+            labels={LABEL_NODE: self.settings.node_name, LABEL_WORKER: str(slot), LABEL_JOB: job_id, **labels},
             memory_bytes=128 << 20,
             nano_cpus=1_000_000_000,
         )
@@ -73,7 +80,7 @@ class Rig:
         return record.result()
 
     def containers(self) -> list[str]:
-        return [cid for cid, _ in self.runtime.labelled(C.LABEL_NODE, self.settings.node_name)]
+        return [cid for cid, _ in self.runtime.labelled(LABEL_NODE, self.settings.node_name)]
 
 
 @pytest.fixture

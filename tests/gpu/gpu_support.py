@@ -14,10 +14,10 @@ from typing import Any
 
 import redis
 
-from hypernode_host.admission import admit
-from hypernode_host.gpu.models import Slot
-from hypernode_host.jobs import JobSpec
-from hypernode_host.redisproc import free_port
+from hypernode_host.core.admission import admit
+from hypernode_host.core.jobs import JobSpec
+from hypernode_host.core.slots import Slot
+from hypernode_host.node.redis_server import free_port
 from hypernode_host.settings import Settings
 from hypernode_host.state import Store, redis_url
 from hypernode_host.state.records import Registration

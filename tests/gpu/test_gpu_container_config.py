@@ -11,10 +11,9 @@ from typing import Any
 
 from docker.types import DeviceRequest
 
-from hypernode_host import constants as C
+from hypernode_host.core.slots import gpus_for, plan_slots
 from hypernode_host.gpu.simulated import simulated_gpus
-from hypernode_host.gpu.slots import gpus_for, plan_slots
-from hypernode_host.tasks.containers import ContainerSpec, container_config
+from hypernode_host.tasks.containers import LABEL_GPUS, LABEL_JOB, ContainerSpec, container_config
 
 H100 = ("GPU-5d3a4c0e-1111-2222-3333-444444444444", "GPU-9f2b7e1d-5555-6666-7777-888888888888")
 
@@ -26,7 +25,7 @@ def spec(**fields: Any) -> ContainerSpec:
         "image": "sha256:abc",
         "command": ["python", "/job/script.py"],
         "env": {"JOB_ID": "x"},
-        "labels": {C.LABEL_JOB: "x", C.LABEL_GPUS: ",".join(uuids)},
+        "labels": {LABEL_JOB: "x", LABEL_GPUS: ",".join(uuids)},
         "memory_bytes": 1 << 30,
         "nano_cpus": 1_000_000_000,
     }
@@ -52,7 +51,7 @@ def test_simulated_gpus_show_only_in_env_and_labels() -> None:
 
     assert "device_requests" not in config
     assert config["environment"]["NVIDIA_VISIBLE_DEVICES"] == ",".join(slot.gpu_uuids)
-    assert config["labels"][C.LABEL_GPUS] == ",".join(slot.gpu_uuids)
+    assert config["labels"][LABEL_GPUS] == ",".join(slot.gpu_uuids)
 
 
 def test_cpu_jobs_see_no_gpu_even_if_the_image_asks_for_all() -> None:

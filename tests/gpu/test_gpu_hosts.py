@@ -20,14 +20,14 @@ import pytest
 import redis
 from gpu_support import DirectQueue, gpu_job, gpus_seen, max_overlap, password_redis, wait_for_slots
 
-from hypernode_host.admission import admit
-from hypernode_host.backend.server import BackendThread
+from hypernode_host.backend.harness import BackendThread
+from hypernode_host.core.admission import admit
+from hypernode_host.core.jobs import JobSpec
 from hypernode_host.errors import JobRejected
 from hypernode_host.gpu.capacity import serving_slots
+from hypernode_host.gpu.inventory import plan_node_slots
 from hypernode_host.gpu.simulated import simulated_gpus
-from hypernode_host.gpu.slots import plan_node_slots
-from hypernode_host.jobs import JobSpec
-from hypernode_host.redisproc import RedisProcess
+from hypernode_host.node.redis_server import RedisProcess
 from hypernode_host.settings import Settings
 from hypernode_host.state import Store
 from hypernode_host.tasks.containers import DockerRuntime

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from hypernode_host.core.slots import Slot, gpus_for, plan_slots, queue_for
 from hypernode_host.errors import ConfigError, JobRejected
 from hypernode_host.gpu.capacity import busy_gpus, serving_slots, unhealthy_slots
 from hypernode_host.gpu.health import Readings, judge, summarize
-from hypernode_host.gpu.models import Slot
+from hypernode_host.gpu.inventory import plan_node_slots
 from hypernode_host.gpu.simulated import Busy, simulated_gpus, with_load, with_lost
-from hypernode_host.gpu.slots import gpus_for, plan_node_slots, plan_slots, queue_for
 from hypernode_host.settings import Settings
 from hypernode_host.state.records import Registration
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import redis
 
+from hypernode_host.core.slots import plan_slots
 from hypernode_host.gpu.inventory import discover
 from hypernode_host.gpu.simulated import simulated_gpus
-from hypernode_host.gpu.slots import plan_slots
-from hypernode_host.redisproc import RedisProcess
+from hypernode_host.node.redis_server import RedisProcess
 from hypernode_host.settings import Settings
 from hypernode_host.state import Store, keys
 from hypernode_host.state.records import Registration

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from fake_pynvml import ERRORS, FakeGpu, FakeNvml
 
+from hypernode_host.core.slots import GpuInfo
 from hypernode_host.errors import GpuError
 from hypernode_host.gpu import nvml
 from hypernode_host.gpu.health import Readings
 from hypernode_host.gpu.inventory import discover
-from hypernode_host.gpu.models import GpuInfo
 from hypernode_host.gpu.monitor import SlotMonitor
 from hypernode_host.settings import Settings
 

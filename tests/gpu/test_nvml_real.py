@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
+from hypernode_host.core.slots import plan_slots
 from hypernode_host.gpu import nvml
 from hypernode_host.gpu.inventory import discover
 from hypernode_host.gpu.monitor import SlotMonitor
-from hypernode_host.gpu.slots import plan_slots
 from hypernode_host.settings import Settings
 
 pytestmark = pytest.mark.nvml

@@ -22,10 +22,11 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from hypernode_host import messages, proofs
-from hypernode_host.backend.server import BackendThread, Refused, run_backend
-from hypernode_host.backend.submit import BackendUnreachable, SubmitRefused, build_job, submit_job
-from hypernode_host.errors import ConfigError
+from hypernode_host.backend.harness import BackendThread
+from hypernode_host.backend.server import run_backend
+from hypernode_host.backend.submit import build_job, submit_job
+from hypernode_host.core import messages, proofs
+from hypernode_host.errors import BackendUnreachable, ConfigError, RequestRefused, SubmitRefused
 
 TIMEOUT = 5.0
 TOKENS = ("tok-1", "tok-2", "tok-3")
@@ -354,7 +355,7 @@ def test_submit_refuses_a_duplicate_id_and_a_missing_job(backend: BackendThread)
             again = await request(submitter, {"type": "submit", "job": job})
             assert again == {"type": "error", "message": "Duplicate job id"}
             assert (await request(submitter, {"type": "submit"}))["type"] == "error"
-        with pytest.raises(Refused, match="Duplicate job id"):
+        with pytest.raises(RequestRefused, match="Duplicate job id"):
             backend.send_job(job)
 
     run(scenario())

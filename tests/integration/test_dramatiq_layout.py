@@ -17,7 +17,7 @@ import redis
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 
-from hypernode_host.redisproc import RedisProcess
+from hypernode_host.node.redis_server import RedisProcess
 from hypernode_host.state import keys
 from hypernode_host.tasks.broker import ACTOR_NAME, build_broker, enqueue_job
 from hypernode_host.tasks.dramatiq_redis import HEARTBEATS, DeadMessage, Queues, WakingConsumer, acks_key, queue_key

@@ -13,7 +13,7 @@ import redis
 
 from hypernode_host.errors import GpuError
 from hypernode_host.gpu.simulated import simulated_gpus
-from hypernode_host.redisproc import RedisProcess
+from hypernode_host.node.redis_server import RedisProcess
 from hypernode_host.state import keys
 from hypernode_host.state.holders import owner_id
 from hypernode_host.state.leases import GpuLeases

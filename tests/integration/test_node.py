@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 
-from hypernode_host.backend.server import BackendThread
+from hypernode_host.backend.harness import BackendThread
 from hypernode_host.state import Store, keys
 from hypernode_host.tasks.containers import DockerRuntime
 from support import NodeProcess, job_containers, node_stack, wait_for

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import redis
 
-from hypernode_host.backend.server import BackendThread
-from hypernode_host.redisproc import RedisProcess
+from hypernode_host.backend.harness import BackendThread
+from hypernode_host.node.redis_server import RedisProcess
 from hypernode_host.state import Store, keys
 from hypernode_host.state.records import Registration
 from support import TEST_IMAGE, NodeProcess, wait_for

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from operator_support import ROOT, compose_command, docker, extra_ca_certs, socket_gid
 
-from hypernode_host.backend.server import BackendThread
-from hypernode_host.redisproc import free_port
+from hypernode_host.backend.harness import BackendThread
+from hypernode_host.node.redis_server import free_port
 from support import TEST_IMAGE, job_containers, wait_for
 
 pytestmark = pytest.mark.timeout(900)  # the first test here may build the image (agent_image)

@@ -13,7 +13,7 @@ import pytest
 from operator_support import DOCKER_SOCKET, docker, socket_gid
 
 from hypernode_host import AGENT_VERSION
-from hypernode_host.backend.server import BackendThread
+from hypernode_host.backend.harness import BackendThread
 from support import TEST_IMAGE, job_containers, wait_for
 
 pytestmark = pytest.mark.timeout(900)  # the first test here may build the image (agent_image)

@@ -10,14 +10,9 @@ import pytest
 import redis
 from operator_support import run_cli
 
-from hypernode_host.health import (
-    ENVVAR_SWITCH,
-    Level,
-    check_toolkit,
-    docker_findings,
-    judge_toolkit_version,
-)
-from hypernode_host.redisproc import RedisProcess
+from hypernode_host.node.redis_server import RedisProcess
+from hypernode_host.ops.doctor import ENVVAR_SWITCH, check_toolkit, docker_findings, judge_toolkit_version
+from hypernode_host.ops.findings import Level
 from hypernode_host.tasks.containers import DockerRuntime
 from support import TEST_IMAGE
 

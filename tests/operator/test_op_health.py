@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import pytest
 from operator_support import Node, run_cli
 
-from hypernode_host.gpu.models import Slot
-from hypernode_host.health import Level, check_docker
+from hypernode_host.core.slots import Slot
+from hypernode_host.ops.check import check_docker
+from hypernode_host.ops.findings import Level
 from hypernode_host.state import keys
 from hypernode_host.state.records import Registration
 from hypernode_host.tasks.containers import DockerRuntime

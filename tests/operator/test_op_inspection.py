@@ -8,8 +8,8 @@ import uuid
 
 from operator_support import Node
 
-from hypernode_host import constants as C
-from hypernode_host.deadletters import DROPPED_REASON
+from hypernode_host.core.slots import CPU_QUEUE
+from hypernode_host.ops.deadletters import DROPPED_REASON
 from hypernode_host.state import keys
 from hypernode_host.tasks.dramatiq_redis import queue_key
 from support import wait_for
@@ -80,7 +80,7 @@ def test_queue_workers_and_cancel(node: Node) -> None:
     waiting = [node.send(script=f"print('queued job {i} done')") for i in range(3)]
 
     def cpu_queue() -> dict[str, object]:
-        return next(q for q in node.cli_json("queue")["queues"] if q["queue"] == C.CPU_QUEUE)
+        return next(q for q in node.cli_json("queue")["queues"] if q["queue"] == CPU_QUEUE)
 
     wait_for(lambda: cpu_queue()["ready"] == 3, timeout=20)
     stats = cpu_queue()
@@ -92,7 +92,7 @@ def test_queue_workers_and_cancel(node: Node) -> None:
     assert _job_ids(running) == [blocker]
     (worker,) = node.cli_json("workers")["workers"]
     assert worker["alive"] and worker["slot"] == 0 and worker["current_job"] == blocker
-    assert worker["queues"] == [C.CPU_QUEUE] and worker["pid"] > 0
+    assert worker["queues"] == [CPU_QUEUE] and worker["pid"] > 0
 
     shown = node.cli("top", "--once")
     assert shown.returncode == 0, shown.stderr
@@ -143,9 +143,9 @@ def _job_ids_of_dead(node: Node) -> list[str]:
 def test_dead_requeue_runs_the_job_again(node: Node) -> None:
     victim = _dead_letter(node)
     (dead,) = [d for d in node.cli_json("dead")["dead"] if d["job_id"] == victim]
-    assert dead["queue"] == C.CPU_QUEUE and dead["state"] in ("queued", "running")
-    assert node.redis.zcard(queue_key(C.CPU_QUEUE, ".XQ")) == 1
-    assert next(q for q in node.cli_json("queue")["queues"] if q["queue"] == C.CPU_QUEUE)["dead"] == 1
+    assert dead["queue"] == CPU_QUEUE and dead["state"] in ("queued", "running")
+    assert node.redis.zcard(queue_key(CPU_QUEUE, ".XQ")) == 1
+    assert next(q for q in node.cli_json("queue")["queues"] if q["queue"] == CPU_QUEUE)["dead"] == 1
 
     # The operator repairs what made it fail, then requeues it.
     job = {"id": victim, "script": "print('ran after the requeue: done')", "memoryLimit": "256m", "cpuLimit": 1.0}
@@ -171,4 +171,4 @@ def test_dead_purge_ends_the_job_with_an_error_result(node: Node) -> None:
     result = node.result(victim)  # the backend still hears about the job it sent
     assert result["status"] == "error" and result["logs"] == DROPPED_REASON
     assert node.cli_json("dead")["dead"] == []
-    assert node.redis.hlen(queue_key(C.CPU_QUEUE, ".XQ.msgs")) == 0
+    assert node.redis.hlen(queue_key(CPU_QUEUE, ".XQ.msgs")) == 0

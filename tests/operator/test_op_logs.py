@@ -15,7 +15,7 @@ import pytest
 from operator_support import run_cli
 
 from hypernode_host import logs
-from hypernode_host.redisproc import free_port
+from hypernode_host.node.redis_server import free_port
 from support import NodeProcess, wait_for
 
 TOKEN = "tok-9f8e7d6c5b4a"

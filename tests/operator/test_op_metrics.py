@@ -9,9 +9,9 @@ import pytest
 from operator_support import Node
 from prometheus_client.parser import text_string_to_metric_families
 
-from hypernode_host import constants as C
-from hypernode_host.metrics import MetricsServer, start_metrics_server
-from hypernode_host.redisproc import free_port
+from hypernode_host.core.slots import CPU_QUEUE
+from hypernode_host.node.redis_server import free_port
+from hypernode_host.ops.metrics import MetricsServer, start_metrics_server
 from hypernode_host.settings import Settings
 from support import wait_for
 
@@ -74,9 +74,9 @@ def test_metrics_count_the_jobs_that_ran(node: Node, metrics: MetricsServer) -> 
     ) + (1 if ok["durationMs"] <= 5000 else 0)
     assert bad["status"] == "failed"
     assert value(after, "hn_workers_alive") == 1
-    assert value(after, "hn_queue_ready", queue=C.CPU_QUEUE) == 0
+    assert value(after, "hn_queue_ready", queue=CPU_QUEUE) == 0
     # The worker acknowledges its message just after it stored the result the backend already has.
-    wait_for(lambda: value(scrape(metrics.url), "hn_queue_in_flight", queue=C.CPU_QUEUE) == 0, timeout=10)
+    wait_for(lambda: value(scrape(metrics.url), "hn_queue_in_flight", queue=CPU_QUEUE) == 0, timeout=10)
     assert value(after, "hn_jobs_running") == 0 and value(after, "hn_jobs_queued") == 0
     assert value(after, "hn_bridge_heartbeat_age_seconds") < 10
     assert ("hn_outbox_size", ()) in after and ("hn_reconnects_total", ()) in after

@@ -19,7 +19,7 @@ import pytest
 import redis
 from operator_support import run_cli
 
-from hypernode_host.backend.server import BackendThread
+from hypernode_host.backend.harness import BackendThread
 from hypernode_host.errors import ConfigError
 from hypernode_host.settings import Settings
 from hypernode_host.state.connect import URL_FILE, own_redis_url, redis_url

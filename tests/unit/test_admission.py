@@ -6,13 +6,12 @@ import random
 
 import pytest
 
-from hypernode_host import constants as C
-from hypernode_host.admission import admit, image_allowed
 from hypernode_host.bridge.backoff import reconnect_delays
+from hypernode_host.core.admission import admit, image_allowed
+from hypernode_host.core.jobs import JobSpec, parse_requirements, parse_size
+from hypernode_host.core.slots import CPU_QUEUE, plan_slots
 from hypernode_host.errors import ConfigError, JobRejected
 from hypernode_host.gpu.simulated import parse_spec, simulated_gpus
-from hypernode_host.gpu.slots import plan_slots
-from hypernode_host.jobs import JobSpec, parse_requirements, parse_size
 from hypernode_host.settings import Settings
 
 SETTINGS = Settings.from_env({"HN_JOB_IMAGE": "hypernode/job-python:3.11", "HN_JOB_TIMEOUT": "120"})
@@ -27,7 +26,7 @@ def job(**fields: object) -> JobSpec:
 
 def test_cpu_job_goes_to_the_cpu_queue_with_the_default_image() -> None:
     admission = admit(job(), SETTINGS, CPU_ONLY)
-    assert admission.queue == C.CPU_QUEUE
+    assert admission.queue == CPU_QUEUE
     assert admission.image == "hypernode/job-python:3.11"
     assert admission.timeout_s == 120
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
-from hypernode_host import constants as C
 from hypernode_host.tasks.containers import (
+    LABEL_ATTEMPT,
+    LABEL_JOB,
+    LABEL_NODE,
+    LABEL_WORKER,
     ContainerSpec,
     PrepSpec,
     _ms,
@@ -21,7 +24,7 @@ def spec(**overrides: object) -> ContainerSpec:
         "image": "sha256:abc",
         "command": ["python", "/job/script.py"],
         "env": {"JOB_ID": "j1"},
-        "labels": {C.LABEL_JOB: "j1", C.LABEL_NODE: "rig", C.LABEL_WORKER: "0", C.LABEL_ATTEMPT: "1"},
+        "labels": {LABEL_JOB: "j1", LABEL_NODE: "rig", LABEL_WORKER: "0", LABEL_ATTEMPT: "1"},
         "memory_bytes": 256 << 20,
         "nano_cpus": 1_000_000_000,
     }
@@ -35,7 +38,7 @@ def test_every_field_of_the_contract() -> None:
         "image": "sha256:abc",
         "command": ["python", "/job/script.py"],
         "name": "hn-job-j1",
-        "labels": {C.LABEL_JOB: "j1", C.LABEL_NODE: "rig", C.LABEL_WORKER: "0", C.LABEL_ATTEMPT: "1"},
+        "labels": {LABEL_JOB: "j1", LABEL_NODE: "rig", LABEL_WORKER: "0", LABEL_ATTEMPT: "1"},
         "environment": {
             "JOB_ID": "j1",
             "HOME": "/work",

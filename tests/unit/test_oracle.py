@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from hypernode_host import proofs
 from hypernode_host.backend.oracle import CHECK_NAMES, Verification, verify
+from hypernode_host.core import proofs
 
 NODE = "node-a"
 DISPATCHED = 1_700_000_000_000
@@ -224,9 +224,8 @@ def test_a_result_built_by_the_nodes_own_result_builder_is_verified() -> None:
     # The one place where the node's proofs and the Oracle's recomputation must agree.
     import json
 
-    from hypernode_host.jobs import Status
-    from hypernode_host.results import make_result
-    from hypernode_host.tasks.logcapture import CapturedLogs
+    from hypernode_host.core.jobs import Status
+    from hypernode_host.core.results import CapturedLogs, make_result
 
     text = "epoch 3\ntraining done\n"
     logs = CapturedLogs(text=text, total_bytes=len(text), full_sha256=proofs.sha256_hex(text.encode()), truncated=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 import base58
 import pytest
 
-from hypernode_host import proofs
+from hypernode_host.core import proofs
 from hypernode_host.errors import KeyFileError
 
 # RFC 8032 section 7.1, TEST 1: secret key → public key.
@@ -108,7 +108,7 @@ def test_processes_starting_together_share_one_whole_key(tmp_path: Path) -> None
 
     path = tmp_path / "node.key"
     code = (
-        "import sys; from pathlib import Path; from hypernode_host.proofs import NodeKey; "
+        "import sys; from pathlib import Path; from hypernode_host.core.proofs import NodeKey; "
         "print(NodeKey.load_or_create(Path(sys.argv[1])).public_key_b58)"
     )
     procs = [

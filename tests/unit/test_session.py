@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from hypernode_host import messages
 from hypernode_host.bridge.session import (
     AuthFailed,
     BackendError,
@@ -21,9 +20,10 @@ from hypernode_host.bridge.session import (
     Session,
     State,
 )
+from hypernode_host.core import messages
+from hypernode_host.core.jobs import JobState
+from hypernode_host.core.messages import HeartbeatStats, HostInfo
 from hypernode_host.errors import HypernodeError, ProtocolError
-from hypernode_host.jobs import JobState
-from hypernode_host.messages import HeartbeatStats, HostInfo
 
 HOST = HostInfo(
     hostname="rig-1",

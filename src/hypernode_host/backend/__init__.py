@@ -1,19 +1,6 @@
-"""The reference backend: the project's stand-in for the non-public Hypernode backend (DESIGN.md).
+"""The reference backend: the project's stand-in for the Hypernode backend, which is not public.
 
-The test peer of every bridge test and the demo's default: upstream's message set and error texts,
-job submission, and an Oracle that checks each result's proofs.
+The test peer of every bridge test and the demo's default: upstream's message set and error texts
+(server.py, over the records of records.py), job submission (submit.py), an Oracle that checks each
+result's proofs (oracle.py), and a thread harness for tests and the demo (harness.py).
 """
-
-from hypernode_host.backend.oracle import Verification, verify
-from hypernode_host.backend.server import BackendThread, ReferenceBackend, run_backend
-from hypernode_host.backend.submit import build_job, submit_job
-
-__all__ = [
-    "BackendThread",
-    "ReferenceBackend",
-    "Verification",
-    "build_job",
-    "run_backend",
-    "submit_job",
-    "verify",
-]

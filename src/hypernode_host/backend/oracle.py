@@ -13,13 +13,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
-from hypernode_host import constants as C
-from hypernode_host import proofs
+from hypernode_host.core import proofs
 
 # Clocks of node and backend are not in lockstep; a few seconds either way is not fraud.
 CLOCK_SKEW_MS = 5000
 
-_MARKER = re.compile(C.COMPLETED_MARKER_RE, re.IGNORECASE)
+# Whole words only: "abandoned" is not "done".
+COMPLETED_MARKER = re.compile(r"(?i)(?<!\w)(completed|finished|success|done|exit code 0)(?!\w)|✅")
 
 CHECK_NAMES = (
     "nodeMatches",
@@ -113,7 +113,7 @@ def _completion_marker(result: Mapping[str, Any], ctx: _Context) -> str | None:
     logs = result.get("logs")
     if not isinstance(logs, str):
         return "logs missing or not a string"
-    if _MARKER.search(logs) is None:
+    if COMPLETED_MARKER.search(logs) is None:
         return "no completion marker (completed, finished, success, done, exit code 0, ✅) in the logs"
     return None
 

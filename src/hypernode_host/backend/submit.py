@@ -10,21 +10,13 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from hypernode_host import constants as C
-from hypernode_host.errors import HypernodeError
+from hypernode_host.core.messages import MAX_FRAME_BYTES
+from hypernode_host.errors import BackendUnreachable, SubmitRefused
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # How long the backend has to accept the connection and answer the submit itself (not the job's run).
 ANSWER_TIMEOUT_S = 10.0
-
-
-class BackendUnreachable(HypernodeError, ConnectionError):
-    """The backend could not be reached, or went away before answering. Also an OSError."""
-
-
-class SubmitRefused(HypernodeError):
-    """The backend answered with an error frame; the message is its text."""
 
 
 def build_job(
@@ -69,7 +61,7 @@ async def submit_job(url: str, job: dict[str, Any], *, wait: bool, wait_timeout:
     backend refuses the job, BackendUnreachable when it cannot be reached or drops the connection.
     """
     try:
-        connection = await connect(url, open_timeout=ANSWER_TIMEOUT_S, max_size=C.MAX_FRAME_BYTES)
+        connection = await connect(url, open_timeout=ANSWER_TIMEOUT_S, max_size=MAX_FRAME_BYTES)
     except (InvalidURI, InvalidHandshake, OSError) as exc:  # OSError includes the handshake's TimeoutError
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
         raise BackendUnreachable(f"cannot connect to {url}: {reason}") from None
@@ -89,7 +81,7 @@ async def _submit_on(
     except TimeoutError:
         raise BackendUnreachable(f"the backend did not answer the submit within {ANSWER_TIMEOUT_S:g} s") from None
     job_id = str(submitted["id"])
-    logger.info("job %s submitted", job_id)
+    log.info("job %s submitted", job_id)
     if not wait:
         return {"id": job_id, "result": None, "verification": None}
     try:

@@ -29,7 +29,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from hypernode_host import AGENT_VERSION
-from hypernode_host import constants as C
 from hypernode_host.bridge.backoff import reconnect_delays
 from hypernode_host.bridge.intake import Intake, Pending, Reported
 from hypernode_host.bridge.session import (
@@ -46,14 +45,14 @@ from hypernode_host.bridge.session import (
     Session,
     State,
 )
+from hypernode_host.bridge.stats import heartbeat_stats, wire_gpu
 from hypernode_host.bridge.throttle import Throttle
-from hypernode_host.bridge.wirelog import wire_logger
 from hypernode_host.core.clock import now_ms, utc_timestamp
-from hypernode_host.errors import AuthError, HypernodeError
-from hypernode_host.gpu.capacity import unhealthy_slots
-from hypernode_host.gpu.models import GpuInfo, Slot
-from hypernode_host.messages import ErrorMessage, HeartbeatStats, HostInfo, encode, plain
-from hypernode_host.proofs import NodeKey
+from hypernode_host.core.messages import MAX_FRAME_BYTES, ErrorMessage, HeartbeatStats, HostInfo, encode, plain
+from hypernode_host.core.proofs import NodeKey
+from hypernode_host.core.slots import GpuInfo, Slot
+from hypernode_host.errors import AuthError, Stopping
+from hypernode_host.logs import wire_logger
 from hypernode_host.settings import Settings
 from hypernode_host.state import RedisDown, Store, redis_url
 
@@ -84,10 +83,6 @@ class Tuning:
     # None: for wss:// websockets uses ssl.create_default_context(), which verifies the certificate
     # and the host name. A context given here must verify too (tests pass one that trusts their CA).
     ssl_context: ssl.SSLContext | None = None
-
-
-class _Stopping(HypernodeError):
-    """The bridge was asked to stop while it waited for Redis."""
 
 
 @dataclass
@@ -160,7 +155,7 @@ class Bridge:
                 if await self._stopped_within(delay):
                     break
                 await self._count("reconnects")
-        except _Stopping:
+        except Stopping:
             log.info("stopped while waiting for Redis")
         finally:
             self.session.close()
@@ -178,7 +173,7 @@ class Bridge:
         try:
             async with connect(
                 endpoint,
-                max_size=C.MAX_FRAME_BYTES,  # on purpose: the largest legitimate frame is a job with its script
+                max_size=MAX_FRAME_BYTES,  # on purpose: the largest legitimate frame is a job with its script
                 compression=None,  # a deflate bomb could inflate far past max_size
                 open_timeout=self.tuning.open_timeout_s,
                 ping_interval=self.tuning.ping_interval_s,
@@ -234,7 +229,7 @@ class Bridge:
         """Run a helper task; if it fails, drop the connection so that the next one starts clean."""
         try:
             await work(ws)
-        except (ConnectionClosed, _Stopping):
+        except (ConnectionClosed, Stopping):
             pass  # the reader sees the same end and finishes the connection
         except Exception:
             log.exception("bridge task failed; reconnecting")
@@ -285,7 +280,7 @@ class Bridge:
     async def _on_job(self, job_id: str, fields: dict[str, Any], ws: ClientConnection) -> None:
         try:
             known = await self._redis(self.intake.accept, job_id, fields)
-        except _Stopping:
+        except Stopping:
             raise
         except Exception:
             # A bug met by one job must not cost the other jobs their connection, nor the bridge its
@@ -359,25 +354,13 @@ class Bridge:
             self.store.node.count("frames_refused", refused)
         if beat_sent_ms:
             self.store.node.heartbeat(beat_sent_ms)
-        counters = self.store.stats.counters()
         queued, running = self.store.jobs.active_counts()
-        registrations = self.store.registry.all()
-        sick = unhealthy_slots(registrations)
-        if sick != self._unhealthy:
-            for line in sorted(set(sick) - set(self._unhealthy)):
+        stats = heartbeat_stats(self.store.stats.counters(), queued, running, self.store.registry.all(), self.gpus())
+        if stats.unhealthy_slots != self._unhealthy:
+            for line in sorted(set(stats.unhealthy_slots) - set(self._unhealthy)):
                 log.warning("slot takes no jobs: %s", line)
-            self._unhealthy = sick
-        idle = sum(1 for r in registrations if r.healthy and not r.job)
-        return HeartbeatStats(
-            jobs_completed=counters.get("completed", 0),
-            jobs_failed=counters.get("failed", 0),
-            total_uptime=0,  # set when the beat is sent
-            active_jobs=running,
-            gpus=[g.entry() for g in self.gpus()],
-            queued_jobs=queued,
-            free_slots=idle,
-            unhealthy_slots=sick,
-        )
+            self._unhealthy = stats.unhealthy_slots
+        return stats
 
     def _current_stats(self) -> HeartbeatStats:
         stats = self._stats or HeartbeatStats(jobs_completed=0, jobs_failed=0, total_uptime=0, active_jobs=0, gpus=[])
@@ -398,7 +381,7 @@ class Bridge:
             except RedisDown as exc:
                 self._redis_unavailable(exc)
             if await self._stopped_within(delay):
-                raise _Stopping
+                raise Stopping
             delay = min(delay * 2, REDIS_RETRY_MAX_S)
 
     async def _count(self, name: str) -> None:
@@ -429,7 +412,7 @@ class Bridge:
             os=platform.system(),
             os_version=platform.release(),
             arch=platform.machine(),
-            gpus=[g.entry() for g in self.gpus()],
+            gpus=[wire_gpu(g) for g in self.gpus()],
             docker_version=self.docker_version,
             agent_version=AGENT_VERSION,
         )
@@ -442,10 +425,9 @@ class Bridge:
 
 def build_bridge(settings: Settings, tuning: Tuning | None = None) -> Bridge:
     """A Bridge from settings: GPUs, slots, Redis, the Dramatiq broker, the node key, Docker's version."""
-    from hypernode_host.bridge.engine import docker_version
-    from hypernode_host.gpu.inventory import discover
-    from hypernode_host.gpu.slots import plan_node_slots
+    from hypernode_host.gpu.inventory import discover, plan_node_slots
     from hypernode_host.tasks.broker import build_broker
+    from hypernode_host.tasks.engine import docker_version
 
     settings.token()
     slots = plan_node_slots(settings)  # the slots the workers plan too: admission must agree with them
@@ -472,11 +454,6 @@ def build_bridge(settings: Settings, tuning: Tuning | None = None) -> Bridge:
 def run_bridge(settings: Settings) -> None:
     """Run the bridge until SIGTERM/SIGINT; AuthError when the backend refuses the token."""
     bridge = build_bridge(settings)
-    metrics = None
-    if settings.metrics_port:  # prometheus_client, http.server and the views cost ~2 MB: only when served
-        from hypernode_host.metrics import start_metrics_server
-
-        metrics = start_metrics_server(settings)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -488,5 +465,3 @@ def run_bridge(settings: Settings) -> None:
         asyncio.run(main())
     finally:
         bridge.close()
-        if metrics is not None:
-            metrics.close()

@@ -15,14 +15,14 @@ from typing import Any
 
 from dramatiq.brokers.redis import RedisBroker
 
-from hypernode_host.admission import admit
+from hypernode_host.core.admission import admit
 from hypernode_host.core.clock import now_ms
+from hypernode_host.core.jobs import JobSpec, JobState
+from hypernode_host.core.proofs import NodeKey
+from hypernode_host.core.results import error_result
+from hypernode_host.core.slots import Slot
 from hypernode_host.errors import JobRejected
 from hypernode_host.gpu.capacity import serving_slots
-from hypernode_host.gpu.models import Slot
-from hypernode_host.jobs import JobSpec, JobState
-from hypernode_host.proofs import NodeKey
-from hypernode_host.results import error_result
 from hypernode_host.settings import Settings
 from hypernode_host.state import Store
 from hypernode_host.tasks.broker import enqueue_job
@@ -62,9 +62,12 @@ class Intake:
         None: a new job (queued, or refused with an error result in the outbox), or a known job whose
         result is already in the outbox, which sends it.
         """
-        queue, _ = self._admit(fields)
-        if self.store.jobs.record(job_id, fields, queue):
-            self._complete(job_id, fields, queue)
+        try:
+            queue, refusal = admit(JobSpec.parse(fields), self.settings, self.serving_slots()).queue, None
+        except JobRejected as exc:
+            queue, refusal = "", str(exc)
+        if self.store.jobs.record(job_id, fields, queue, refusal):
+            self._complete(job_id, fields, queue, refusal)
             return None
         return self._known(job_id)
 
@@ -74,28 +77,21 @@ class Intake:
             record = self.store.jobs.get(job_id)
             if record is not None and record.job_json:
                 log.info("job %s: completing its intake after a bridge restart", job_id)
-                self._complete(job_id, record.job(), record.queue)
-
-    def _admit(self, fields: Mapping[str, Any]) -> tuple[str, str]:
-        """(queue, "") for a job this node takes; ("", the one-line reason) for one it refuses."""
-        try:
-            return admit(JobSpec.parse(fields), self.settings, self.serving_slots()).queue, ""
-        except JobRejected as exc:
-            return "", str(exc)
+                self._complete(job_id, record.job(), record.queue, record.refusal)
 
     def serving_slots(self) -> list[Slot]:
         """This host's healthy slots plus the live healthy slots of hosts that joined its Redis."""
         return serving_slots(self.slots, self.store.registry.all(), self.settings.node_name)
 
-    def _complete(self, job_id: str, fields: Mapping[str, Any], queue: str) -> None:
+    def _complete(self, job_id: str, fields: Mapping[str, Any], queue: str, refusal: str | None) -> None:
         """Enqueue a recorded job, or put its refusal in the outbox as an error result."""
         if queue:
             enqueue_job(self.broker, queue, job_id)
             self.store.jobs.mark_enqueued(job_id)
             log.info("job %s: queued on %s", job_id, queue)
             return
-        # Recorded as refused: it stays refused even if the settings changed since (it was never enqueued).
-        reason = self._admit(fields)[1] or "job refused by this node"
+        # Recorded as refused, with its reason: it stays refused even if the settings changed since.
+        reason = refusal or "job refused by this node"
         log.warning("job %s refused: %s", job_id, reason)
         result = error_result(
             job_id=job_id, job=fields, node_id=self.store.node.node_id(), key=self.key, reason=reason, at_ms=now_ms()
@@ -106,7 +102,7 @@ class Intake:
         record = self.store.jobs.get(job_id)
         if record is not None and record.state is JobState.QUEUED and not record.enqueued and record.job_json:
             log.info("job %s: completing an intake that was cut short", job_id)
-            self._complete(job_id, record.job(), record.queue)
+            self._complete(job_id, record.job(), record.queue, record.refusal)
             record = self.store.jobs.get(job_id)
         state = record.state if record is not None else None
         if state is JobState.REPORTED and record is not None and record.result_json is not None:

@@ -20,9 +20,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from hypernode_host.errors import HypernodeError, ProtocolError
-from hypernode_host.jobs import JobState, job_id_of
-from hypernode_host.messages import (
+from hypernode_host.core.jobs import JobState, job_id_of
+from hypernode_host.core.messages import (
     Ack,
     ErrorMessage,
     Heartbeat,
@@ -30,7 +29,7 @@ from hypernode_host.messages import (
     HostInfo,
     JobCancel,
     JobFrame,
-    JobStatus,
+    JobStatusReport,
     Message,
     Ping,
     Pong,
@@ -39,6 +38,7 @@ from hypernode_host.messages import (
     load_object,
     validate_backend,
 )
+from hypernode_host.errors import HypernodeError, ProtocolError
 
 # Errors after which retrying with the same credentials cannot help (upstream's texts).
 AUTH_ERRORS = ("Invalid token", "Token already used", "Token is required")
@@ -180,9 +180,9 @@ class Session:
             return None
         return Heartbeat(nodeId=self.node_id, timestamp=timestamp, stats=stats)
 
-    def job_status(self, job_id: str, state: JobState) -> JobStatus:
+    def job_status(self, job_id: str, state: JobState) -> JobStatusReport:
         """(ext) Where a job the backend sent again stands: it is known and is not run twice."""
-        return JobStatus(id=job_id, nodeId=self.node_id, state=state)
+        return JobStatusReport(id=job_id, nodeId=self.node_id, state=state)
 
     def result_sent(self, job_id: str, entry_id: str | None) -> None:
         """Call *before* sending the result, so its ack cannot overtake the bookkeeping."""

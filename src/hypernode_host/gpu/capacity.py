@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hypernode_host.gpu.models import Slot
+from hypernode_host.core.slots import Slot
 from hypernode_host.gpu.simulated import Busy
 from hypernode_host.state.records import Registration
 

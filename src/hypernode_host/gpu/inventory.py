@@ -1,4 +1,4 @@
-"""Which GPUs this node has: simulated when HN_SIMULATE_GPUS is set, else what NVML reports.
+"""Which GPUs this node has (simulated when HN_SIMULATE_GPUS is set, else what NVML reports), and its slots.
 
 Synchronous (NVML, Redis): the bridge calls ``discover`` through ``asyncio.to_thread``.
 """
@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import logging
 
+from hypernode_host.core.slots import GpuInfo, Slot, plan_slots
 from hypernode_host.errors import GpuError
 from hypernode_host.gpu import nvml
 from hypernode_host.gpu.capacity import busy_gpus
-from hypernode_host.gpu.models import GpuInfo
 from hypernode_host.gpu.simulated import simulated_gpus, with_load, with_lost
 from hypernode_host.settings import Settings
 from hypernode_host.state import RedisError, Store
@@ -50,3 +50,8 @@ def observe_simulated(store: Store, host: str, gpus: list[GpuInfo]) -> list[GpuI
         log.debug("simulated GPUs read idle: Redis unavailable (%s)", exc)
         return gpus
     return with_lost(with_load(gpus, busy), marks)
+
+
+def plan_node_slots(settings: Settings) -> list[Slot]:
+    """This node's slots as every part must see them: bridge, `up`, workers and `gpus`."""
+    return plan_slots(discover(settings), settings.cpu_slots, settings.gpus_per_worker)

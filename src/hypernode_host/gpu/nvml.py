@@ -12,9 +12,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from hypernode_host.core.slots import GpuInfo
 from hypernode_host.errors import GpuError
 from hypernode_host.gpu.health import Readings, judge
-from hypernode_host.gpu.models import GpuInfo
 
 log = logging.getLogger(__name__)
 

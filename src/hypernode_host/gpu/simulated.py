@@ -16,9 +16,9 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from hypernode_host.core.slots import GpuInfo
 from hypernode_host.errors import ConfigError
 from hypernode_host.gpu.health import simulated_health
-from hypernode_host.gpu.models import GpuInfo
 
 _ENTRY = re.compile(r"^(\d+)x([A-Za-z0-9_.-]+):(\d+)$")
 DEFAULT_MODEL = ("Simulated-GPU", 24576)

@@ -16,7 +16,7 @@ from typing import Any, cast
 import redis
 
 from hypernode_host.core.clock import now_ms
-from hypernode_host.jobs import JobState, Status
+from hypernode_host.core.jobs import JobState, Status
 from hypernode_host.state import keys, scripts
 from hypernode_host.state.records import JobRecord
 from hypernode_host.state.stats import DURATION_BUCKETS_S, bucket_bound
@@ -44,10 +44,11 @@ class Jobs:
 
     # A job's life ----------------------------------------------------------------------------
 
-    def record(self, job_id: str, raw: Mapping[str, Any], queue: str) -> bool:
-        """Record a newly received job in state queued; False when the id is already known."""
+    def record(self, job_id: str, raw: Mapping[str, Any], queue: str, refusal: str | None = None) -> bool:
+        """Record a newly received job in state queued (on ``queue``, or "" with the ``refusal`` it gets);
+        False when the id is already known."""
         at = now_ms()
-        fields = {
+        fields: dict[str, str | int] = {
             "id": job_id,
             "job": json.dumps(dict(raw), separators=(",", ":")),
             "state": JobState.QUEUED.value,
@@ -55,6 +56,8 @@ class Jobs:
             "received_at": at,
             "attempt": 0,
         }
+        if refusal is not None:
+            fields["refusal"] = refusal
         flat = [str(x) for pair in fields.items() for x in pair]
         return bool(self._record(keys=[_key(job_id), keys.JOB_INDEX, keys.QUEUED], args=[at, *flat]))
 

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import redis
 
-from hypernode_host.jobs import JobState
+from hypernode_host.core.jobs import JobState
 from hypernode_host.state import keys
 from hypernode_host.state.records import OutboxEntry
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from hypernode_host.gpu.models import GpuInfo, Slot
-from hypernode_host.jobs import JobState, Status
+from hypernode_host.core.jobs import JobState, Status
+from hypernode_host.core.slots import GpuInfo, Slot
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -52,7 +52,8 @@ class JobRecord:
 
     id: str
     state: JobState | None  # None: a hash without a state we know (written partly, or by another version)
-    queue: str = ""
+    queue: str = ""  # "" for a job refused at intake
+    refusal: str | None = None  # why it was refused (its error result says so)
     received_at: int = 0  # epoch ms
     attempt: int = 0  # claims so far: 1 for the first run
     enqueued: bool = False  # its Dramatiq message was sent
@@ -72,6 +73,7 @@ class JobRecord:
             id=job_id,
             state=_member(JobState, fields.get("state")),
             queue=fields.get("queue", ""),
+            refusal=fields.get("refusal"),
             received_at=_int(fields.get("received_at")),
             attempt=_int(fields.get("attempt")),
             enqueued="enqueued" in fields,

@@ -26,10 +26,24 @@ import requests
 import requests.exceptions
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
-from hypernode_host import constants as C
 from hypernode_host.errors import ContainerError, ImageUnavailable, NameTaken
 
 log = logging.getLogger(__name__)
+
+# The container contract: who the job runs as, where its files are, what it may hold.
+JOB_USER = "65534:65534"  # nobody:nogroup, whatever the image says
+SCRIPT_DIR = "/job"
+SCRIPT_PATH = "/job/script.py"
+WORK_DIR = "/work"
+PIDS_LIMIT = 1024
+SHM_SIZE = 256 << 20  # the largest each scratch tmpfs may get (scratch_bytes)
+NOFILE_LIMIT = 4096
+# Labels every job container carries: they are how a restarted worker finds its containers.
+LABEL_JOB = "hypernode.job_id"
+LABEL_NODE = "hypernode.node"
+LABEL_WORKER = "hypernode.worker"
+LABEL_ATTEMPT = "hypernode.attempt"
+LABEL_GPUS = "hypernode.gpus"
 
 # The kernel's OOM killer picks a job before the agent, dockerd or anything else on the host.
 OOM_SCORE_ADJ = 500
@@ -99,7 +113,7 @@ class ContainerState:
 
 def scratch_bytes(memory_bytes: int) -> int:
     """Size of each scratch tmpfs for a job with ``memory_bytes``: a quarter of it, 256 MiB at most."""
-    return max(min(C.SHM_SIZE, memory_bytes // SCRATCH_SHARE) // MIB, 1) * MIB
+    return max(min(SHM_SIZE, memory_bytes // SCRATCH_SHARE) // MIB, 1) * MIB
 
 
 def _hardened(memory_bytes: int, nano_cpus: int, pids_limit: int) -> dict[str, Any]:
@@ -114,7 +128,7 @@ def _hardened(memory_bytes: int, nano_cpus: int, pids_limit: int) -> dict[str, A
         "oom_score_adj": OOM_SCORE_ADJ,
         "nano_cpus": nano_cpus,
         "ulimits": [
-            Ulimit(name="nofile", soft=C.NOFILE_LIMIT, hard=C.NOFILE_LIMIT),
+            Ulimit(name="nofile", soft=NOFILE_LIMIT, hard=NOFILE_LIMIT),
             Ulimit(name="core", soft=0, hard=0),
         ],
         "ipc_mode": "private",
@@ -129,7 +143,7 @@ def _hardened(memory_bytes: int, nano_cpus: int, pids_limit: int) -> dict[str, A
 
 def container_config(spec: ContainerSpec) -> dict[str, Any]:
     """Keyword arguments for ``containers.create``: the hardened contract, nothing from the job but limits."""
-    env = {**spec.env, "HOME": C.WORK_DIR, "PYTHONUNBUFFERED": "1"}
+    env = {**spec.env, "HOME": WORK_DIR, "PYTHONUNBUFFERED": "1"}
     if spec.gpu_uuids:
         # Override whatever the image declares: the toolkit would honour an image's "all".
         env["NVIDIA_VISIBLE_DEVICES"] = ",".join(spec.gpu_uuids)
@@ -139,7 +153,7 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
     # The script directory is an anonymous volume so put_archive can fill it before start
     # (the rootfs is read-only and tmpfs is not mounted yet); it is root-owned, so the
     # non-root job can read it but not write to it. Removed with the container.
-    mounts = [Mount(C.SCRIPT_DIR, None, type="volume")]
+    mounts = [Mount(SCRIPT_DIR, None, type="volume")]
     if spec.deps_volume is not None:
         mounts.append(Mount(DEPS_DIR, spec.deps_volume, type="volume", read_only=True))
         env["PYTHONPATH"] = ":".join(p for p in (DEPS_SITE, spec.env.get("PYTHONPATH", "")) if p)
@@ -150,16 +164,16 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
         "name": spec.name,
         "labels": dict(spec.labels),
         "environment": env,
-        "user": C.JOB_USER,
-        "working_dir": C.WORK_DIR,
+        "user": JOB_USER,
+        "working_dir": WORK_DIR,
         "network_mode": "none",
         "tmpfs": {
             "/tmp": f"rw,nosuid,nodev,size={scratch_mib}m",
-            C.WORK_DIR: f"rw,nosuid,nodev,size={scratch_mib}m,uid=65534,gid=65534,mode=0700",
+            WORK_DIR: f"rw,nosuid,nodev,size={scratch_mib}m,uid=65534,gid=65534,mode=0700",
         },
         "mounts": mounts,
         "shm_size": scratch_mib * MIB,
-        **_hardened(spec.memory_bytes, spec.nano_cpus, C.PIDS_LIMIT),
+        **_hardened(spec.memory_bytes, spec.nano_cpus, PIDS_LIMIT),
     }
     if spec.gpu_uuids and spec.real_gpus:
         config["device_requests"] = [
@@ -179,7 +193,7 @@ def prep_container_config(spec: PrepSpec) -> dict[str, Any]:
         "name": spec.name,
         "labels": dict(spec.labels),
         "environment": {"HOME": "/tmp", "PIP_NO_CACHE_DIR": "1", "NVIDIA_VISIBLE_DEVICES": "void"},
-        "user": C.JOB_USER,
+        "user": JOB_USER,
         "working_dir": "/tmp",
         "network_mode": spec.network,
         "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={scratch_bytes(PREP_MEMORY) // MIB}m"},
@@ -269,6 +283,13 @@ class DockerRuntime:
         except (docker.errors.DockerException, requests.exceptions.RequestException):
             return "unknown"
 
+    def info(self) -> dict[str, Any]:
+        """The engine's system-wide information (``docker info``); ContainerError when it does not answer."""
+        try:
+            return dict(self.client.info())
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise ContainerError(f"Docker engine unreachable: {exc}") from None
+
     def probe(self, timeout_s: float = 5.0) -> str:
         """The engine's version, asked on a connection of its own that gives up after ``timeout_s``
         (a hung engine must not hold up the caller); "" when it does not answer."""
@@ -337,13 +358,13 @@ class DockerRuntime:
         """Create the container and put its files in; NameTaken when the name (the job's lock) is taken."""
         container_id = self._create(container_config(spec), spec.image)
         if spec.files:
-            self._put(container_id, C.SCRIPT_DIR, _tar(spec.files))
+            self._put(container_id, SCRIPT_DIR, _tar(spec.files))
         return container_id
 
     def create_prep(self, spec: PrepSpec) -> str:
         """Create a requirements container whose site directory in the volume belongs to the job user."""
         container_id = self._create(prep_container_config(spec), spec.image)
-        self._put(container_id, PREP_DEPS_DIR, _tar({}, {"site": int(C.JOB_USER.split(":")[0])}))
+        self._put(container_id, PREP_DEPS_DIR, _tar({}, {"site": int(JOB_USER.split(":", maxsplit=1)[0])}))
         return container_id
 
     def _create(self, config: dict[str, Any], image: str) -> str:

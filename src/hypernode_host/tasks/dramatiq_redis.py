@@ -103,6 +103,10 @@ class WakingRedisBroker(RedisBroker):
     def consumer_class(self) -> type[_RedisConsumer]:
         return WakingConsumer
 
+    def close(self) -> None:
+        super().close()
+        self.client.close()  # RedisBroker.close() leaves its connection pool open
+
     def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
         enqueued: dramatiq.Message[Any] = super().enqueue(message, delay=delay)
         key = keys.WAKE.format(queue=enqueued.queue_name)

@@ -7,19 +7,12 @@ is a rolling window, and the bytes in between only pass through SHA-256.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+
+from hypernode_host.core.results import CapturedLogs
 
 CUT_MARKER = "\n[... hypernode: {cut} bytes of output cut here ...]\n"
 # UTF-8 needs at most 4 bytes a character: keep enough bytes to fill the character budget.
 _BYTES_PER_CHAR = 4
-
-
-@dataclass(frozen=True)
-class CapturedLogs:
-    text: str  # what goes into job_result.logs: at most max_chars characters
-    total_bytes: int  # every byte the job wrote
-    full_sha256: str  # SHA-256 of every byte, before any cut or decoding
-    truncated: bool
 
 
 class LogCapture:

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import logging
 
-from hypernode_host import constants as C
 from hypernode_host.errors import HypernodeError
 from hypernode_host.state import Store
-from hypernode_host.tasks.containers import LABEL_ROLE, DockerRuntime
+from hypernode_host.tasks.containers import LABEL_JOB, LABEL_NODE, LABEL_ROLE, LABEL_WORKER, DockerRuntime
 from hypernode_host.tasks.requirements import PREP_ROLE
 from hypernode_host.tasks.runner import JobRunner
 
@@ -35,14 +34,14 @@ def recover(runner: JobRunner, runtime: DockerRuntime, store: Store) -> None:
 
 def reap(runner: JobRunner, runtime: DockerRuntime, store: Store) -> None:
     """Remove the slot's containers whose job is finished or unknown, and its requirements containers."""
-    for container_id, labels in runtime.labelled(C.LABEL_WORKER, str(runner.slot.id)):
-        if labels.get(C.LABEL_NODE) != runner.settings.node_name:
+    for container_id, labels in runtime.labelled(LABEL_WORKER, str(runner.slot.id)):
+        if labels.get(LABEL_NODE) != runner.settings.node_name:
             continue
         if labels.get(LABEL_ROLE) == PREP_ROLE:
             log.info("removing a requirements container left by a previous worker: %s", container_id[:12])
             runtime.remove(container_id)
             continue
-        record = store.jobs.get(labels.get(C.LABEL_JOB, ""))
+        record = store.jobs.get(labels.get(LABEL_JOB, ""))
         if record is None or record.done:
             log.info("removing leftover container %s", container_id[:12])
             runtime.remove(container_id)

@@ -32,12 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from hypernode_host import constants as C
+from hypernode_host.core.clock import now_ms
 from hypernode_host.errors import ContainerError, NameTaken, RequirementsFailed
 from hypernode_host.settings import Settings
 from hypernode_host.tasks.containers import (
+    LABEL_NODE,
     LABEL_REQUIREMENTS,
     LABEL_ROLE,
+    LABEL_WORKER,
     PREP_SITE,
     PREP_WHEELS_DIR,
     ContainerState,
@@ -133,11 +135,13 @@ class RequirementsInstaller:
         settings: Settings,
         slot_id: int,
         clock: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = now_ms,
     ) -> None:
         self.runtime = runtime
         self.settings = settings
         self.slot_id = slot_id
-        self.clock = clock
+        self.clock = clock  # for deadlines
+        self.wall_ms = wall_ms  # to compare with the times Docker reports
         self._ready: dict[str, str] = {}  # volume → its CreatedAt when this process saw it ready
 
     def ensure(self, image_id: str, requirements: Sequence[str], should_stop: Callable[[], bool]) -> str | None:
@@ -150,7 +154,7 @@ class RequirementsInstaller:
         created = self.runtime.volume_created(volume)
         if created is not None and self._ready.get(volume) == created:
             return volume
-        self.runtime.ensure_volume(volume, {LABEL_REQUIREMENTS: key, C.LABEL_NODE: self.settings.node_name})
+        self.runtime.ensure_volume(volume, {LABEL_REQUIREMENTS: key, LABEL_NODE: self.settings.node_name})
         deadline = self.clock() + PREP_TIMEOUT_S
         spec = self._spec(key, image_id, volume, source, requirements)
         container_id = self._claim(spec, deadline, should_stop)
@@ -172,8 +176,8 @@ class RequirementsInstaller:
             image=image_id,
             command=["sh", "-c", script, "hn-prep", *source.args, *requirements],
             labels={
-                C.LABEL_NODE: self.settings.node_name,
-                C.LABEL_WORKER: str(self.slot_id),
+                LABEL_NODE: self.settings.node_name,
+                LABEL_WORKER: str(self.slot_id),
                 LABEL_ROLE: PREP_ROLE,
                 LABEL_REQUIREMENTS: key,
             },
@@ -208,7 +212,7 @@ class RequirementsInstaller:
         if state.running:
             return False
         since = state.finished_at_ms or state.created_at_ms  # exited, or created and never started
-        return bool(since) and time.time() * 1000 - since > ABANDONED_AFTER_S * 1000
+        return bool(since) and self.wall_ms() - since > ABANDONED_AFTER_S * 1000
 
     def _install(
         self, container_id: str, requirements: Sequence[str], deadline: float, should_stop: Callable[[], bool]

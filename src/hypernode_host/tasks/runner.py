@@ -21,27 +21,35 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hypernode_host import constants as C
-from hypernode_host.admission import admit
-from hypernode_host.core.clock import now_ms
+from hypernode_host.core.admission import admit
+from hypernode_host.core.jobs import JobSpec, Status
+from hypernode_host.core.proofs import NodeKey
+from hypernode_host.core.results import CapturedLogs, error_result, make_result
+from hypernode_host.core.slots import Slot, gpus_for
 from hypernode_host.errors import ContainerError, JobRejected, NameTaken, RequirementsFailed
-from hypernode_host.gpu.models import Slot
-from hypernode_host.gpu.slots import gpus_for
-from hypernode_host.jobs import JobSpec, Status
 from hypernode_host.logs import job_context
-from hypernode_host.proofs import NodeKey
-from hypernode_host.results import error_result, make_result
 from hypernode_host.settings import Settings
 from hypernode_host.state import Store
 from hypernode_host.state.records import JobRecord
-from hypernode_host.tasks.containers import ContainerSpec, OutputStream
+from hypernode_host.tasks.containers import (
+    LABEL_ATTEMPT,
+    LABEL_GPUS,
+    LABEL_JOB,
+    LABEL_NODE,
+    LABEL_WORKER,
+    SCRIPT_PATH,
+    ContainerSpec,
+    OutputStream,
+)
 from hypernode_host.tasks.images import ImageRuntime, ensure_image
-from hypernode_host.tasks.logcapture import CapturedLogs, LogCapture
+from hypernode_host.tasks.logcapture import LogCapture
 from hypernode_host.tasks.requirements import PrepRuntime, RequirementsInstaller
 
 log = logging.getLogger(__name__)
 
 LOG_DRAIN_S = 10.0  # after exit, how long the output stream may take to deliver its last bytes
+WAIT_SLICE_S = 1.0  # the longest a wait for exit goes without looking at the deadline and the cancel flag
+STOP_GRACE_S = 5  # between SIGTERM and SIGKILL when a job is stopped
 
 
 class Runtime(ImageRuntime, PrepRuntime, Protocol):
@@ -75,7 +83,7 @@ def job_times(docker_started: int, docker_finished: int, before_start: int | Non
 
 def command_for(spec: JobSpec) -> list[str]:
     if spec.script is not None:
-        return ["python", C.SCRIPT_PATH]
+        return ["python", SCRIPT_PATH]
     if isinstance(spec.command, list):
         return list(spec.command)
     return ["sh", "-c", str(spec.command)]
@@ -258,7 +266,7 @@ class JobRunner:
 
     def _never_started(self, job_id: str) -> Outcome:
         log.info("job %s: cancelled before it started", job_id)
-        at = now_ms()
+        at = self._now_ms()
         empty = LogCapture(self.settings.max_log_size).result()
         return Outcome(Status.CANCELLED, -1, False, empty, at, at, "")
 
@@ -273,11 +281,11 @@ class JobRunner:
             command=command_for(spec),
             env={**spec.env, "JOB_ID": job_id},
             labels={
-                C.LABEL_JOB: job_id,
-                C.LABEL_NODE: self.settings.node_name,
-                C.LABEL_WORKER: str(self.slot.id),
-                C.LABEL_ATTEMPT: str(attempt),
-                C.LABEL_GPUS: ",".join(uuids),
+                LABEL_JOB: job_id,
+                LABEL_NODE: self.settings.node_name,
+                LABEL_WORKER: str(self.slot.id),
+                LABEL_ATTEMPT: str(attempt),
+                LABEL_GPUS: ",".join(uuids),
             },
             memory_bytes=spec.memory_bytes,
             nano_cpus=int(spec.cpuLimit * 1e9),
@@ -297,7 +305,7 @@ class JobRunner:
             if remaining <= 0:
                 self._halt(container_id)
                 return Status.TIMEOUT
-            if self.runtime.wait(container_id, min(C.WAIT_SLICE_S, remaining)):
+            if self.runtime.wait(container_id, min(WAIT_SLICE_S, remaining)):
                 return None
             if self.store.cancels.requested(job_id):
                 log.info("job %s: cancelled while running; stopping it", job_id)
@@ -305,7 +313,7 @@ class JobRunner:
                 return Status.CANCELLED
 
     def _halt(self, container_id: str) -> None:
-        self.runtime.stop(container_id, C.STOP_GRACE_S)  # SIGTERM, then SIGKILL after the grace
+        self.runtime.stop(container_id, STOP_GRACE_S)  # SIGTERM, then SIGKILL after the grace
         self.runtime.kill(container_id)
         self.runtime.wait(container_id, 10)
 
@@ -347,7 +355,7 @@ class JobRunner:
 
     def _error(self, job_id: str, job: dict[str, Any], reason: str) -> dict[str, Any]:
         result = error_result(
-            job_id=job_id, job=job, node_id=self.store.node.node_id(), key=self.key, reason=reason, at_ms=now_ms()
+            job_id=job_id, job=job, node_id=self.store.node.node_id(), key=self.key, reason=reason, at_ms=self._now_ms()
         )
         return result.model_dump(mode="json")
 

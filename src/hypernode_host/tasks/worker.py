@@ -24,14 +24,13 @@ from dramatiq.brokers.redis import RedisBroker
 
 from hypernode_host import logs
 from hypernode_host.core.clock import now_ms
+from hypernode_host.core.jobs import JobSpec
+from hypernode_host.core.proofs import NodeKey
+from hypernode_host.core.slots import Slot, gpus_for
 from hypernode_host.errors import ConfigError, ContainerError, GpuError, JobRejected
-from hypernode_host.gpu.models import Slot
+from hypernode_host.gpu.inventory import plan_node_slots
 from hypernode_host.gpu.monitor import SlotMonitor
-from hypernode_host.gpu.slots import gpus_for, plan_node_slots
-from hypernode_host.jobs import JobSpec
-from hypernode_host.proofs import NodeKey
 from hypernode_host.settings import Settings
-from hypernode_host.signals import stop_on_signals
 from hypernode_host.state import Store, holders, redis_url
 from hypernode_host.state.records import JobRecord, Registration
 from hypernode_host.tasks.broker import ACTOR_NAME, build_broker, enqueue_job
@@ -142,7 +141,7 @@ class Consumption:
             self._worker.stop(timeout=SHUTDOWN_WAIT_MS)
             self._worker = None
             if self.broker is not None:
-                _close(self.broker)
+                self.broker.close()
         for _, _, stopping in self._retired:
             stopping.join(SHUTDOWN_WAIT_MS / 1000)
         self._reap()
@@ -159,14 +158,9 @@ class Consumption:
             broker, worker, stopping = entry
             if stopping.is_alive() or any(t.is_alive() for t in worker.workers):
                 return False
-            _close(broker)
+            broker.close()
             self._retired.remove(entry)
         return True
-
-
-def _close(broker: RedisBroker) -> None:
-    broker.close()
-    broker.client.close()  # RedisBroker.close() leaves its connection pool open
 
 
 class SlotWorker:
@@ -278,10 +272,7 @@ def _gpu_need(record: JobRecord | None) -> tuple[int, int | None]:
     return spec.gpus, spec.gpuMemoryMb
 
 
-def run_worker(settings: Settings, slot_id: int, stop: threading.Event | None = None) -> None:
-    """Serve one slot until SIGTERM/SIGINT (or ``stop`` is set); GpuError when its GPUs are held."""
-    stop = stop or threading.Event()
+def run_worker(settings: Settings, slot_id: int, stop: threading.Event) -> None:
+    """Serve one slot until ``stop`` is set (the process's SIGTERM); GpuError when its GPUs are held."""
     logs.bind_process(slot=slot_id)  # every line this process logs names its slot
-    worker = SlotWorker(settings, slot_id, stop)
-    stop_on_signals(stop)
-    worker.run()
+    SlotWorker(settings, slot_id, stop).run()

@@ -7,10 +7,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from hypernode_host.core.jobs import JobSpec
+from hypernode_host.core.slots import Slot, queue_for
 from hypernode_host.errors import JobRejected
-from hypernode_host.gpu.models import Slot
-from hypernode_host.gpu.slots import queue_for
-from hypernode_host.jobs import JobSpec
 from hypernode_host.settings import Settings
 
 MIN_MEMORY = 32 << 20  # below this Docker refuses the container or Python cannot start

@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hypernode_host import constants as C
-from hypernode_host.backend.server import BackendThread
+from hypernode_host.backend.harness import BackendThread
 from hypernode_host.backend.submit import submit_job
 from hypernode_host.errors import ContainerError, HypernodeError
-from hypernode_host.redisproc import RedisProcess
-from hypernode_host.tasks.containers import DockerRuntime
+from hypernode_host.node.redis_server import RedisProcess
+from hypernode_host.tasks.containers import LABEL_NODE, DockerRuntime
 
 LOCAL_IMAGE = "hypernode/job-python:3.11"
 
@@ -150,7 +149,7 @@ def _row(example: Example, outcome: dict[str, Any]) -> dict[str, Any]:
 
 
 def _leftover_containers(node_name: str) -> int:
-    return len(DockerRuntime().labelled(C.LABEL_NODE, node_name))
+    return len(DockerRuntime().labelled(LABEL_NODE, node_name))
 
 
 def run_demo(as_json: bool = False) -> bool:

@@ -1,209 +1,35 @@
-"""Is this node working (``check``, the container HEALTHCHECK), and is this host set up right (``doctor``)?
-
-``check`` looks at the running node through Redis: the bridge registered and heartbeating,
-Redis and Docker answering, a live worker on every slot. ``doctor`` is the operator's
-pre-flight: the daemon, NVIDIA runtime and toolkit settings that decide job isolation, Redis
-durability, disk, images and the node's own files, each with the fix when it is wrong.
+"""Is this host set up right? ``doctor`` is the operator's pre-flight: the daemon, NVIDIA runtime and
+toolkit settings that decide job isolation, Redis durability, disk, images and the node's own files,
+each with the fix when it is wrong.
 """
 
 from __future__ import annotations
 
-import enum
-import os
 import re
 import shutil
 import subprocess
 import tomllib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hypernode_host.core.clock import now_ms
+from hypernode_host.core.slots import GpuInfo
 from hypernode_host.errors import ContainerError, GpuError
 from hypernode_host.gpu.inventory import discover
-from hypernode_host.gpu.models import GpuInfo
-from hypernode_host.gpu.slots import plan_node_slots
-from hypernode_host.logs import redact
+from hypernode_host.ops.check import REDIS_TIMEOUT_S, docker_fix, redis_fix, shown_url
+from hypernode_host.ops.findings import Finding, Level
 from hypernode_host.settings import Settings
-from hypernode_host.state import RedisError, RedisRefused, Store, holders, redis_url
-from hypernode_host.state.connect import own_redis_url
-from hypernode_host.state.records import NodeRecord, Registration
+from hypernode_host.state import RedisError, RedisRefused, Store
 
 if TYPE_CHECKING:  # docker-py is imported only by the checks that talk to the engine
     from hypernode_host.tasks.containers import DockerRuntime
 
 TOOLKIT_CONFIG = Path("/etc/nvidia-container-runtime/config.toml")
-DOCKER_SOCKET = Path("/var/run/docker.sock")
 ENVVAR_SWITCH = "accept-nvidia-visible-devices-envvar-when-unprivileged"
 MIN_TOOLKIT = (1, 17, 8)  # CVE-2024-0132 (fixed in 1.16.2) and CVE-2025-23266 (fixed in 1.17.8)
 MIN_DOCKER = (20, 10)
 DISK_FAIL_BYTES = 5 << 30
 DISK_WARN_BYTES = 20 << 30  # a CUDA image alone is several GiB
-HEARTBEAT_GRACE_BEATS = 3  # a bridge is stale after this many missed heartbeats
-REDIS_TIMEOUT_S = 3.0
-
-
-class Level(enum.StrEnum):
-    OK = "ok"
-    WARN = "warn"
-    FAIL = "fail"
-
-
-@dataclass(frozen=True)
-class Finding:
-    part: str
-    level: Level
-    detail: str
-    fix: str = ""
-
-    def line(self) -> str:
-        text = f"{self.part}: {self.detail}"
-        return f"{text} (fix: {self.fix})" if self.fix and self.level is not Level.OK else text
-
-
-def healthy(findings: Sequence[Finding]) -> bool:
-    return all(f.level is not Level.FAIL for f in findings)
-
-
-def open_store(settings: Settings) -> Store:
-    """A Store whose commands give up after a few seconds: a health check must answer."""
-    return Store.open(settings, timeout_s=REDIS_TIMEOUT_S)
-
-
-def shown_url(settings: Settings) -> str:
-    return redact(redis_url(settings))
-
-
-# check --------------------------------------------------------------------------------------
-
-
-def check_node(
-    settings: Settings,
-    *,
-    bridge: bool = True,
-    slots: Sequence[int] | None = None,
-    docker: bool = True,
-    store: Store | None = None,
-) -> list[Finding]:
-    """One finding per part: Redis, then (as asked) the bridge, Docker and the worker of each slot.
-
-    ``slots`` None means every slot of this node, an empty list none. Nothing but Redis is judged
-    when Redis is down.
-    """
-    own = store is None
-    store = store or open_store(settings)
-    try:
-        try:
-            store.ping()
-        except RedisError as exc:
-            return [Finding("redis", Level.FAIL, f"no answer from {shown_url(settings)}: {exc}", redis_fix(settings))]
-        findings = [Finding("redis", Level.OK, f"answers at {shown_url(settings)}")]
-        if bridge:
-            findings.append(check_bridge(store.node.get(), settings.heartbeat_interval, now_ms()))
-        if docker:
-            from hypernode_host.tasks.containers import DockerRuntime
-
-            findings.append(check_docker(DockerRuntime(), _registered(settings, store).values()))
-        if slots is None or slots:
-            findings += check_workers(settings, store, slots)
-        return findings
-    finally:
-        if own:
-            store.close()
-
-
-def redis_fix(settings: Settings) -> str:
-    """What to do when Redis does not answer: without HN_REDIS_URL it is the one `up` runs, if it ever ran."""
-    if not settings.own_redis:
-        return "start Redis"
-    if own_redis_url(settings.state_dir) is None:  # `up` wrote no URL in the state directory
-        return "HN_REDIS_URL is unset and `up` has not run here: run `up`, or set HN_REDIS_URL"
-    return "the node's own Redis runs while `hypernode-host up` does: start it"
-
-
-def check_bridge(node: NodeRecord, interval_s: float, now: int) -> Finding:
-    """Registered, and heartbeating within HEARTBEAT_GRACE_BEATS intervals."""
-    if not node.node_id:
-        return Finding("bridge", Level.FAIL, "never registered with the backend", "start the bridge; see its log")
-    if not node.heartbeat_at:
-        return Finding("bridge", Level.FAIL, f"registered as {node.node_id} but no heartbeat yet")
-    age = (now - node.heartbeat_at) / 1000
-    grace = HEARTBEAT_GRACE_BEATS * interval_s + 1
-    if age > grace:
-        detail = f"last heartbeat {age:.0f} s ago (limit {grace:.0f} s): the bridge is down or disconnected"
-        return Finding("bridge", Level.FAIL, detail, "see the bridge's log")
-    return Finding("bridge", Level.OK, f"node {node.node_id}, heartbeat {age:.1f} s ago")
-
-
-def check_docker(runtime: DockerRuntime, workers: Iterable[Registration] = ()) -> Finding:
-    """The engine answers us; or, where we have no way to it (compose's cli service has no socket), it
-    answered every worker of this node at its last check (within its registration's TTL)."""
-    try:
-        version = runtime.version()
-        problem = "the Docker engine does not answer"
-    except ContainerError as exc:
-        version, problem = "unknown", str(exc)
-    if version != "unknown":
-        return Finding("docker", Level.OK, f"engine {version} answers")
-    seen = [worker.docker for worker in workers]
-    if seen and all(seen):
-        return Finding("docker", Level.OK, f"engine {', '.join(sorted(set(seen)))} answers the workers (not us)")
-    if seen:
-        problem += f"; {seen.count('')} of {len(seen)} workers cannot reach it either"
-    return Finding("docker", Level.FAIL, problem, docker_fix())
-
-
-def docker_fix() -> str:
-    """What to do when the engine does not answer: the socket is missing, not ours, or dockerd is down."""
-    host = os.environ.get("DOCKER_HOST", "")
-    if host and not host.startswith("unix://"):
-        return f"check that DOCKER_HOST={host} is reachable"
-    path = Path(host.removeprefix("unix://")) if host else DOCKER_SOCKET
-    if not path.exists():
-        return f"mount the Docker socket: -v {path}:{path}"
-    if not os.access(path, os.R_OK | os.W_OK):
-        gid = path.stat().st_gid
-        return f"give this user the socket's group: docker run --group-add {gid} (compose: group_add: ['{gid}'])"
-    return "start the Docker engine (systemctl start docker)"
-
-
-def check_workers(settings: Settings, store: Store, only: Sequence[int] | None) -> list[Finding]:
-    """A live registration, of a process that still exists and serves the right queue, for each slot."""
-    try:
-        planned = plan_node_slots(settings)
-    except GpuError as exc:
-        return [Finding("workers", Level.FAIL, f"cannot list this node's slots: {exc}")]
-    by_id = {s.id: s for s in planned}
-    registered = _registered(settings, store)
-    findings = []
-    for slot_id in only if only is not None else sorted(by_id):
-        name = f"worker {by_id[slot_id].describe()}" if slot_id in by_id else f"worker slot {slot_id}"
-        if slot_id not in by_id:
-            findings.append(Finding(name, Level.FAIL, f"this node has slots 0..{len(planned) - 1}"))
-            continue
-        worker = registered.get(slot_id)
-        if worker is None:
-            findings.append(Finding(name, Level.FAIL, "not registered: not running, or stopped", "start it"))
-        elif holders.exited(worker.pidns, worker.pid):  # killed before its registration's TTL ran out
-            detail = f"its process {worker.pid} has exited; the registration is stale"
-            findings.append(Finding(name, Level.FAIL, detail, "restart it"))
-        elif not worker.healthy:
-            findings.append(Finding(name, Level.FAIL, f"takes no jobs: {worker.health}"))
-        elif worker.slot.queue != by_id[slot_id].queue:
-            detail = f"serves {worker.slot.queue}, expected {by_id[slot_id].queue}: its settings differ from these"
-            findings.append(Finding(name, Level.FAIL, detail, "give every part the same HN_* settings"))
-        else:
-            findings.append(Finding(name, Level.OK, f"alive (pid {worker.pid} on {worker.host})"))
-    return findings
-
-
-def _registered(settings: Settings, store: Store) -> dict[int, Registration]:
-    """This node's live worker registrations, by slot."""
-    return {r.slot.id: r for r in store.registry.all() if r.host == settings.node_name}
-
-
-# doctor -------------------------------------------------------------------------------------
 
 
 def run_doctor(
@@ -239,10 +65,9 @@ def run_doctor(
 
 def _docker_info(runtime: DockerRuntime) -> dict[str, Any] | None:
     try:
-        info: dict[str, Any] = runtime.client.info()
-    except (ContainerError, OSError):  # docker-py's API and connection errors are OSErrors (via requests)
+        return runtime.info()
+    except ContainerError:
         return None
-    return info
 
 
 def describe_gpus(gpus: Sequence[GpuInfo]) -> Finding:
@@ -372,7 +197,7 @@ def check_images(runtime: DockerRuntime, settings: Settings, any_gpus: bool) -> 
 
 def check_redis(settings: Settings) -> list[Finding]:
     """AOF on and no eviction: otherwise a restart or memory pressure silently loses jobs and results."""
-    store = open_store(settings)
+    store = Store.open(settings, timeout_s=REDIS_TIMEOUT_S)
     try:
         config = store.server_config()
     except RedisRefused as exc:

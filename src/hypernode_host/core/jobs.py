@@ -19,19 +19,27 @@ from pydantic import (
     model_validator,
 )
 
-from hypernode_host import constants as C
 from hypernode_host.errors import JobRejected
+
+# Job limits that are not settings: they bound what a hostile backend can make us hold.
+MAX_JOB_ID_LEN = 64
+MAX_SCRIPT_BYTES = 1 << 20  # 1 MiB of Python source is plenty; bigger payloads belong in datasets
+MAX_COMMAND_BYTES = 64 << 10
+MAX_ENV_ENTRIES = 64
+MAX_ENV_VALUE_BYTES = 16 << 10
+MAX_REQUIREMENTS = 64
+MAX_REQUIREMENT_CHARS = 256
+DEFAULT_MEMORY = "8g"
+DEFAULT_CPUS = 2.0
 
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmg]?)b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 _INLINE_COMMENT = re.compile(r"\s+#.*$")
-MAX_REQUIREMENTS = 64
-MAX_REQUIREMENT_CHARS = 256
 
 JobId = Annotated[str, StringConstraints(pattern=JOB_ID_RE.pattern)]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
-EnvValue = Annotated[str, StringConstraints(max_length=C.MAX_ENV_VALUE_BYTES)]
+EnvValue = Annotated[str, StringConstraints(max_length=MAX_ENV_VALUE_BYTES)]
 
 
 class Status(enum.StrEnum):
@@ -99,11 +107,11 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     id: JobId
-    script: Annotated[str, StringConstraints(max_length=C.MAX_SCRIPT_BYTES)] | None = None
+    script: Annotated[str, StringConstraints(max_length=MAX_SCRIPT_BYTES)] | None = None
     command: (
-        Annotated[str, StringConstraints(min_length=1, max_length=C.MAX_COMMAND_BYTES)]
+        Annotated[str, StringConstraints(min_length=1, max_length=MAX_COMMAND_BYTES)]
         | Annotated[
-            list[Annotated[str, StringConstraints(max_length=C.MAX_COMMAND_BYTES)]],
+            list[Annotated[str, StringConstraints(max_length=MAX_COMMAND_BYTES)]],
             Field(min_length=1, max_length=256),
         ]
         | None
@@ -113,11 +121,11 @@ class JobSpec(BaseModel):
     gpuRequired: bool = False
     gpuCount: int = Field(0, ge=0, le=64)
     gpuMemoryMb: int | None = Field(None, ge=0)
-    memoryLimit: Annotated[str, StringConstraints(max_length=32)] = C.DEFAULT_MEMORY
-    cpuLimit: float = Field(C.DEFAULT_CPUS, gt=0, le=1024, allow_inf_nan=False)
+    memoryLimit: Annotated[str, StringConstraints(max_length=32)] = DEFAULT_MEMORY
+    cpuLimit: float = Field(DEFAULT_CPUS, gt=0, le=1024, allow_inf_nan=False)
     timeout: float | None = Field(None, gt=0, allow_inf_nan=False)
     estimatedTime: float | None = Field(None, ge=0, allow_inf_nan=False)
-    env: Annotated[dict[EnvName, EnvValue], Field(max_length=C.MAX_ENV_ENTRIES)] = {}
+    env: Annotated[dict[EnvName, EnvValue], Field(max_length=MAX_ENV_ENTRIES)] = {}
     datasets: Annotated[list[Annotated[str, StringConstraints(max_length=2048)]], Field(max_length=16)] = []
 
     @model_validator(mode="before")

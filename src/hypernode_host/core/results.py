@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from hypernode_host import proofs
-from hypernode_host.jobs import Status
-from hypernode_host.messages import JobResult
-from hypernode_host.proofs import NodeKey
-from hypernode_host.tasks.logcapture import CapturedLogs
+from hypernode_host.core import proofs
+from hypernode_host.core.jobs import Status
+from hypernode_host.core.messages import JobResult
+from hypernode_host.core.proofs import NodeKey
+
+
+@dataclass(frozen=True)
+class CapturedLogs:
+    """A job's output as the result carries it (tasks/logcapture.py captures it, bounded)."""
+
+    text: str  # what goes into job_result.logs: at most max_chars characters
+    total_bytes: int  # every byte the job wrote
+    full_sha256: str  # SHA-256 of every byte, before any cut or decoding
+    truncated: bool
 
 
 def make_result(

@@ -11,17 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypernode_host import constants as C
 from hypernode_host.core.clock import now_ms
-from hypernode_host.errors import HypernodeError
-from hypernode_host.gpu.models import Slot
-from hypernode_host.jobs import JobState, Status
+from hypernode_host.core.jobs import JobState, Status
+from hypernode_host.core.slots import CPU_QUEUE, Slot
+from hypernode_host.errors import UnknownJob
 from hypernode_host.state import Store
 from hypernode_host.state.records import JobRecord, Registration
-
-
-class UnknownJob(HypernodeError):
-    """No job (or no dead letter) with that id."""
 
 
 def _age_s(at_ms: int | None, now: int) -> float | None:
@@ -38,7 +33,7 @@ def worker_registrations(store: Store) -> dict[tuple[str, int], Registration]:
 
 def known_queues(store: Store, slots: Sequence[Slot]) -> list[str]:
     """The CPU queue, this node's slot queues and any queue a live worker (of any host) serves."""
-    names = {C.CPU_QUEUE, *(q for s in slots for q in s.queues)}
+    names = {CPU_QUEUE, *(q for s in slots for q in s.queues)}
     for registration in store.registry.all():
         names.update(registration.slot.queues)
     return sorted(names)
@@ -231,21 +226,7 @@ def _worker_row(key: tuple[str, int], worker: Registration | None, plan: Slot | 
     )
 
 
-# Cancel and node summary ----------------------------------------------------------------------
-
-
-def cancel_job(store: Store, job_id: str) -> str:
-    """Ask for a job to be cancelled; its state now. A finished job's flag is not set.
-
-    The runner stops a running job at its next wait slice; a queued job ends as cancelled
-    without a container when a worker takes it.
-    """
-    record = store.jobs.get(job_id)
-    if record is None:
-        raise UnknownJob(f"no job {job_id!r} on this node")
-    if record.active:
-        store.cancels.request(job_id)
-    return record.state or ""
+# Node summary -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -21,17 +21,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from hypernode_host import constants as C
+from hypernode_host.core.jobs import MAX_JOB_ID_LEN, JobState
 from hypernode_host.errors import ProtocolError
-from hypernode_host.jobs import JobState
 
+MAX_FRAME_BYTES = 2 << 20  # WebSocket max_size: the largest legitimate frame is a job with its script
 MAX_DEPTH = 32
 # A legitimate job has a few hundred values at most (256 argv items, 64 env entries, 16 datasets).
 MAX_VALUES = 10_000
 QUOTE_CHARS = 40  # how much of a peer-supplied name an error text quotes
 ShortStr = Annotated[str, Field(max_length=1024)]
 NodeId = Annotated[str, Field(min_length=1, max_length=128)]
-JobIdText = Annotated[str, Field(min_length=1, max_length=C.MAX_JOB_ID_LEN)]
+JobIdText = Annotated[str, Field(min_length=1, max_length=MAX_JOB_ID_LEN)]
 
 
 class Message(BaseModel):
@@ -176,7 +176,7 @@ class Pong(Message):
     type: Literal["pong"] = "pong"
 
 
-class JobStatus(Message):
+class JobStatusReport(Message):
     """(ext) The state of a job the backend sent again while it is still queued or running here."""
 
     type: Literal["job_status"] = "job_status"
@@ -186,13 +186,13 @@ class JobStatus(Message):
 
 
 AgentMessage = Annotated[
-    Register | Heartbeat | JobResult | Pong | JobStatus | ErrorMessage, Field(discriminator="type")
+    Register | Heartbeat | JobResult | Pong | JobStatusReport | ErrorMessage, Field(discriminator="type")
 ]
 
 _backend_adapter: TypeAdapter[Registered | Ack | JobFrame | JobCancel | Ping | ErrorMessage] = TypeAdapter(
     BackendMessage
 )
-_agent_adapter: TypeAdapter[Register | Heartbeat | JobResult | Pong | JobStatus | ErrorMessage] = TypeAdapter(
+_agent_adapter: TypeAdapter[Register | Heartbeat | JobResult | Pong | JobStatusReport | ErrorMessage] = TypeAdapter(
     AgentMessage
 )
 
@@ -239,7 +239,7 @@ def _check_shape(value: Any) -> None:
             stack.extend((v, level + 1) for v in item)
 
 
-def load_object(frame: str | bytes, max_bytes: int = C.MAX_FRAME_BYTES) -> dict[str, Any]:
+def load_object(frame: str | bytes, max_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any]:
     """A frame to a JSON object with a string ``type``; ProtocolError for anything else."""
     if not isinstance(frame, str):
         raise ProtocolError("binary frames are not accepted; send JSON text")
@@ -283,9 +283,9 @@ def decode_backend(frame: str | bytes) -> Registered | Ack | JobFrame | JobCance
     return validate_backend(load_object(frame))
 
 
-def decode_agent(value: dict[str, Any]) -> Register | Heartbeat | JobResult | Pong | JobStatus | ErrorMessage:
+def decode_agent(value: dict[str, Any]) -> Register | Heartbeat | JobResult | Pong | JobStatusReport | ErrorMessage:
     """Validate an object an agent sent to the backend (used by the reference backend)."""
-    result: Register | Heartbeat | JobResult | Pong | JobStatus | ErrorMessage = _validate(_agent_adapter, value)
+    result: Register | Heartbeat | JobResult | Pong | JobStatusReport | ErrorMessage = _validate(_agent_adapter, value)
     return result
 
 

@@ -1,4 +1,4 @@
-"""How the inspection commands look to a person: rich tables over the inspection module's records.
+"""How the operator commands look to a person: rich tables over the records of ops/ and Dramatiq's queues.
 
 Every value that comes from a job or a worker is shown as plain text (``Text``), never as
 rich markup, so a job cannot restyle or hide lines of the operator's terminal.
@@ -13,9 +13,10 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from hypernode_host.deadletters import DeadLetter
-from hypernode_host.health import Finding, Level
-from hypernode_host.inspection import JobDetail, JobRow, NodeSummary, WorkerRow
+from hypernode_host.core.slots import GpuInfo, Slot
+from hypernode_host.ops.deadletters import DeadLetter
+from hypernode_host.ops.findings import Finding, Level
+from hypernode_host.ops.inspect import JobDetail, JobRow, NodeSummary, WorkerRow
 from hypernode_host.tasks.dramatiq_redis import QueueStats
 
 LEVEL_STYLE = {Level.OK: "green", Level.WARN: "yellow", Level.FAIL: "bold red"}
@@ -152,6 +153,23 @@ def summary_line(node: NodeSummary) -> Text:
         f"jobs {node.jobs} (queued {node.queued}, running {node.running}; {counts}); "
         f"outbox {node.outbox}; workers alive {node.workers_alive}"
     )
+
+
+def gpus_view(gpus: Sequence[GpuInfo], slots: Sequence[Slot]) -> RenderableType:
+    """The GPUs found and the worker slots planned on them."""
+    table = Table("index", "name", "uuid", "memory MiB", "util %", "driver", "health")
+    for g in gpus:
+        table.add_row(
+            str(g.index),
+            _text(g.name + (" (simulated)" if g.simulated else "")),
+            _text(g.uuid),
+            str(g.memory_total_mb),
+            str(g.utilization_pct),
+            _text(g.driver_version),
+            _text(g.health),
+        )
+    found: RenderableType = table if gpus else Text("no GPUs: this node runs CPU jobs only")
+    return Group(found, *(Text(f"{s.describe()} → {', '.join(s.queues)}") for s in slots))
 
 
 def findings_table(findings: Sequence[Finding]) -> Table:

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hypernode_host.core.clock import now_ms
-from hypernode_host.inspection import UnknownJob
-from hypernode_host.jobs import JobState
+from hypernode_host.core.jobs import JobState
+from hypernode_host.errors import UnknownJob
 from hypernode_host.state import Store
 from hypernode_host.tasks.dramatiq_redis import DeadMessage, Queues
 
 if TYPE_CHECKING:  # signing is only needed to purge
-    from hypernode_host.proofs import NodeKey
+    from hypernode_host.core.proofs import NodeKey
 
 DROPPED_REASON = "dropped from the dead-letter queue by the node operator"
 
@@ -53,7 +53,7 @@ def purge_dead(store: Store, queues: Queues, names: Sequence[str], key: NodeKey)
     The backend hears about every job it sent: a purged job gets a signed ``error`` result
     saying the operator dropped it, through the outbox like any other.
     """
-    from hypernode_host.results import error_result
+    from hypernode_host.core.results import error_result
 
     dropped = []
     for dead in queues.dead(names):

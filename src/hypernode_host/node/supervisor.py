@@ -1,6 +1,6 @@
 """`hypernode-host up`: the bridge and one worker per slot as child processes, kept running.
 
-Without HN_REDIS_URL it first starts the node's own Redis (redisproc.embedded) and gives the
+Without HN_REDIS_URL it first starts the node's own Redis (node/redis_server.py) and gives the
 children its URL; that Redis is restarted if it dies, and stopped after the children.
 A crashed child is restarted (with a growing pause if it keeps crashing); the bridge exiting
 with EXIT_AUTH (the backend refused the token) stops the node, since a restart cannot help.
@@ -20,10 +20,10 @@ from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
-from hypernode_host.gpu.slots import plan_node_slots
-from hypernode_host.redisproc import RedisProcess, embedded
+from hypernode_host.gpu.inventory import plan_node_slots
+from hypernode_host.node.redis_server import RedisProcess, embedded
+from hypernode_host.node.signals import stop_on_signals
 from hypernode_host.settings import Settings
-from hypernode_host.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Child:
 
 
 def children_for(settings: Settings, env: Mapping[str, str] | None = None) -> list[Child]:
-    base = [sys.executable, "-m", "hypernode_host.child"]
+    base = [sys.executable, "-m", "hypernode_host.node.child"]
     slots = plan_node_slots(settings)
     children = [Child("bridge", [*base, "bridge"], env)]
     children += [Child(f"worker {s.describe()}", [*base, "worker", "--slot", str(s.id)], env) for s in slots]

@@ -22,13 +22,33 @@ def run(argv: list[str]) -> None:
     secret = settings.node_token.get_secret_value() if settings.node_token else ""
     logs.configure(settings.log_level, [secret], settings.log_format)
     if argv[0] == "bridge":
-        from hypernode_host.bridge.client import run_bridge
-
-        run_bridge(settings)
+        bridge_process(settings)
     else:
-        from hypernode_host.tasks.worker import run_worker
+        worker_process(settings, int(argv[argv.index("--slot") + 1]))
 
-        run_worker(settings, int(argv[argv.index("--slot") + 1]))
+
+def bridge_process(settings: Settings) -> None:
+    """The bridge until SIGTERM, serving the node's metrics too when HN_METRICS_PORT is set."""
+    from hypernode_host.bridge.client import run_bridge
+
+    metrics = None
+    if settings.metrics_port:  # prometheus_client, http.server and the views cost ~2 MB: only when served
+        from hypernode_host.ops.metrics import start_metrics_server
+
+        metrics = start_metrics_server(settings)
+    try:
+        run_bridge(settings)
+    finally:
+        if metrics is not None:
+            metrics.close()
+
+
+def worker_process(settings: Settings, slot: int) -> None:
+    """One slot's worker until SIGTERM."""
+    from hypernode_host.node.signals import stopped_by_signals
+    from hypernode_host.tasks.worker import run_worker
+
+    run_worker(settings, slot, stopped_by_signals())
 
 
 def main(argv: list[str]) -> int:

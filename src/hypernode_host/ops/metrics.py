@@ -16,12 +16,11 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from hypernode_host.core.jobs import Status
+from hypernode_host.core.slots import GpuInfo, plan_slots
 from hypernode_host.gpu.inventory import discover
-from hypernode_host.gpu.models import GpuInfo
-from hypernode_host.gpu.slots import plan_slots
-from hypernode_host.health import REDIS_TIMEOUT_S
-from hypernode_host.inspection import known_queues, node_summary
-from hypernode_host.jobs import Status
+from hypernode_host.ops.check import REDIS_TIMEOUT_S
+from hypernode_host.ops.inspect import known_queues, node_summary
 from hypernode_host.settings import Settings
 from hypernode_host.state import RedisError, Store
 from hypernode_host.tasks.dramatiq_redis import Queues

@@ -1,4 +1,8 @@
-"""SIGTERM and SIGINT as a stop event, for the processes that run until an operator stops them."""
+"""SIGTERM and SIGINT as a stop event, for the processes that run until an operator stops them.
+
+Libraries take a stop event; the process entries (node/child.py, cli.py, node/supervisor.py) install
+the handlers that set it.
+"""
 
 from __future__ import annotations
 
@@ -17,3 +21,10 @@ def stop_on_signals(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+
+
+def stopped_by_signals() -> threading.Event:
+    """An event that SIGTERM or SIGINT sets (see stop_on_signals)."""
+    stop = threading.Event()
+    stop_on_signals(stop)
+    return stop

@@ -1,0 +1,1 @@
+"""The operator surface: check, doctor, inspection, control, dead letters, views and metrics."""
