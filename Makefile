@@ -10,7 +10,7 @@ PYTHON    := $(shell python3.11 -c 'import sys' >/dev/null 2>&1 && echo python3.
 JOB_IMAGE := hypernode/job-python:3.11
 PYTEST_ARGS ?=
 
-.PHONY: help services venv demo lint test format clean bench bench-exec bench-bridge gpu-check
+.PHONY: help services venv demo lint test test-unit format clean bench bench-exec bench-bridge gpu-check
 
 help: ## list the targets
 	@echo "hypernode-host make targets:"
@@ -36,8 +36,11 @@ lint: venv ## ruff check, ruff format --check, mypy (strict)
 	$(VENV_BIN)/ruff format --check src tests
 	$(VENV_BIN)/mypy
 
-test: services venv lint ## services + lint + pytest, the agent image and compose stack too (PYTEST_ARGS="...")
+test: services venv lint test-unit ## services + lint + the unit tier alone + pytest, the agent image and compose stack too (PYTEST_ARGS="...")
 	HN_TEST_IMAGE=$(JOB_IMAGE) $(VENV_BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-unit: venv ## the unit tier, with no Docker engine and no Redis reachable (seconds)
+	DOCKER_HOST=unix:///nonexistent HN_REDIS_URL=redis://127.0.0.1:1/0 $(VENV_BIN)/python -m pytest -q -m unit
 
 bench: services venv ## every benchmark on the real stack; writes bench/results/
 	$(VENV_BIN)/pip install -q -e '.[dev,bench]'

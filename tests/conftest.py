@@ -1,7 +1,11 @@
-"""Fixtures for real parts: Docker engine, private Redis instances, the reference backend, a node.
+"""Fixtures for real parts (Docker engine, private Redis instances, the reference backend), and the tiers.
 
 The real parts are required, never skipped: `make test` starts the engine and builds the job
 image first, and a test that cannot reach them fails with the reason.
+
+Tiers, by path: tests/unit/ is ``unit`` (pure: no Docker, no Redis, no peer; `make test-unit` runs it
+with neither reachable), everything else ``integration``, and tests/gpu/test_nvml_real.py also ``nvml``
+(the real driver: `make gpu-check`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,24 @@ from hypernode_host.node.redis_server import RedisProcess
 from hypernode_host.state import Store
 from hypernode_host.tasks.containers import DockerRuntime
 from support import TEST_IMAGE
+
+TESTS = Path(__file__).parent
+UNIT = TESTS / "unit"
+NVML = TESTS / "gpu" / "test_nvml_real.py"
+REAL_PARTS = frozenset({"docker_runtime", "redis_server", "redis_client", "store", "backend"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(item.path)
+        if UNIT not in path.parents:
+            item.add_marker(pytest.mark.integration)
+            if path == NVML:
+                item.add_marker(pytest.mark.nvml)
+            continue
+        item.add_marker(pytest.mark.unit)
+        if parts := REAL_PARTS.intersection(getattr(item, "fixturenames", ())):
+            raise pytest.UsageError(f"{item.nodeid} is a unit test but uses real parts: {', '.join(sorted(parts))}")
 
 
 @pytest.fixture(scope="session")

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from hypernode_host.core.slots import plan_slots
 from hypernode_host.gpu import nvml
 from hypernode_host.gpu.inventory import discover
 from hypernode_host.gpu.monitor import SlotMonitor
 from hypernode_host.settings import Settings
-
-pytestmark = pytest.mark.nvml
 
 
 def test_discovery_matches_what_nvml_counts(real_nvml: Any) -> None:

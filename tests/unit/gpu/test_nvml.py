@@ -10,7 +10,6 @@ from hypernode_host.errors import GpuError
 from hypernode_host.gpu import nvml
 from hypernode_host.gpu.health import Readings
 from hypernode_host.gpu.inventory import discover
-from hypernode_host.gpu.monitor import SlotMonitor
 from hypernode_host.settings import Settings
 
 
@@ -113,34 +112,6 @@ def test_xid_watch_reports_events_per_gpu(fake_nvml: FakeNvml) -> None:
         assert watch.poll() == {}  # each event is reported once
     finally:
         watch.close()
-
-
-def test_slot_monitor_keeps_a_critical_xid_until_restart(fake_nvml: FakeNvml) -> None:
-    monitor = SlotMonitor(flags=None, uuids=["GPU-11111111-aaaa"], simulated=False)  # type: ignore[arg-type]
-    monitor.open()
-    try:
-        assert monitor.check() == (True, "ok")
-        fake_nvml.gpus[0].pending_xids.append(31)  # a job's own page fault: the GPU is fine
-        assert monitor.check() == (True, "ok")
-        fake_nvml.gpus[0].pending_xids.append(48)  # double-bit ECC error
-        bad = (False, "GPU-11111111-aaaa: critical Xid 48 reported by the driver")
-        assert monitor.check() == bad
-        assert monitor.check() == bad  # the GPU needs a reset; polling again does not heal it
-    finally:
-        monitor.close()
-
-
-def test_slot_monitor_reports_a_lost_gpu_and_a_lost_driver(fake_nvml: FakeNvml) -> None:
-    monitor = SlotMonitor(flags=None, uuids=["GPU-22222222-bbbb"], simulated=False)  # type: ignore[arg-type]
-    monitor.open()
-    try:
-        fake_nvml.gpus[1].lost = True
-        assert monitor.check() == (False, "GPU-22222222-bbbb: GPU unreachable through NVML (Gpu Is Lost)")
-        fake_nvml.init_error = ERRORS["DRIVER_NOT_LOADED"]
-        assert monitor.check() == (False, "NVML unavailable (Driver Not Loaded); this node runs CPU jobs only")
-    finally:
-        fake_nvml.init_error = None
-        monitor.close()
 
 
 @pytest.mark.parametrize(("encoded", "text"), [(12040, "12.4"), (11080, "11.8"), (13000, "13.0"), (0, None)])

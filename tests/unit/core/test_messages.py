@@ -1,4 +1,4 @@
-"""Property tests of the wire codec and of the bridge's pure policies (backoff, log throttle).
+"""Property tests of the wire codec, and of the session that answers whatever it decodes.
 
 Whatever a backend sends, decoding gives a typed message or the one ProtocolError, never any other
 exception; every valid message survives encode → decode unchanged.
@@ -7,16 +7,13 @@ exception; every valid message survives encode → decode unchanged.
 from __future__ import annotations
 
 import json
-import random
 import string
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hypernode_host.bridge.backoff import reconnect_delays
 from hypernode_host.bridge.session import BadFrame, Send, Session
-from hypernode_host.bridge.throttle import Throttle
 from hypernode_host.core import messages
 from hypernode_host.core.jobs import JobState
 from hypernode_host.errors import ProtocolError
@@ -153,33 +150,3 @@ def test_every_valid_agent_message_round_trips(message: messages.Message) -> Non
 
 
 # policies ----------------------------------------------------------------------------------------------
-
-
-@PROPERTY
-@given(st.floats(0.01, 10), st.floats(0.01, 120), st.integers(0, 2**32))
-def test_reconnect_delays_are_full_jitter_under_an_exponential_ceiling(base: float, cap: float, seed: int) -> None:
-    delays = reconnect_delays(base, cap, random.Random(seed))
-    for attempt in range(40):
-        assert 0 <= next(delays) <= min(cap, base * 2**attempt)
-
-
-def test_reconnect_delays_spread_over_the_whole_window_and_restart_at_base() -> None:
-    rng = random.Random(3)
-    tenth = [list(_take(reconnect_delays(5, 60, rng), 10))[-1] for _ in range(500)]
-    assert min(tenth) < 6 and max(tenth) > 54  # full jitter: all of [0, cap], not only its top half
-    first = [next(reconnect_delays(5, 60, rng)) for _ in range(500)]
-    assert max(first) <= 5  # a fresh generator (after a healthy connection) starts over at base
-
-
-def _take(delays: Any, n: int) -> Any:
-    for _ in range(n):
-        yield next(delays)
-
-
-def test_throttle_logs_a_burst_then_counts_what_it_left_out() -> None:
-    throttle = Throttle(burst=2, window_s=10)
-    assert [throttle.admit(t) for t in (0, 1, 2, 3, 4)] == [0, 0, None, None, None]
-    assert throttle.admit(10.5) == 3  # a new window: the first line says how many were left out
-    assert throttle.admit(11) == 0
-    assert throttle.admit(12) is None
-    assert throttle.pending() == 1 and throttle.pending() == 0
