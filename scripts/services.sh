@@ -2,7 +2,8 @@
 # Bring up what the test suite and the demo need on a development or CI machine:
 # Debian's docker engine (no bridge, no iptables), a Redis on 127.0.0.1:6379 and the local
 # job image hypernode/job-python:3.11. Idempotent: when everything is up it only checks.
-# See /work/shared/DESIGN.md, "This environment".
+# The engine runs without a bridge network or iptables rules because traffic to private address
+# ranges is not allowed on these machines, and jobs run with network none anyway.
 set -euo pipefail
 
 IMAGE=hypernode/job-python:3.11

@@ -1,7 +1,7 @@
 """The bridge never loses a job or a result: real jobs in real containers while the network, the bridge
 process and Redis fail under it.
 
-Every test keeps the invariants of research/reliability.md 4: each accepted job ends with a result, the
+Every test keeps the same invariants: each accepted job ends with a result, the
 backend gets at least one copy and every copy is identical, no job runs twice (attempt 1), and the
 outbox is empty once the backend has acknowledged everything.
 """

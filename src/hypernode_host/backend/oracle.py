@@ -1,9 +1,11 @@
 """The reference backend's Oracle: is a job_result a true, complete run of the job we sent?
 
-Upstream's six checks done right (research/upstream.md 3.4, bugs B7/B19): the completion marker is a whole
-word, the exit code is read, timing runs from the node's ``startedAt`` with ``estimatedTime`` in seconds,
-hashes are recomputed instead of shape-checked, and the signature is verified. Every check must pass:
-there is no "5 of 6" tolerance. Pure: no socket, no clock; a hostile result can fail checks, never raise.
+Upstream's six checks done right (upstream's Oracle matched the marker as a substring, never read the exit
+code, timed from the job's creation, checked only the hashes' format and passed 5 of 6): the completion
+marker is a whole word, the exit code is read, timing runs from the node's ``startedAt`` with
+``estimatedTime`` in seconds, hashes are recomputed instead of shape-checked, and the signature is verified.
+Every check must pass: there is no "5 of 6" tolerance. Pure: no socket, no clock; a hostile result can
+fail checks, never raise.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The reference backend: upstream's WebSocket message set and error texts, plus job submission and an Oracle.
 
-The real Hypernode backend is not public (research/upstream.md 1.4 describes the prototype it stands in for).
+The real Hypernode backend is not public; this one behaves as upstream's published prototype does.
 One WebSocket endpoint serves both sides: nodes ``register``, ``heartbeat`` and send ``job_result``; any
 connection that has not registered may ``submit``, ``wait``, ``cancel`` and ask for ``status``. State is in
 memory only. ``BackendThread`` runs one on its own loop for tests; ``run_backend`` is the CLI's entry point.

@@ -175,7 +175,7 @@ class Session:
     # messages out ------------------------------------------------------------------------------
 
     def heartbeat(self, timestamp: str, stats: HeartbeatStats) -> Heartbeat | None:
-        """A heartbeat, or None before ``registered`` (upstream sent nodeId null, bug B5)."""
+        """A heartbeat, or None before ``registered`` (upstream's agent sent heartbeats with nodeId null)."""
         if self.state is not State.REGISTERED:
             return None
         return Heartbeat(nodeId=self.node_id, timestamp=timestamp, stats=stats)

@@ -1,4 +1,4 @@
-"""The wire protocol (DESIGN.md "Wire protocol"): JSON text frames, one object each, ``type`` discriminates.
+"""The wire protocol: JSON text frames, one object each, ``type`` discriminates.
 
 Pure: ``decode_backend`` turns a frame into a typed message or raises ProtocolError with one line
 naming the problem (never any other exception); ``encode`` turns a message into a frame. No socket,

@@ -1,4 +1,4 @@
-"""Proofs a result carries (DESIGN.md "Proofs"): hashes anyone can recompute, and an Ed25519 signature.
+"""Proofs a result carries (README: "Proofs"): hashes anyone can recompute, and an Ed25519 signature.
 
 Pure functions over bytes and mappings, plus the node key file. The reference backend's
 Oracle uses the same functions to check what workers produce.

@@ -1,8 +1,9 @@
 """The only module that imports docker: the container contract and a small runtime adapter.
 
-``container_config`` builds every job container's configuration in one place (DESIGN.md
-"Container contract", research/reliability.md 1.2), and ``prep_container_config`` the
-requirements step's, on the same hardened base; ``DockerRuntime`` maps docker-py and its
+``container_config`` builds every job container's configuration in one place (no network, a
+read-only root, no capabilities, no new privileges, bounded pids, memory without swap, CPUs, a
+non-root user, GPUs by exact UUID), and ``prep_container_config`` the requirements step's, on the
+same hardened base; ``DockerRuntime`` maps docker-py and its
 errors onto the few operations the runner, the image puller and the requirements step need.
 """
 

@@ -115,7 +115,7 @@ def test_exit_code_zero_needs_status_completed_too() -> None:
 
 
 def test_abandoned_is_not_done() -> None:
-    # Upstream's substring match took "abandoned" for "done" (research/upstream.md 3.4).
+    # Upstream's Oracle matched substrings, so it took "abandoned" for "done".
     assert failed(check(signed_result(logs="task abandoned\n"))) == {"completionMarker"}
 
 

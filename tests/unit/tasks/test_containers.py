@@ -1,4 +1,4 @@
-"""The container contract, pinned field by field (research/reliability.md 1.2), and its pure helpers."""
+"""The container contract, pinned field by field, and its pure helpers."""
 
 from __future__ import annotations
 
