@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from hypernode_host.errors import AuthError, ConfigError, HypernodeError
+from hypernode_host.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE, describe_exit
 from hypernode_host.jobs import JobState, Status
 from hypernode_host.settings import Settings
 
@@ -28,11 +28,6 @@ if TYPE_CHECKING:
 
     from hypernode_host.gpu.models import Slot
     from hypernode_host.store import Store
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_AUTH = 3
 
 app = typer.Typer(
     name="hypernode-host",
@@ -79,22 +74,15 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 @contextmanager
 def exit_codes() -> Iterator[None]:
-    """Our errors as one line and an exit code: 2 bad settings, 3 refused by the backend, 1 other."""
-    import redis
-
+    """Our errors (and Redis's) as one line and their exit code (exitcodes.describe_exit); a bug raises."""
     try:
         yield
-    except ConfigError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
-    except AuthError as exc:
-        raise fail(str(exc), EXIT_AUTH) from None
-    except HypernodeError as exc:
-        raise fail(str(exc), EXIT_FAILED) from None
-    except redis.RedisError as exc:
-        from hypernode_host.logs import redact
-
-        url = redact(os.environ.get("HN_REDIS_URL", "the configured Redis"))
-        raise fail(f"Redis at {url}: {redact(str(exc))}", EXIT_FAILED) from None
+    except Exception as exc:
+        described = describe_exit(exc)
+        if described is None:
+            raise
+        code, message = described
+        raise fail(message, code) from None
 
 
 def _print_version(value: bool) -> None:
@@ -107,10 +95,8 @@ def _print_version(value: bool) -> None:
 
 def load_settings() -> Settings:
     """Settings from the environment (options already written into it); one line and exit 2 if bad."""
-    try:
+    with exit_codes():
         settings = Settings.from_env()
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
     from hypernode_host import logs
 
     secret = settings.node_token.get_secret_value() if settings.node_token else ""
@@ -252,7 +238,10 @@ def submit(
         job_id=job_id,
     )
     try:
-        with _waiting(f"waiting for the result of job {job.get('id') or '(new)'}", show=wait and not as_json):
+        with (
+            exit_codes(),
+            _waiting(f"waiting for the result of job {job.get('id') or '(new)'}", show=wait and not as_json),
+        ):
             outcome = asyncio.run(submit_job(backend, job, wait=wait, wait_timeout=wait_timeout))
     except TimeoutError:
         typer.echo(
@@ -262,7 +251,7 @@ def submit(
             err=not as_json,
         )
         raise typer.Exit(EXIT_USAGE) from None
-    except (OSError, HypernodeError) as exc:
+    except OSError as exc:  # the network's, not ours (ours left exit_codes as a typer.Exit)
         raise fail(str(exc), EXIT_FAILED) from None
     _print_outcome(outcome, as_json)
 
