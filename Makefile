@@ -9,6 +9,8 @@ VENV_STAMP := $(VENV_BIN)/hypernode-host
 PYTHON    := $(shell python3.11 -c 'import sys' >/dev/null 2>&1 && echo python3.11 || echo python3)
 JOB_IMAGE := hypernode/job-python:3.11
 PYTEST_ARGS ?=
+# What ruff checks and formats: the package, its tests and the benchmarks (bench/ruff.toml adds its import groups).
+RUFF_PATHS := src tests bench
 
 .PHONY: help services venv demo lint test test-unit format clean bench bench-exec bench-bridge gpu-check
 
@@ -31,9 +33,9 @@ venv: $(VENV_STAMP) ## create .venv and install the package with dev extras
 demo: services venv ## run the local end-to-end demo against the job image
 	HN_JOB_IMAGE=$${HN_JOB_IMAGE:-$(JOB_IMAGE)} $(VENV_BIN)/hypernode-host demo
 
-lint: venv ## ruff check, ruff format --check, mypy (strict)
-	$(VENV_BIN)/ruff check src tests
-	$(VENV_BIN)/ruff format --check src tests
+lint: venv ## ruff check, ruff format --check (src, tests, bench), mypy (strict)
+	$(VENV_BIN)/ruff check $(RUFF_PATHS)
+	$(VENV_BIN)/ruff format --check $(RUFF_PATHS)
 	$(VENV_BIN)/mypy
 
 test: services venv lint test-unit ## services + lint + the unit tier alone + pytest, the agent image and compose stack too (PYTEST_ARGS="...")
@@ -56,8 +58,8 @@ gpu-check: venv ## NVML discovery and the GPU tests against real NVML (on a GPU 
 	bash scripts/gpu-check
 
 format: venv ## ruff format + ruff check --fix
-	$(VENV_BIN)/ruff format src tests
-	$(VENV_BIN)/ruff check --fix src tests
+	$(VENV_BIN)/ruff format $(RUFF_PATHS)
+	$(VENV_BIN)/ruff check --fix $(RUFF_PATHS)
 
 clean: ## remove .venv, caches and build artefacts (not the docker image)
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis

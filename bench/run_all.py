@@ -246,9 +246,7 @@ def leftover_containers(since: float) -> dict[str, Any]:
     try:
         found = client.api.containers(all=True, filters={"label": LABEL_JOB})
         # Bench nodes are named bench-*; older or foreign job containers are left alone (and counted).
-        ours = [
-            c for c in found if c["Created"] >= int(since) and c["Labels"].get(LABEL_NODE, "").startswith("bench-")
-        ]
+        ours = [c for c in found if c["Created"] >= int(since) and c["Labels"].get(LABEL_NODE, "").startswith("bench-")]
         for container in ours:
             client.api.remove_container(container["Id"], force=True, v=True)
         return {"left_by_this_run": [c["Names"][0] for c in ours], "other_job_containers": len(found) - len(ours)}

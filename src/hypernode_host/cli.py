@@ -1,39 +1,36 @@
 """The `hypernode-host` command line: thin over library functions.
 
-Every setting is an ``HN_*`` environment variable and also a global option
-(``hypernode-host --redis-url redis://... up``); both go through one validator.
+Every setting is an ``HN_*`` environment variable and also a global option derived from its
+Settings field (``hypernode-host --redis-url redis://... up``); both go through one validator.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast, get_args
 
 import typer
 
 from hypernode_host.core.jobs import JobState, Status
-from hypernode_host.errors import AuthError, ConfigError, HypernodeError
-from hypernode_host.settings import Settings
+from hypernode_host.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE, describe_exit
+from hypernode_host.settings import Flag, Settings
 
 if TYPE_CHECKING:
+    from pydantic.fields import FieldInfo
     from rich.console import Console, RenderableType
 
     from hypernode_host.core.slots import Slot
     from hypernode_host.state import Store
     from hypernode_host.tasks.dramatiq_redis import Queues
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_AUTH = 3
 
 app = typer.Typer(
     name="hypernode-host",
@@ -43,35 +40,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Global option → environment variable: the CLI writes options into the environment, so the
-# children `up` starts see exactly the same settings.
-_OPTION_ENV = {
-    "token": "HN_NODE_TOKEN",
-    "endpoint": "HN_ENDPOINT",
-    "heartbeat_interval": "HN_HEARTBEAT_INTERVAL",
-    "job_timeout": "HN_JOB_TIMEOUT",
-    "max_log_size": "HN_MAX_LOG_SIZE",
-    "reconnect_delay": "HN_RECONNECT_DELAY",
-    "reconnect_max_delay": "HN_RECONNECT_MAX_DELAY",
-    "redis_url": "HN_REDIS_URL",
-    "job_image": "HN_JOB_IMAGE",
-    "gpu_job_image": "HN_GPU_JOB_IMAGE",
-    "allowed_images": "HN_ALLOWED_IMAGES",
-    "simulate_gpus": "HN_SIMULATE_GPUS",
-    "cpu_slots": "HN_CPU_SLOTS",
-    "gpus_per_worker": "HN_GPUS_PER_WORKER",
-    "key_file": "HN_KEY_FILE",
-    "state_dir": "HN_STATE_DIR",
-    "node_name": "HN_NODE_NAME",
-    "pip_index_url": "HN_PIP_INDEX_URL",
-    "pip_find_links": "HN_PIP_FIND_LINKS",
-    "pull_timeout": "HN_PULL_TIMEOUT",
-    "metrics_port": "HN_METRICS_PORT",
-    "metrics_host": "HN_METRICS_HOST",
-    "log_level": "HN_LOG_LEVEL",
-    "log_format": "HN_LOG_FORMAT",
-}
-
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
@@ -80,22 +48,15 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 @contextmanager
 def exit_codes() -> Iterator[None]:
-    """Our errors as one line and an exit code: 2 bad settings, 3 refused by the backend, 1 other."""
-    from hypernode_host.state import RedisError
-
+    """Our errors (and Redis's) as one line and their exit code (exitcodes.describe_exit); a bug raises."""
     try:
         yield
-    except ConfigError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
-    except AuthError as exc:
-        raise fail(str(exc), EXIT_AUTH) from None
-    except HypernodeError as exc:
-        raise fail(str(exc), EXIT_FAILED) from None
-    except RedisError as exc:
-        from hypernode_host.logs import redact
-
-        url = redact(os.environ.get("HN_REDIS_URL", "the configured Redis"))
-        raise fail(f"Redis at {url}: {redact(str(exc))}", EXIT_FAILED) from None
+    except Exception as exc:
+        described = describe_exit(exc)
+        if described is None:
+            raise
+        code, message = described
+        raise fail(message, code) from None
 
 
 def _print_version(value: bool) -> None:
@@ -108,10 +69,8 @@ def _print_version(value: bool) -> None:
 
 def load_settings() -> Settings:
     """Settings from the environment (options already written into it); one line and exit 2 if bad."""
-    try:
+    with exit_codes():
         settings = Settings.from_env()
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
     from hypernode_host import logs
 
     secret = settings.node_token.get_secret_value() if settings.node_token else ""
@@ -119,59 +78,48 @@ def load_settings() -> Settings:
     return settings
 
 
+def _setting_options(callback: Callable[..., None]) -> Callable[..., None]:
+    """Give ``callback`` (which takes ``**settings``) one option per setting: typer reads a command's
+    options from its signature, so the signature gets a keyword parameter per Settings field."""
+    signature = inspect.signature(callback, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    options = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=_setting_option(name, field))
+        for name, field in Settings.model_fields.items()
+        if field.alias
+    ]
+    cast(Any, callback).__signature__ = signature.replace(parameters=[*options, *own])
+    return callback
+
+
+def _setting_option(name: str, field: FieldInfo) -> Any:
+    """``--field-name`` (or the field's Flag) with the field's type and description, read from its variable.
+
+    Help shows the field's type, but parser=str hands the text on as given: options and variables
+    meet one validator (Settings.from_env), so a bad value reads the same from either.
+    """
+    flag = next((m.name for m in field.metadata if isinstance(m, Flag)), "--" + name.replace("_", "-"))
+    union = get_args(field.annotation)
+    declared = next(k for k in union if k is not type(None)) if type(None) in union else field.annotation
+    shown = declared if declared in (int, float, Path) else str  # URLs, secrets, lists of patterns: text
+    option = typer.Option(flag, envvar=field.alias, help=field.description, parser=str, show_default=False)
+    return Annotated[shown | None, option]
+
+
 @app.callback()
+@_setting_options
 def main_options(
-    token: Annotated[str | None, typer.Option(help="Node token [HN_NODE_TOKEN].", show_default=False)] = None,
-    endpoint: Annotated[str | None, typer.Option(help="Backend WebSocket URL [HN_ENDPOINT].")] = None,
-    heartbeat_interval: Annotated[
-        str | None, typer.Option(help="Seconds between heartbeats [HN_HEARTBEAT_INTERVAL].")
-    ] = None,
-    job_timeout: Annotated[str | None, typer.Option(help="Longest a job may run, s [HN_JOB_TIMEOUT].")] = None,
-    max_log_size: Annotated[str | None, typer.Option(help="Characters of logs sent per job [HN_MAX_LOG_SIZE].")] = None,
-    reconnect_delay: Annotated[str | None, typer.Option(help="First reconnect delay, s [HN_RECONNECT_DELAY].")] = None,
-    reconnect_max_delay: Annotated[
-        str | None, typer.Option(help="Cap on the reconnect delay, s [HN_RECONNECT_MAX_DELAY].")
-    ] = None,
-    redis_url: Annotated[
-        str | None, typer.Option(help="Redis URL; unset: the node's own, run by `up` [HN_REDIS_URL].")
-    ] = None,
-    job_image: Annotated[str | None, typer.Option(help="Default job image [HN_JOB_IMAGE].")] = None,
-    gpu_job_image: Annotated[str | None, typer.Option(help="Default GPU job image [HN_GPU_JOB_IMAGE].")] = None,
-    allowed_images: Annotated[
-        str | None, typer.Option(help="Extra allowed image patterns, comma-separated [HN_ALLOWED_IMAGES].")
-    ] = None,
-    simulate_gpus: Annotated[
-        str | None, typer.Option(help="Simulated GPUs: 4 or 2xRTX4090:24576 [HN_SIMULATE_GPUS].")
-    ] = None,
-    cpu_slots: Annotated[str | None, typer.Option(help="CPU worker slots [HN_CPU_SLOTS].")] = None,
-    gpus_per_worker: Annotated[str | None, typer.Option(help="GPUs per worker slot [HN_GPUS_PER_WORKER].")] = None,
-    key_file: Annotated[str | None, typer.Option(help="Node Ed25519 key file [HN_KEY_FILE].")] = None,
-    state_dir: Annotated[
-        str | None, typer.Option(help="Where `up` keeps its own Redis when no Redis URL is given [HN_STATE_DIR].")
-    ] = None,
-    node_name: Annotated[str | None, typer.Option(help="Node name in labels and hostInfo [HN_NODE_NAME].")] = None,
-    pip_index_url: Annotated[
-        str | None, typer.Option(help="Index for job requirements [HN_PIP_INDEX_URL].", show_default=False)
-    ] = None,
-    pip_find_links: Annotated[
-        str | None, typer.Option(help="Wheel directory for job requirements [HN_PIP_FIND_LINKS].", show_default=False)
-    ] = None,
-    pull_timeout: Annotated[
-        str | None, typer.Option(help="Longest an image pull may take, s [HN_PULL_TIMEOUT].")
-    ] = None,
-    metrics_port: Annotated[str | None, typer.Option(help="Prometheus port, 0 = off [HN_METRICS_PORT].")] = None,
-    metrics_host: Annotated[str | None, typer.Option(help="Prometheus address [HN_METRICS_HOST].")] = None,
-    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING, ERROR [HN_LOG_LEVEL].")] = None,
-    log_format: Annotated[str | None, typer.Option(help="text or json [HN_LOG_FORMAT].")] = None,
+    *,
     version: Annotated[
         bool,
         typer.Option("--version", help="Print the agent version and exit.", is_eager=True, callback=_print_version),
     ] = False,
+    **settings: str | None,
 ) -> None:
-    options = locals()
-    for name, variable in _OPTION_ENV.items():
-        if options[name] is not None:
-            os.environ[variable] = options[name]
+    # Into the environment, where Settings.from_env reads them, and so do the children `up` starts.
+    for name, value in settings.items():
+        if value is not None:
+            os.environ[str(Settings.model_fields[name].alias)] = value
 
 
 @app.command()
@@ -253,7 +201,10 @@ def submit(
         job_id=job_id,
     )
     try:
-        with _waiting(f"waiting for the result of job {job.get('id') or '(new)'}", show=wait and not as_json):
+        with (
+            exit_codes(),
+            _waiting(f"waiting for the result of job {job.get('id') or '(new)'}", show=wait and not as_json),
+        ):
             outcome = asyncio.run(submit_job(backend, job, wait=wait, wait_timeout=wait_timeout))
     except TimeoutError:
         typer.echo(
@@ -263,7 +214,7 @@ def submit(
             err=not as_json,
         )
         raise typer.Exit(EXIT_USAGE) from None
-    except (OSError, HypernodeError) as exc:
+    except OSError as exc:  # the network's, not ours (ours left exit_codes as a typer.Exit)
         raise fail(str(exc), EXIT_FAILED) from None
     _print_outcome(outcome, as_json)
 

@@ -40,7 +40,16 @@ class AuthError(HypernodeError):
 
 
 class ContainerError(HypernodeError):
-    """The Docker engine failed (unreachable, API error): an infrastructure error."""
+    """The Docker engine failed (unreachable, API error): an infrastructure error.
+
+    ``status_code`` is the engine's HTTP status (None when it did not answer) and ``container`` the
+    id or name of the container concerned (None for images, volumes and listings).
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None, container: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.container = container
 
 
 class ImageUnavailable(ContainerError):

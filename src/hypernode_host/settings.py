@@ -1,7 +1,9 @@
 """One frozen, validated settings object, built from a mapping (normally ``os.environ``).
 
-Every setting has an ``HN_*`` name; the CLI turns each of its options into the same
-name, so the environment and the command line are one source with one validator.
+A field with an ``HN_*`` alias is a setting, and its ``Field`` is its only definition: the CLI
+derives a global option from each (named after the field, or by its ``Flag``; typed, with the
+description as its help) and writes what it is given into that variable, so the environment and
+the command line are one source with one validator.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 import pwd
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,36 +41,90 @@ def _default_key_file() -> Path:
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
+@dataclass(frozen=True)
+class Flag:
+    """A setting's command-line option where it is not named after the field (``--token``)."""
+
+    name: str
+
+
 class Settings(BaseModel):
     """Everything the bridge, the workers and the CLI read from their environment."""
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
-    node_token: SecretStr | None = Field(None, alias="HN_NODE_TOKEN")
-    endpoint: str = Field("wss://nodes.hypernodesolana.org", alias="HN_ENDPOINT")
-    heartbeat_interval: PositiveFloat = Field(10.0, alias="HN_HEARTBEAT_INTERVAL")
-    job_timeout: int = Field(300, alias="HN_JOB_TIMEOUT", gt=0)
-    max_log_size: int = Field(10_000, alias="HN_MAX_LOG_SIZE", ge=256)
-    reconnect_delay: PositiveFloat = Field(5.0, alias="HN_RECONNECT_DELAY")
-    reconnect_max_delay: PositiveFloat = Field(60.0, alias="HN_RECONNECT_MAX_DELAY")
+    node_token: Annotated[SecretStr | None, Flag("--token")] = Field(
+        None, alias="HN_NODE_TOKEN", description="Node token from the Hypernode dashboard; never logged."
+    )
+    endpoint: str = Field(
+        "wss://nodes.hypernodesolana.org", alias="HN_ENDPOINT", description="Backend WebSocket URL (ws:// or wss://)."
+    )
+    heartbeat_interval: PositiveFloat = Field(
+        10.0, alias="HN_HEARTBEAT_INTERVAL", description="Seconds between heartbeats."
+    )
+    job_timeout: int = Field(
+        300, alias="HN_JOB_TIMEOUT", gt=0, description="Longest any job may run, s (caps a job's own timeout)."
+    )
+    max_log_size: int = Field(
+        10_000, alias="HN_MAX_LOG_SIZE", ge=256, description="Characters of logs sent per job (head and tail)."
+    )
+    reconnect_delay: PositiveFloat = Field(
+        5.0, alias="HN_RECONNECT_DELAY", description="First reconnect delay, s (doubles per failure, with jitter)."
+    )
+    reconnect_max_delay: PositiveFloat = Field(
+        60.0, alias="HN_RECONNECT_MAX_DELAY", description="Cap on the reconnect delay, s."
+    )
     # None: the node's own Redis, which `up` runs; state.connect finds its URL when it connects.
-    redis_url: str | None = Field(None, alias="HN_REDIS_URL")
-    state_dir: Path = Field(default_factory=_default_state_dir, alias="HN_STATE_DIR")
-    job_image: str = Field("python:3.11-slim", alias="HN_JOB_IMAGE", min_length=1)
-    gpu_job_image: str | None = Field(None, alias="HN_GPU_JOB_IMAGE")
-    allowed_images: tuple[str, ...] = Field((), alias="HN_ALLOWED_IMAGES")
-    simulate_gpus: str | None = Field(None, alias="HN_SIMULATE_GPUS")
-    cpu_slots: int = Field(1, alias="HN_CPU_SLOTS", ge=0, le=256)
-    key_file: Path = Field(default_factory=_default_key_file, alias="HN_KEY_FILE")
-    gpus_per_worker: int = Field(1, alias="HN_GPUS_PER_WORKER", ge=1, le=64)
-    pip_index_url: str | None = Field(None, alias="HN_PIP_INDEX_URL")
-    pip_find_links: str | None = Field(None, alias="HN_PIP_FIND_LINKS")
-    pull_timeout: int = Field(600, alias="HN_PULL_TIMEOUT", gt=0)
-    metrics_port: int = Field(0, alias="HN_METRICS_PORT", ge=0, le=65535)
-    metrics_host: str = Field("127.0.0.1", alias="HN_METRICS_HOST")
-    log_format: str = Field("text", alias="HN_LOG_FORMAT", pattern="^(text|json)$")
-    node_name: str = Field(default_factory=socket.gethostname, alias="HN_NODE_NAME", min_length=1)
-    log_level: str = Field("INFO", alias="HN_LOG_LEVEL")
+    redis_url: str | None = Field(
+        None,
+        alias="HN_REDIS_URL",
+        description="Redis shared by the bridge and the workers; unset: the node's own, run by `up`.",
+    )
+    state_dir: Path = Field(
+        default_factory=_default_state_dir,
+        alias="HN_STATE_DIR",
+        description="Where `up` keeps its own Redis when no Redis URL is given.",
+    )
+    job_image: str = Field(
+        "python:3.11-slim", alias="HN_JOB_IMAGE", min_length=1, description="Image for jobs that name none."
+    )
+    gpu_job_image: str | None = Field(
+        None, alias="HN_GPU_JOB_IMAGE", description="Image for GPU jobs that name none (unset: the job image)."
+    )
+    allowed_images: tuple[str, ...] = Field(
+        (), alias="HN_ALLOWED_IMAGES", description="Extra images jobs may name: comma-separated fnmatch patterns."
+    )
+    simulate_gpus: str | None = Field(
+        None, alias="HN_SIMULATE_GPUS", description="Simulated GPUs: 4 or 2xRTX4090:24576 (unset: NVML)."
+    )
+    cpu_slots: int = Field(1, alias="HN_CPU_SLOTS", ge=0, le=256, description="CPU-only worker slots.")
+    key_file: Path = Field(
+        default_factory=_default_key_file,
+        alias="HN_KEY_FILE",
+        description="The node's Ed25519 key file (created 0600 on first start).",
+    )
+    gpus_per_worker: int = Field(1, alias="HN_GPUS_PER_WORKER", ge=1, le=64, description="GPUs per worker slot.")
+    pip_index_url: str | None = Field(None, alias="HN_PIP_INDEX_URL", description="Package index for job requirements.")
+    pip_find_links: str | None = Field(
+        None, alias="HN_PIP_FIND_LINKS", description="Wheel directory (or URL) for job requirements."
+    )
+    pull_timeout: int = Field(600, alias="HN_PULL_TIMEOUT", gt=0, description="Longest an image pull may take, s.")
+    metrics_port: int = Field(
+        0, alias="HN_METRICS_PORT", ge=0, le=65535, description="Prometheus metrics port, 0 = off."
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", alias="HN_METRICS_HOST", description="Address the metrics endpoint binds to."
+    )
+    log_format: str = Field(
+        "text", alias="HN_LOG_FORMAT", pattern="^(text|json)$", description="text or json (one object per line)."
+    )
+    node_name: str = Field(
+        default_factory=socket.gethostname,
+        alias="HN_NODE_NAME",
+        min_length=1,
+        description="Node name in hostInfo and container labels (default: the host name).",
+    )
+    log_level: str = Field("INFO", alias="HN_LOG_LEVEL", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
 
     @field_validator("endpoint")
     @classmethod

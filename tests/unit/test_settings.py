@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 
 from hypernode_host.errors import ConfigError
 from hypernode_host.settings import Settings
@@ -139,7 +143,100 @@ def test_env_example_names_every_setting_with_a_valid_value() -> None:
     assert settings.simulate_gpus is None and settings.allowed_images == ()
 
 
-def test_every_setting_is_a_global_option() -> None:
-    from hypernode_host.cli import _OPTION_ENV
+# The public command line, which operators' scripts depend on: each global option keeps its name and variable.
+PUBLIC_OPTIONS = {
+    "--token": "HN_NODE_TOKEN",
+    "--endpoint": "HN_ENDPOINT",
+    "--heartbeat-interval": "HN_HEARTBEAT_INTERVAL",
+    "--job-timeout": "HN_JOB_TIMEOUT",
+    "--max-log-size": "HN_MAX_LOG_SIZE",
+    "--reconnect-delay": "HN_RECONNECT_DELAY",
+    "--reconnect-max-delay": "HN_RECONNECT_MAX_DELAY",
+    "--redis-url": "HN_REDIS_URL",
+    "--job-image": "HN_JOB_IMAGE",
+    "--gpu-job-image": "HN_GPU_JOB_IMAGE",
+    "--allowed-images": "HN_ALLOWED_IMAGES",
+    "--simulate-gpus": "HN_SIMULATE_GPUS",
+    "--cpu-slots": "HN_CPU_SLOTS",
+    "--gpus-per-worker": "HN_GPUS_PER_WORKER",
+    "--key-file": "HN_KEY_FILE",
+    "--state-dir": "HN_STATE_DIR",
+    "--node-name": "HN_NODE_NAME",
+    "--pip-index-url": "HN_PIP_INDEX_URL",
+    "--pip-find-links": "HN_PIP_FIND_LINKS",
+    "--pull-timeout": "HN_PULL_TIMEOUT",
+    "--metrics-port": "HN_METRICS_PORT",
+    "--metrics-host": "HN_METRICS_HOST",
+    "--log-level": "HN_LOG_LEVEL",
+    "--log-format": "HN_LOG_FORMAT",
+}
 
-    assert set(_OPTION_ENV.values()) == {field.alias for field in Settings.model_fields.values() if field.alias}
+
+def _global_options() -> dict[str, Any]:
+    from typer.main import get_command
+
+    from hypernode_host.cli import app
+
+    return {opt: param for param in get_command(app).params for opt in param.opts}
+
+
+def _settings() -> dict[str, FieldInfo]:
+    return dict(Settings.model_fields)
+
+
+def test_every_setting_is_exactly_one_global_option_read_from_its_variable() -> None:
+    assert all(field.alias for field in Settings.model_fields.values())  # every field is a setting
+    by_variable = Counter(param.envvar for param in set(_global_options().values()) if param.envvar)
+    assert by_variable == Counter(field.alias for field in _settings().values())
+
+
+def test_each_option_is_described_by_its_field() -> None:
+    options = {param.envvar: param for param in _global_options().values()}
+    for name, field in _settings().items():
+        option = options[field.alias]
+        assert option.help == field.description and field.description, name
+        assert option.name == name  # the callback hands it on by the field's name
+
+
+def test_the_public_global_options_keep_their_names() -> None:
+    options = {opt: param.envvar for opt, param in _global_options().items()}
+    assert PUBLIC_OPTIONS.items() <= options.items()
+
+
+def test_each_option_reaches_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from hypernode_host.cli import app
+
+    for field in _settings().values():
+        monkeypatch.setenv(str(field.alias), "")  # recorded, so whatever the CLI writes is undone after
+    args = [arg for opt, var in PUBLIC_OPTIONS.items() for arg in (opt, f"given {var}")]
+    done = CliRunner().invoke(app, [*args, "gpus", "--help"])  # the options run; gpus only prints its help
+    assert done.exit_code == 0, done.output
+    assert {var: os.environ[var] for var in PUBLIC_OPTIONS.values()} == {
+        v: f"given {v}" for v in PUBLIC_OPTIONS.values()
+    }
+
+
+def test_help_lists_every_setting_with_its_variable_and_type() -> None:
+    done = _cli("--help", env={"COLUMNS": "250"})
+    assert done.returncode == 0, done.stderr
+    lines = {line.split()[1]: line for line in done.stdout.splitlines() if line.startswith("│ --")}
+    for opt, param in _global_options().items():
+        if param.envvar:
+            assert f"[env var: {param.envvar}]" in lines[opt]
+    assert "<int>" in lines["--job-timeout"] and "<float>" in lines["--heartbeat-interval"]
+    assert "<Path>" in lines["--key-file"] and "<str>" in lines["--token"]
+
+
+def test_a_bad_value_reads_the_same_from_the_option_and_the_variable() -> None:
+    by_option = _cli("--job-timeout", "ten", "--token", "t", "up")
+    by_variable = _cli("up", env={"HN_JOB_TIMEOUT": "ten", "HN_NODE_TOKEN": "t"})
+    assert by_option.returncode == by_variable.returncode == 2
+    assert (
+        by_option.stderr
+        == by_variable.stderr
+        == (
+            "error: HN_JOB_TIMEOUT: Input should be a valid integer, unable to parse string as an integer (got 'ten')\n"
+        )
+    )

@@ -1,18 +1,15 @@
 """The processes `up` starts (the bridge, one worker per slot), run without the CLI.
 
 Typer, click and the CLI module cost ~2 MB of RSS in every process; a child needs none of them.
-Exit codes and the one-line errors are the CLI's (cli.exit_codes): 2 bad settings, 3 refused, 1 other.
+Exit codes and the one-line errors are the CLI's (exitcodes.describe_exit).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
-from hypernode_host.errors import AuthError, ConfigError, HypernodeError
+from hypernode_host.exitcodes import EXIT_OK, describe_exit
 from hypernode_host.settings import Settings
-
-EXIT_FAILED, EXIT_USAGE, EXIT_AUTH = 1, 2, 3
 
 
 def run(argv: list[str]) -> None:
@@ -52,27 +49,16 @@ def worker_process(settings: Settings, slot: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from hypernode_host.state import RedisError
-
     try:
         run(argv)
-    except ConfigError as exc:
-        return _fail(str(exc), EXIT_USAGE)
-    except AuthError as exc:
-        return _fail(str(exc), EXIT_AUTH)
-    except HypernodeError as exc:
-        return _fail(str(exc), EXIT_FAILED)
-    except RedisError as exc:
-        from hypernode_host.logs import redact
-
-        url = redact(os.environ.get("HN_REDIS_URL", "the configured Redis"))
-        return _fail(f"Redis at {url}: {redact(str(exc))}", EXIT_FAILED)
-    return 0
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)  # the CLI's one-line form (cli.fail)
-    return code
+    except Exception as exc:
+        described = describe_exit(exc)
+        if described is None:
+            raise
+        code, message = described
+        print(f"error: {message}", file=sys.stderr)  # the CLI's one-line form (cli.fail)
+        return code
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
+from hypernode_host.exitcodes import EXIT_AUTH, EXIT_OK
 from hypernode_host.gpu.inventory import plan_node_slots
 from hypernode_host.node.redis_server import RedisProcess, embedded
 from hypernode_host.node.signals import stop_on_signals
@@ -27,7 +28,6 @@ from hypernode_host.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EXIT_AUTH = 3
 STOP_GRACE_S = 20.0
 _POLL_S = 0.2
 
@@ -98,7 +98,7 @@ def _supervise(children: list[Child], stop: threading.Event, server: RedisProces
             delay = child.restart_delay(now)
             log.warning("%s exited with code %s; restarting in %.1f s", child.name, code, delay)
             child.proc, child.not_before = None, now + delay
-    return 0
+    return EXIT_OK
 
 
 def _stop_all(children: list[Child]) -> None:

@@ -3,8 +3,9 @@
 ``container_config`` builds every job container's configuration in one place (no network, a
 read-only root, no capabilities, no new privileges, bounded pids, memory without swap, CPUs, a
 non-root user, GPUs by exact UUID), and ``prep_container_config`` the requirements step's, on the
-same hardened base; ``DockerRuntime`` maps docker-py and its
-errors onto the few operations the runner, the image puller and the requirements step need.
+same hardened base; ``DockerRuntime`` maps docker-py onto the few operations the runner, the image
+puller and the requirements step need, and ``docker_errors`` turns docker-py's errors into ours, in
+one place.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import json
 import logging
 import tarfile
 import threading
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Collection, Generator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -232,18 +234,47 @@ def _ms(stamp: str) -> int:
     return int(parsed.timestamp()) * 1000 + int((frac + "000")[:3])
 
 
+def container_error(exc: docker.errors.APIError, action: str, container: str | None = None) -> ContainerError:
+    """The engine's refusal ``exc`` as our error: ``"{action}: {the engine's reason}"``, keeping its HTTP
+    status and the container (id or name), as docker-py's create_api_error_from_http_exception keeps
+    the response."""
+    reason = exc.explanation or str(exc)
+    return ContainerError(f"{action}: {reason}", status_code=exc.status_code, container=container)
+
+
+@contextmanager
+def docker_errors(
+    action: str, container: str | None = None, *, ok: Collection[int] = (), transport: bool = False
+) -> Iterator[None]:
+    """docker-py's errors inside the block as one ContainerError (``container_error``).
+
+    A status in ``ok`` is an answer, not a failure (404: there is none; 304: stopped already): the
+    error is dropped and the code after the block runs. With ``transport``, requests' errors (no
+    answer, a stream cut) become ContainerError too (no status); without, they pass to the caller,
+    for whom a timed-out wait means "still running".
+    """
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        if exc.status_code not in ok:
+            raise container_error(exc, action, container) from None
+    except requests.exceptions.RequestException as exc:
+        if not transport:
+            raise
+        raise ContainerError(f"{action}: {exc}", container=container) from None
+
+
 class OutputStream:
     """A container's output as raw chunks, on a connection of its own; ``close`` works from any thread."""
 
-    def __init__(self, client: docker.APIClient, chunks: Any) -> None:
+    def __init__(self, client: docker.APIClient, chunks: Any, container_id: str) -> None:
         self._client = client
         self._chunks = chunks
+        self._container_id = container_id
 
     def __iter__(self) -> Iterator[bytes]:
-        try:
+        with docker_errors("output stream failed", self._container_id, transport=True):
             yield from self._chunks
-        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
-            raise ContainerError(f"output stream failed: {exc}") from None
 
     def close(self) -> None:
         self._chunks.close()  # shuts the socket down, which wakes a reader blocked on it
@@ -286,10 +317,8 @@ class DockerRuntime:
 
     def info(self) -> dict[str, Any]:
         """The engine's system-wide information (``docker info``); ContainerError when it does not answer."""
-        try:
+        with docker_errors("docker info failed", transport=True):
             return dict(self.client.info())
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise ContainerError(f"Docker engine unreachable: {exc}") from None
 
     def probe(self, timeout_s: float = 5.0) -> str:
         """The engine's version, asked on a connection of its own that gives up after ``timeout_s``
@@ -310,12 +339,9 @@ class DockerRuntime:
 
     def image_id(self, image: str) -> str | None:
         """The local image ID of ``image``; None when it is not here."""
-        try:
+        with docker_errors(f"cannot inspect image {image}", ok=(404,)):
             return str(self.client.api.inspect_image(image)["Id"])
-        except docker.errors.ImageNotFound:
-            return None
-        except docker.errors.APIError as exc:
-            raise ContainerError(f"cannot inspect image {image}: {exc.explanation}") from None
+        return None  # 404: not here
 
     def pull(self, image: str, stall_timeout_s: float) -> Generator[dict[str, Any], None, None]:
         """Pull ``image``, yielding dockerd's progress events; ImageUnavailable when it fails.
@@ -336,7 +362,8 @@ class DockerRuntime:
         try:
             with api.post(url, params=params, headers=headers, stream=True, timeout=stall_timeout_s) as response:
                 if response.status_code >= 400:
-                    raise ImageUnavailable(f"image {image} is not available: {_api_message(response)}")
+                    message = f"image {image} is not available: {_api_message(response)}"
+                    raise ImageUnavailable(message, status_code=response.status_code)
                 for line in response.iter_lines():
                     if line:
                         yield _event(line)
@@ -348,12 +375,9 @@ class DockerRuntime:
 
     def find(self, name: str) -> str | None:
         """The id of the container called ``name``, if any."""
-        try:
+        with docker_errors(f"cannot inspect container {name}", name, ok=(404,)):
             return str(self.client.api.inspect_container(name)["Id"])
-        except docker.errors.NotFound:
-            return None
-        except docker.errors.APIError as exc:
-            raise ContainerError(f"cannot inspect container {name}: {exc.explanation}") from None
+        return None  # 404: no such container
 
     def create(self, spec: ContainerSpec) -> str:
         """Create the container and put its files in; NameTaken when the name (the job's lock) is taken."""
@@ -369,96 +393,86 @@ class DockerRuntime:
         return container_id
 
     def _create(self, config: dict[str, Any], image: str) -> str:
+        name = config["name"]
         try:
             return str(self.client.containers.create(**config).id)
         except docker.errors.ImageNotFound:
-            raise ImageUnavailable(f"image {image} is not available") from None
+            raise ImageUnavailable(f"image {image} is not available", status_code=404, container=name) from None
         except docker.errors.APIError as exc:
             if exc.status_code == 409:
-                raise NameTaken(f"container {config['name']} exists already") from None
-            raise ContainerError(f"cannot create container: {exc.explanation}") from None
+                raise NameTaken(f"container {name} exists already", status_code=409, container=name) from None
+            raise container_error(exc, "cannot create container", name) from None
 
     def _put(self, container_id: str, path: str, archive: bytes) -> None:
         try:
-            self.client.api.put_archive(container_id, path, archive)
-        except docker.errors.APIError as exc:
+            with docker_errors("cannot put files into the container", container_id):
+                self.client.api.put_archive(container_id, path, archive)
+        except ContainerError:
             self.remove(container_id)  # a container without its files must never start
-            raise ContainerError(f"cannot put files into the container: {exc.explanation}") from None
+            raise
 
     def has_file(self, container_id: str, path: str) -> bool:
         """True when ``path`` exists in the container (created or not: its volumes are mounted for this)."""
-        try:
+        with docker_errors(f"cannot read {path}", container_id, ok=(404,)):
             stream, _ = self.client.api.get_archive(container_id, path)
             for _ in stream:  # drain it, so the connection goes back to the pool
                 pass
-        except docker.errors.NotFound:
-            return False
-        except docker.errors.APIError as exc:
-            raise ContainerError(f"cannot read {path}: {exc.explanation}") from None
-        return True
+            return True
+        return False  # 404: no such file
 
     def ensure_volume(self, name: str, labels: Mapping[str, str]) -> None:
-        try:
+        with docker_errors(f"cannot create volume {name}"):
             self.client.api.create_volume(name, labels=dict(labels))
-        except docker.errors.APIError as exc:
-            raise ContainerError(f"cannot create volume {name}: {exc.explanation}") from None
 
     def volume_created(self, name: str) -> str | None:
         """When the volume was created (its identity: a pruned and recreated one differs); None if absent."""
-        try:
+        with docker_errors(f"cannot inspect volume {name}", ok=(404,)):
             return str(self.client.api.inspect_volume(name).get("CreatedAt", ""))
-        except docker.errors.NotFound:
-            return None
-        except docker.errors.APIError as exc:
-            raise ContainerError(f"cannot inspect volume {name}: {exc.explanation}") from None
+        return None  # 404: no such volume
 
     def start(self, container_id: str) -> None:
-        self._call(container_id, "start")
+        with docker_errors("start failed", container_id):
+            self.client.api.start(container_id)
 
     def attach(self, container_id: str) -> OutputStream:
         """Stdout and stderr from now on, with back-pressure: call before ``start`` to get every byte."""
         api = self._stream_client(None)  # a job may be silent for hours: never time out a read
         try:
-            chunks = api.attach(container_id, stdout=True, stderr=True, stream=True, logs=False)
-        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            with docker_errors("attach failed", container_id, transport=True):
+                chunks = api.attach(container_id, stdout=True, stderr=True, stream=True, logs=False)
+        except ContainerError:
             api.close()
-            raise ContainerError(f"attach failed: {exc}") from None
-        return OutputStream(api, chunks)
+            raise
+        return OutputStream(api, chunks, container_id)
 
     def logs(self, container_id: str) -> OutputStream:
         """Stdout and stderr as the log driver kept them, from the start, following until exit."""
         api = self._stream_client(None)
         try:
-            chunks = api.logs(container_id, stdout=True, stderr=True, stream=True, follow=True)
-        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            with docker_errors("log stream failed", container_id, transport=True):
+                chunks = api.logs(container_id, stdout=True, stderr=True, stream=True, follow=True)
+        except ContainerError:
             api.close()
-            raise ContainerError(f"log stream failed: {exc}") from None
-        return OutputStream(api, chunks)
+            raise
+        return OutputStream(api, chunks, container_id)
 
     def output_tail(self, container_id: str, lines: int) -> bytes:
         """The last ``lines`` lines a finished container wrote."""
-        try:
+        with docker_errors("cannot read the output", container_id):
             return bytes(self.client.api.logs(container_id, stdout=True, stderr=True, tail=lines))
-        except docker.errors.APIError as exc:
-            raise ContainerError(f"cannot read the output: {exc.explanation}") from None
 
     def wait(self, container_id: str, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s``; True when the container has exited."""
+        """Wait up to ``timeout_s``; True when the container has exited (or is gone)."""
         try:
-            self.client.api.wait(container_id, timeout=timeout_s)
+            with docker_errors("wait failed", container_id, ok=(404,)):
+                self.client.api.wait(container_id, timeout=timeout_s)
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
             return False  # still running: docker-py raises requests' errors, not its own
-        except docker.errors.NotFound:
-            return True
-        except docker.errors.APIError as exc:
-            raise ContainerError(f"wait failed: {exc.explanation}") from None
         return True
 
     def state(self, container_id: str) -> ContainerState:
-        try:
+        with docker_errors("inspect failed", container_id):
             info = self.client.api.inspect_container(container_id)
-        except docker.errors.APIError as exc:
-            raise ContainerError(f"inspect failed: {exc.explanation}") from None
         state = info["State"]
         return ContainerState(
             running=bool(state.get("Running")),
@@ -472,45 +486,31 @@ class DockerRuntime:
 
     def stop(self, container_id: str, grace_s: int) -> None:
         try:
-            # The HTTP call itself lasts up to the grace period: give it room beyond it.
-            self.client.api.stop(container_id, timeout=grace_s)
+            with docker_errors("stop failed", container_id, ok=(304, 404)):  # already stopped or gone
+                # The HTTP call itself lasts up to the grace period: give it room beyond it.
+                self.client.api.stop(container_id, timeout=grace_s)
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
             log.warning("container %s: stop did not answer in time; killing it", container_id[:12])
-        except docker.errors.APIError as exc:
-            if exc.status_code not in (304, 404):  # already stopped or gone
-                raise ContainerError(f"stop failed: {exc.explanation}") from None
 
     def kill(self, container_id: str) -> None:
-        try:
+        with docker_errors("kill failed", container_id, ok=(404, 409)):  # already gone or not running
             self.client.api.kill(container_id)
-        except docker.errors.APIError as exc:
-            if exc.status_code not in (404, 409):  # already gone or not running
-                raise ContainerError(f"kill failed: {exc.explanation}") from None
 
     def remove(self, container_id: str) -> None:
         try:
-            self.client.api.remove_container(container_id, force=True, v=True)
-        except docker.errors.NotFound:
-            return
-        except docker.errors.APIError as exc:
-            if exc.status_code == 409 and "already in progress" in str(exc.explanation):
+            with docker_errors("remove failed", container_id, ok=(404,)):
+                self.client.api.remove_container(container_id, force=True, v=True)
+        except ContainerError as exc:
+            if exc.status_code == 409 and "already in progress" in str(exc):
                 return  # another worker is removing it
-            raise ContainerError(f"remove failed: {exc.explanation}") from None
+            raise
 
     def labelled(self, label: str, value: str | None = None) -> list[tuple[str, dict[str, str]]]:
         """(id, labels) of every container, running or not, that carries ``label`` (=value)."""
         selector = label if value is None else f"{label}={value}"
-        try:
+        with docker_errors("list failed"):
             found = self.client.api.containers(all=True, filters={"label": selector})
-        except docker.errors.APIError as exc:
-            raise ContainerError(f"list failed: {exc.explanation}") from None
         return [(str(c["Id"]), dict(c.get("Labels") or {})) for c in found]
-
-    def _call(self, container_id: str, method: str, **kwargs: Any) -> None:
-        try:
-            getattr(self.client.api, method)(container_id, **kwargs)
-        except docker.errors.APIError as exc:
-            raise ContainerError(f"{method} failed: {exc.explanation}") from None
 
 
 def _event(line: bytes) -> dict[str, Any]:
