@@ -31,10 +31,6 @@ def _key(job_id: str) -> str:
     return keys.JOB.format(job_id=job_id)
 
 
-def _compact(value: Mapping[str, Any]) -> str:
-    return json.dumps(dict(value), separators=(",", ":"), ensure_ascii=False)
-
-
 class Jobs:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
@@ -106,7 +102,8 @@ class Jobs:
             keys.DURATIONS,
             keys.FINISHED_INDEX,
         ]
-        args: list[str | int] = [job_id, _compact(result), status, now_ms(), counter, repr(seconds)]
+        payload = json.dumps(dict(result), separators=(",", ":"), ensure_ascii=False)  # sent as is: UTF-8
+        args: list[str | int] = [job_id, payload, status, now_ms(), counter, repr(seconds)]
         args += [bucket_bound(b) for b in DURATION_BUCKETS_S]
         return bool(self._finish(keys=touched, args=args))
 

@@ -18,18 +18,15 @@ from hypernode_host.core.slots import GpuInfo, Slot
 E = TypeVar("E", bound=StrEnum)
 
 
-def _int(value: str | None, default: int = 0) -> int:
-    try:
-        return int(value) if value is not None else default
-    except ValueError:
-        return default
-
-
 def _optional_int(value: str | None) -> int | None:
     try:
         return int(value) if value else None
     except ValueError:
         return None
+
+
+def _int(value: str | None) -> int:
+    return _optional_int(value) or 0
 
 
 def _member(kind: type[E], value: str | None) -> E | None:
