@@ -1,5 +1,8 @@
 """Every error the agent raises on purpose derives from one root.
 
+An error that ends a job names the job_result's ``reason`` (one of core/jobs.py ``Reason``) in its
+``reason`` attribute: a class default, which an instance may narrow (``JobRejected(..., reason=...)``).
+
 HypernodeError
 ├── ConfigError          bad or missing setting; the CLI prints one line and exits 2
 ├── ProtocolError        a frame from the backend that cannot be accepted
@@ -22,6 +25,8 @@ HypernodeError
 class HypernodeError(Exception):
     """Root of the agent's own errors."""
 
+    reason = "internal"  # the job_result reason when this error ends a job (core/jobs.py Reason)
+
 
 class ConfigError(HypernodeError):
     """A setting is missing or has a bad value."""
@@ -33,6 +38,13 @@ class ProtocolError(HypernodeError):
 
 class JobRejected(HypernodeError):
     """A job refused before any Docker call; the message is the one-line reason."""
+
+    reason = "invalid_job"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
 
 
 class AuthError(HypernodeError):
@@ -46,14 +58,27 @@ class ContainerError(HypernodeError):
     id or name of the container concerned (None for images, volumes and listings).
     """
 
-    def __init__(self, message: str, *, status_code: int | None = None, container: str | None = None) -> None:
+    reason = "engine_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        container: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.container = container
+        if reason is not None:
+            self.reason = reason
 
 
 class ImageUnavailable(ContainerError):
     """The image is not present and could not be pulled."""
+
+    reason = "image_pull_failed"
 
 
 class KeyFileError(HypernodeError):
@@ -70,6 +95,8 @@ class NameTaken(ContainerError):
 
 class RequirementsFailed(HypernodeError):
     """The requirements could not be installed; the message is pip's reason in one line."""
+
+    reason = "requirements_failed"
 
 
 class UnknownJob(HypernodeError):

@@ -51,6 +51,7 @@ def test_a_refused_job_gets_an_error_result_in_the_outbox(intake: Intake, redis_
     [entry] = intake.store.outbox.entries()
     assert entry.job_id == "in-2"
     assert entry.result["status"] == "error" and entry.result["logs"].startswith("invalid job: memoryLimit")
+    assert entry.result["reason"] == "invalid_job"
     assert enqueued(redis_client) == 0
     assert intake.accept("in-2", REFUSED) is None  # known and finished: its result is in the outbox
     assert len(intake.store.outbox.entries()) == 1

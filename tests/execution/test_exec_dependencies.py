@@ -144,7 +144,7 @@ def test_a_requirement_that_cannot_be_installed_is_an_error_with_pips_reason(nod
 
     result = node.run(script="print('never')", requirements=f"{RUN}\nhnpkg==9.9")
 
-    assert result["status"] == "error"
+    assert (result["status"], result["reason"]) == ("error", "requirements_failed")
     assert result["logs"] == "requirements could not be installed: No matching distribution found for hnpkg==9.9"
     assert prep_containers_created(since) == 1
     assert prep_containers_left(node) == []

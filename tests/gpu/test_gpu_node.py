@@ -86,7 +86,7 @@ def test_eight_one_gpu_jobs_run_four_at_a_time_each_on_its_own_gpu(gpu_node: Gpu
 def test_a_job_asking_for_more_vram_than_any_gpu_has_is_refused(gpu_node: GpuNode) -> None:
     [result] = gpu_node.run_all([gpu_job(gpuMemoryMb=30000)])
 
-    assert result["status"] == "error"
+    assert (result["status"], result["reason"]) == ("error", "no_capacity")
     assert result["logs"] == "job needs 30000 MiB of GPU memory; no GPU here has that much (largest 24576 MiB)"
 
 

@@ -113,7 +113,7 @@ def test_malformed_frames_get_an_error_and_the_next_job_runs(harness: Harness) -
 def test_bad_job_gets_an_error_result_and_is_not_enqueued(harness: Harness) -> None:
     result = harness.run(script="print(1)", memoryLimit="lots")
 
-    assert result["status"] == "error"
+    assert (result["status"], result["reason"]) == ("error", "invalid_job")
     assert result["exitCode"] == -1
     assert result["logs"].startswith("invalid job: memoryLimit")
     assert "\n" not in result["logs"]
@@ -124,7 +124,7 @@ def test_bad_job_gets_an_error_result_and_is_not_enqueued(harness: Harness) -> N
 def test_image_not_allowed_is_refused_before_docker(harness: Harness) -> None:
     result = harness.run(script="print(1)", image="evil/miner:latest")
 
-    assert result["status"] == "error"
+    assert (result["status"], result["reason"]) == ("error", "image_not_allowed")
     assert result["logs"] == "image 'evil/miner:latest' is not allowed on this node"
 
 

@@ -170,5 +170,6 @@ def test_dead_purge_ends_the_job_with_an_error_result(node: Node) -> None:
 
     result = node.result(victim)  # the backend still hears about the job it sent
     assert result["status"] == "error" and result["logs"] == DROPPED_REASON
+    assert result["reason"] == "operator_dropped"
     assert node.cli_json("dead")["dead"] == []
     assert node.redis.hlen(queue_key(CPU_QUEUE, ".XQ.msgs")) == 0

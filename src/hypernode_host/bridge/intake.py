@@ -17,7 +17,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from hypernode_host.core.admission import admit
 from hypernode_host.core.clock import now_ms
-from hypernode_host.core.jobs import JobSpec, JobState
+from hypernode_host.core.jobs import JobSpec, JobState, Reason, reason_of
 from hypernode_host.core.proofs import NodeKey
 from hypernode_host.core.results import error_result
 from hypernode_host.core.slots import Slot
@@ -25,6 +25,7 @@ from hypernode_host.errors import JobRejected
 from hypernode_host.gpu.capacity import serving_slots
 from hypernode_host.settings import Settings
 from hypernode_host.state import Store
+from hypernode_host.state.records import JobRecord
 from hypernode_host.tasks.broker import enqueue_job
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,11 @@ class Intake:
         None: a new job (queued, or refused with an error result in the outbox), or a known job whose
         result is already in the outbox, which sends it.
         """
+        refusal: tuple[str, str] | None = None
         try:
-            queue, refusal = admit(JobSpec.parse(fields), self.settings, self.serving_slots()).queue, None
+            queue = admit(JobSpec.parse(fields), self.settings, self.serving_slots()).queue
         except JobRejected as exc:
-            queue, refusal = "", str(exc)
+            queue, refusal = "", (exc.reason, str(exc))
         if self.store.jobs.record(job_id, fields, queue, refusal):
             self._complete(job_id, fields, queue, refusal)
             return None
@@ -77,13 +79,13 @@ class Intake:
             record = self.store.jobs.get(job_id)
             if record is not None and record.job_json:
                 log.info("job %s: completing its intake after a bridge restart", job_id)
-                self._complete(job_id, record.job(), record.queue, record.refusal)
+                self._complete(job_id, record.job(), record.queue, _refusal(record))
 
     def serving_slots(self) -> list[Slot]:
         """This host's healthy slots plus the live healthy slots of hosts that joined its Redis."""
         return serving_slots(self.slots, self.store.registry.all(), self.settings.node_name)
 
-    def _complete(self, job_id: str, fields: Mapping[str, Any], queue: str, refusal: str | None) -> None:
+    def _complete(self, job_id: str, fields: Mapping[str, Any], queue: str, refusal: tuple[str, str] | None) -> None:
         """Enqueue a recorded job, or put its refusal in the outbox as an error result."""
         if queue:
             enqueue_job(self.broker, queue, job_id)
@@ -91,10 +93,16 @@ class Intake:
             log.info("job %s: queued on %s", job_id, queue)
             return
         # Recorded as refused, with its reason: it stays refused even if the settings changed since.
-        reason = refusal or "job refused by this node"
-        log.warning("job %s refused: %s", job_id, reason)
+        reason, detail = refusal or (Reason.INTERNAL, "job refused by this node")
+        log.warning("job %s refused: %s", job_id, detail)
         result = error_result(
-            job_id=job_id, job=fields, node_id=self.store.node.node_id(), key=self.key, reason=reason, at_ms=now_ms()
+            job_id=job_id,
+            job=fields,
+            node_id=self.store.node.node_id(),
+            key=self.key,
+            reason=reason_of(reason),
+            detail=detail,
+            at_ms=now_ms(),
         )
         self.store.jobs.finish(job_id, result.model_dump(mode="json"))
 
@@ -102,7 +110,7 @@ class Intake:
         record = self.store.jobs.get(job_id)
         if record is not None and record.state is JobState.QUEUED and not record.enqueued and record.job_json:
             log.info("job %s: completing an intake that was cut short", job_id)
-            self._complete(job_id, record.job(), record.queue, record.refusal)
+            self._complete(job_id, record.job(), record.queue, _refusal(record))
             record = self.store.jobs.get(job_id)
         state = record.state if record is not None else None
         if state is JobState.REPORTED and record is not None and record.result_json is not None:
@@ -113,3 +121,10 @@ class Intake:
             return Pending(job_id, state)
         log.info("job %s: already finished; its result is in the outbox", job_id)
         return None
+
+
+def _refusal(record: JobRecord) -> tuple[str, str] | None:
+    """The (reason, detail) a recorded refusal carries (records of older versions have no reason)."""
+    if record.refusal is None:
+        return None
+    return record.refusal_reason or Reason.INVALID_JOB, record.refusal

@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hypernode_host.core.jobs import JobSpec
+from hypernode_host.core.jobs import JobSpec, Reason
 from hypernode_host.core.slots import Slot, queue_for
 from hypernode_host.errors import JobRejected
 from hypernode_host.settings import Settings
@@ -35,16 +35,26 @@ def admit(spec: JobSpec, settings: Settings, slots: Sequence[Slot]) -> Admission
     """The queue, image and time limit of an acceptable job; JobRejected with the reason otherwise."""
     image = spec.image or (settings.gpu_image() if spec.gpus else settings.job_image)
     if not image_allowed(image, settings.image_patterns()):
-        raise JobRejected(f"image {image!r} is not allowed on this node")
+        raise JobRejected(f"image {image!r} is not allowed on this node", reason=Reason.IMAGE_NOT_ALLOWED)
     requirements = spec.requirement_list
     if requirements and settings.pip_find_links is None and settings.pip_index_url is None:
-        raise JobRejected("requirements are not supported by this node (no HN_PIP_FIND_LINKS or HN_PIP_INDEX_URL)")
+        raise JobRejected(
+            "requirements are not supported by this node (no HN_PIP_FIND_LINKS or HN_PIP_INDEX_URL)",
+            reason=Reason.UNSUPPORTED,
+        )
     if spec.datasets:
-        raise JobRejected("datasets are not supported by this node (jobs run without network)")
+        raise JobRejected(
+            "datasets are not supported by this node (jobs run without network)", reason=Reason.UNSUPPORTED
+        )
     if not MIN_MEMORY <= spec.memory_bytes <= host_memory_bytes():
-        raise JobRejected(f"memoryLimit {spec.memoryLimit} is outside 32m..{host_memory_bytes() >> 20}m on this node")
+        raise JobRejected(
+            f"memoryLimit {spec.memoryLimit} is outside 32m..{host_memory_bytes() >> 20}m on this node",
+            reason=Reason.NO_CAPACITY,
+        )
     if spec.cpuLimit > (os.cpu_count() or 1):
-        raise JobRejected(f"cpuLimit {spec.cpuLimit} exceeds this node's {os.cpu_count()} CPUs")
+        raise JobRejected(
+            f"cpuLimit {spec.cpuLimit} exceeds this node's {os.cpu_count()} CPUs", reason=Reason.NO_CAPACITY
+        )
     timeout = min(spec.timeout or settings.job_timeout, settings.job_timeout)
     queue = queue_for(spec.gpus, spec.gpuMemoryMb, slots)
     return Admission(queue=queue, image=image, timeout_s=timeout, requirements=requirements)

@@ -52,6 +52,54 @@ class Status(enum.StrEnum):
     ERROR = "error"
 
 
+class Reason(enum.StrEnum):
+    """Why a job did not complete: ``job_result.reason`` (ext), sent with every status but completed.
+
+    One vocabulary for the backend, ``jobs``, metrics and the operator; the one-line detail is the
+    result's ``logs`` (for ``error``) or the job's own output.
+    """
+
+    INVALID_JOB = "invalid_job"  # its fields are malformed, out of bounds or cannot be represented
+    IMAGE_NOT_ALLOWED = "image_not_allowed"  # it names an image outside the node's allow-list
+    UNSUPPORTED = "unsupported"  # it asks for something this node does not offer (requirements, datasets)
+    NO_CAPACITY = "no_capacity"  # no slot of this node can ever run it (GPUs, GPU memory, CPUs, memory)
+    IMAGE_PULL_FAILED = "image_pull_failed"  # its image is missing and could not be pulled
+    IMAGE_PULL_TIMEOUT = "image_pull_timeout"  # the pull took longer than HN_PULL_TIMEOUT
+    REQUIREMENTS_FAILED = "requirements_failed"  # its requirements could not be installed
+    EXIT_CODE = "exit_code"  # it exited with a non-zero code (status failed)
+    OOM = "oom"  # the kernel killed it for exceeding its memory limit
+    TIMEOUT = "timeout"  # it outlived its time limit
+    CANCELLED = "cancelled"  # the backend or the operator cancelled it
+    GPU_LOST = "gpu_lost"  # its GPU failed while it ran
+    ENGINE_ERROR = "engine_error"  # the Docker engine failed to run it (not the job's own failure)
+    ENGINE_RESTARTED = "engine_restarted"  # the Docker engine restarted while it ran
+    NODE_SHUTDOWN = "node_shutdown"  # the node stopped before it could run
+    OUTPUT_TOO_LARGE = "output_too_large"  # it wrote more output files than the node keeps
+    OPERATOR_DROPPED = "operator_dropped"  # the node's operator dropped it (dead letters purged)
+    INTERNAL = "internal"  # a fault of the agent itself; its log says more
+
+
+def reason_of(value: str) -> Reason:
+    """``value`` as a Reason; INTERNAL for one this version does not know (an error's ``reason``)."""
+    try:
+        return Reason(value)
+    except ValueError:
+        return Reason.INTERNAL
+
+
+def default_reason(status: Status, oom_killed: bool = False) -> Reason | None:
+    """The reason a result with ``status`` carries when nothing more specific is known."""
+    if status is Status.COMPLETED:
+        return None
+    if oom_killed:
+        return Reason.OOM
+    return {
+        Status.FAILED: Reason.EXIT_CODE,
+        Status.TIMEOUT: Reason.TIMEOUT,
+        Status.CANCELLED: Reason.CANCELLED,
+    }.get(status, Reason.INTERNAL)
+
+
 class JobState(enum.StrEnum):
     """Where a job is on this node; kept in its Redis record."""
 

@@ -170,6 +170,7 @@ class JobResult(Message):
     durationMs: int
     signature: str
     nodePublicKey: str
+    reason: str | None = None  # (ext) core/jobs.py Reason: why a job that did not complete ended so
 
 
 class Pong(Message):

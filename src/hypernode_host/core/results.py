@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hypernode_host.core import proofs
-from hypernode_host.core.jobs import Status
+from hypernode_host.core.jobs import Reason, Status, default_reason
 from hypernode_host.core.messages import JobResult
 from hypernode_host.core.proofs import NodeKey
 
@@ -35,8 +35,12 @@ def make_result(
     completed_at: int,
     image: str,
     oom_killed: bool = False,
+    reason: Reason | None = None,
 ) -> JobResult:
-    """A signed result; ``job`` is the job exactly as received (it fixes jobDigest)."""
+    """A signed result; ``job`` is the job exactly as received (it fixes jobDigest).
+
+    ``reason`` defaults to what the status says (core/jobs.py default_reason); a completed job has none.
+    """
     fields: dict[str, Any] = {
         "id": job_id,
         "nodeId": node_id,
@@ -61,14 +65,22 @@ def make_result(
         durationMs=max(completed_at - started_at, 0),
         signature=key.sign_hex_digest(digest),
         nodePublicKey=key.public_key_b58,
+        reason=None if status is Status.COMPLETED else (reason or default_reason(status, oom_killed)),
     )
 
 
 def error_result(
-    *, job_id: str, job: Mapping[str, Any], node_id: str | None, key: NodeKey, reason: str, at_ms: int
+    *,
+    job_id: str,
+    job: Mapping[str, Any],
+    node_id: str | None,
+    key: NodeKey,
+    reason: Reason,
+    detail: str,
+    at_ms: int,
 ) -> JobResult:
-    """A refused or failed-before-running job: status error, the reason as its one-line logs."""
-    text = reason.splitlines()[0] if reason else "error"
+    """A refused or failed-before-running job: status error, ``reason``, and ``detail`` as its one-line logs."""
+    text = detail.splitlines()[0] if detail else reason.value
     raw = text.encode()
     logs = CapturedLogs(text=text, total_bytes=len(raw), full_sha256=proofs.sha256_hex(raw), truncated=False)
     return make_result(
@@ -82,4 +94,5 @@ def error_result(
         started_at=at_ms,
         completed_at=at_ms,
         image="",
+        reason=reason,
     )

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from hypernode_host.core.jobs import Reason
 from hypernode_host.errors import JobRejected
 
 # Dramatiq queue names (dramatiq allows letters, digits, '.', '_' and '-').
@@ -114,17 +115,20 @@ def queue_for(gpus: int, gpu_memory_mb: int | None, slots: Sequence[Slot]) -> st
     """
     if gpus == 0:
         if not any(not s.gpus for s in slots):
-            raise JobRejected("this node runs no CPU jobs (HN_CPU_SLOTS=0)")
+            raise JobRejected("this node runs no CPU jobs (HN_CPU_SLOTS=0)", reason=Reason.NO_CAPACITY)
         return CPU_QUEUE
     sized = [s for s in slots if len(s.gpus) >= gpus]
     if not sized:
         largest = max((len(s.gpus) for s in slots), default=0)
-        raise JobRejected(f"job needs {gpus} GPU(s); this node's GPU slots hold {largest}")
+        raise JobRejected(f"job needs {gpus} GPU(s); this node's GPU slots hold {largest}", reason=Reason.NO_CAPACITY)
     need = gpu_memory_mb or 0
     fitting = [s for s in sized if s.min_gpu_memory_mb >= need]
     if not fitting:
         most = max(s.min_gpu_memory_mb for s in sized)
-        raise JobRejected(f"job needs {need} MiB of GPU memory; no GPU here has that much (largest {most} MiB)")
+        raise JobRejected(
+            f"job needs {need} MiB of GPU memory; no GPU here has that much (largest {most} MiB)",
+            reason=Reason.NO_CAPACITY,
+        )
     size = min(len(s.gpus) for s in fitting)
     if all(s.min_gpu_memory_mb >= need for s in sized if len(s.gpus) == size):
         return GPU_QUEUE_TEMPLATE.format(count=size)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hypernode_host.core.clock import now_ms
-from hypernode_host.core.jobs import JobState
+from hypernode_host.core.jobs import JobState, Reason
 from hypernode_host.errors import UnknownJob
 from hypernode_host.state import Store
 from hypernode_host.tasks.dramatiq_redis import DeadMessage, Queues
@@ -67,7 +67,8 @@ def purge_dead(store: Store, queues: Queues, names: Sequence[str], key: NodeKey)
                 job=record.received_job(),
                 node_id=store.node.node_id(),
                 key=key,
-                reason=DROPPED_REASON,
+                reason=Reason.OPERATOR_DROPPED,
+                detail=DROPPED_REASON,
                 at_ms=now_ms(),
             )
             store.jobs.finish(record.id, result.model_dump(mode="json"))

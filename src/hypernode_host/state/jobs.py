@@ -40,9 +40,9 @@ class Jobs:
 
     # A job's life ----------------------------------------------------------------------------
 
-    def record(self, job_id: str, raw: Mapping[str, Any], queue: str, refusal: str | None = None) -> bool:
-        """Record a newly received job in state queued (on ``queue``, or "" with the ``refusal`` it gets);
-        False when the id is already known."""
+    def record(self, job_id: str, raw: Mapping[str, Any], queue: str, refusal: tuple[str, str] | None = None) -> bool:
+        """Record a newly received job in state queued (on ``queue``, or "" with the ``refusal`` it gets:
+        its reason and one-line detail); False when the id is already known."""
         at = now_ms()
         fields: dict[str, str | int] = {
             "id": job_id,
@@ -53,7 +53,7 @@ class Jobs:
             "attempt": 0,
         }
         if refusal is not None:
-            fields["refusal"] = refusal
+            fields["refusal_reason"], fields["refusal"] = refusal
         flat = [str(x) for pair in fields.items() for x in pair]
         return bool(self._record(keys=[_key(job_id), keys.JOB_INDEX, keys.QUEUED], args=[at, *flat]))
 

@@ -50,7 +50,8 @@ class JobRecord:
     id: str
     state: JobState | None  # None: a hash without a state we know (written partly, or by another version)
     queue: str = ""  # "" for a job refused at intake
-    refusal: str | None = None  # why it was refused (its error result says so)
+    refusal: str | None = None  # why it was refused, in one line (its error result says so)
+    refusal_reason: str | None = None  # and the result's reason (core/jobs.py Reason)
     received_at: int = 0  # epoch ms
     attempt: int = 0  # claims so far: 1 for the first run
     enqueued: bool = False  # its Dramatiq message was sent
@@ -71,6 +72,7 @@ class JobRecord:
             state=_member(JobState, fields.get("state")),
             queue=fields.get("queue", ""),
             refusal=fields.get("refusal"),
+            refusal_reason=fields.get("refusal_reason"),
             received_at=_int(fields.get("received_at")),
             attempt=_int(fields.get("attempt")),
             enqueued="enqueued" in fields,

@@ -70,7 +70,9 @@ def ensure_image(
             if text:
                 log.info("%s", text)
             if clock() > deadline:
-                raise ImageUnavailable(f"image {image} is not available: the pull took over {timeout_s:.0f} s")
+                raise ImageUnavailable(
+                    f"image {image} is not available: the pull took over {timeout_s:.0f} s", reason="image_pull_timeout"
+                )
     finally:
         events.close()  # past the deadline: dropping the connection makes dockerd abandon the pull
     found = runtime.image_id(image)

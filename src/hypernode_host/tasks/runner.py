@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hypernode_host.core.admission import admit
-from hypernode_host.core.jobs import JobSpec, Status
+from hypernode_host.core.jobs import JobSpec, Reason, Status, reason_of
 from hypernode_host.core.proofs import NodeKey
 from hypernode_host.core.results import CapturedLogs, error_result, make_result
 from hypernode_host.core.slots import Slot, gpus_for
@@ -190,7 +190,7 @@ class JobRunner:
             return
         except (JobRejected, ContainerError, RequirementsFailed) as exc:
             log.warning("job %s: %s", job_id, exc)
-            self._publish(job_id, name, None, self._error(job_id, job, str(exc)))
+            self._publish(job_id, name, None, self._error(job_id, job, reason_of(exc.reason), str(exc)))
             return
         self._publish(job_id, name, outcome.container_id, self._result(job_id, job, outcome))
 
@@ -353,9 +353,15 @@ class JobRunner:
         )
         return result.model_dump(mode="json")
 
-    def _error(self, job_id: str, job: dict[str, Any], reason: str) -> dict[str, Any]:
+    def _error(self, job_id: str, job: dict[str, Any], reason: Reason, detail: str) -> dict[str, Any]:
         result = error_result(
-            job_id=job_id, job=job, node_id=self.store.node.node_id(), key=self.key, reason=reason, at_ms=self._now_ms()
+            job_id=job_id,
+            job=job,
+            node_id=self.store.node.node_id(),
+            key=self.key,
+            reason=reason,
+            detail=detail,
+            at_ms=self._now_ms(),
         )
         return result.model_dump(mode="json")
 

@@ -153,6 +153,7 @@ def test_an_engine_failure_ends_the_job_with_an_error_result(rig: Rig) -> None:
 
     result = rig.result(job_id)
     assert (result["status"], result["logs"]) == ("error", "start failed: no space left on device")
+    assert result["reason"] == "engine_error"
     assert rig.events[-3:] == ["keep_result", "remove", "finish"]  # its container goes too
 
 
