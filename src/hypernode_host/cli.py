@@ -513,10 +513,11 @@ def _snapshot(settings: Settings, store: Store, queues: Queues, slots: list[Slot
     from hypernode_host.core.clock import now_ms
     from hypernode_host.ops import inspect as inspection
     from hypernode_host.ops import views
+    from hypernode_host.ops.check import token_fix
 
     now = now_ms()
     return Group(
-        views.summary_line(inspection.node_summary(store)),
+        views.summary_line(inspection.node_summary(store), token_fix(settings)),
         views.queues_table(queues.stats(inspection.known_queues(store, slots))),
         views.workers_table(inspection.workers_view(store, slots, settings.node_name), now),
         views.jobs_table(inspection.recent_jobs(store, slots, limit=limit), now),

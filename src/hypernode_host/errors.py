@@ -7,7 +7,6 @@ HypernodeError
 ├── ConfigError          bad or missing setting; the CLI prints one line and exits 2
 ├── ProtocolError        a frame from the backend that cannot be accepted
 ├── JobRejected          a job refused at admission (bad id, limits, image, capacity)
-├── AuthError            the backend refused our token; retrying cannot help
 ├── ContainerError       the Docker engine failed us (not the job's own failure)
 │   ├── ImageUnavailable the image is missing and could not be pulled
 │   └── NameTaken        the job's container name is taken: another worker holds the job
@@ -45,10 +44,6 @@ class JobRejected(HypernodeError):
         super().__init__(message)
         if reason is not None:
             self.reason = reason
-
-
-class AuthError(HypernodeError):
-    """The backend refused our credentials."""
 
 
 class ContainerError(HypernodeError):

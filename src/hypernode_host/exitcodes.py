@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import sys
 
-from hypernode_host.errors import AuthError, ConfigError, HypernodeError
+from hypernode_host.errors import ConfigError, HypernodeError
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # an error of ours or of Redis, said in one line
-EXIT_USAGE = 2  # a bad setting or command line: fix it and run again
-EXIT_AUTH = 3  # the backend refused the node token: restarting cannot help, `up` stops the node
+EXIT_USAGE = 2  # a bad setting or command line (a missing token or token file too): fix it and run again
+# No other code: a refused token ends no process (the bridge waits for a new one, `up` goes on).
 
 
 def describe_exit(exc: BaseException) -> tuple[int, str] | None:
@@ -22,8 +22,6 @@ def describe_exit(exc: BaseException) -> tuple[int, str] | None:
     exception (a bug), whose traceback says more than a line would."""
     if isinstance(exc, ConfigError):
         return EXIT_USAGE, _one_line(str(exc))
-    if isinstance(exc, AuthError):
-        return EXIT_AUTH, _one_line(str(exc))
     if isinstance(exc, HypernodeError):
         return EXIT_FAILED, _one_line(str(exc))
     # Only a process that imported redis can raise its errors: this module stays free of the SDK.

@@ -42,9 +42,21 @@ _SECRET_PATTERNS = (
 )
 
 
+# Secrets a process learns after logging is configured (a token read from HN_NODE_TOKEN_FILE): every
+# formatter masks them too. A library adds to it (mask) without touching handlers.
+_learned: set[str] = set()
+MIN_LEARNED_CHARS = 8  # a shorter one would mask ordinary words everywhere; the patterns still catch fields
+
+
+def mask(secret: str) -> None:
+    """From now on ``secret`` is masked in every line this process logs."""
+    if len(secret) >= MIN_LEARNED_CHARS:
+        _learned.add(secret)
+
+
 def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
     """``text`` with every known secret and every secret-looking field value masked."""
-    for secret in secrets:
+    for secret in sorted({*secrets, *_learned}, key=len, reverse=True):  # longest first: none is left half-masked
         if secret:
             text = text.replace(secret, MASK)
     for pattern in _SECRET_PATTERNS:

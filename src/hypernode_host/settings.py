@@ -56,6 +56,12 @@ class Settings(BaseModel):
     node_token: Annotated[SecretStr | None, Flag("--token")] = Field(
         None, alias="HN_NODE_TOKEN", description="Node token from the Hypernode dashboard; never logged."
     )
+    node_token_file: Annotated[Path | None, Flag("--token-file")] = Field(
+        None,
+        alias="HN_NODE_TOKEN_FILE",
+        description="File holding the node token (wins over HN_NODE_TOKEN): read at every registration, "
+        "watched for a new token after a refusal.",
+    )
     endpoint: str = Field(
         "wss://nodes.hypernodesolana.org", alias="HN_ENDPOINT", description="Backend WebSocket URL (ws:// or wss://)."
     )
@@ -152,7 +158,15 @@ class Settings(BaseModel):
             return tuple(p.strip() for p in value.split(",") if p.strip())
         return value
 
-    @field_validator("redis_url", "simulate_gpus", "gpu_job_image", "pip_index_url", "pip_find_links", mode="before")
+    @field_validator(
+        "redis_url",
+        "simulate_gpus",
+        "gpu_job_image",
+        "pip_index_url",
+        "pip_find_links",
+        "node_token_file",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -179,9 +193,14 @@ class Settings(BaseModel):
             raise ConfigError(_one_line(exc)) from None
 
     def token(self) -> str:
-        """The node token; ConfigError when it is not set (only the bridge needs it)."""
+        """The node token: HN_NODE_TOKEN_FILE's content, read now (an operator replaces the file to give a
+        new token), else HN_NODE_TOKEN; ConfigError when there is none (only the bridge needs it)."""
+        if self.node_token_file is not None:
+            return read_token_file(self.node_token_file)
         if self.node_token is None or not self.node_token.get_secret_value().strip():
-            raise ConfigError("HN_NODE_TOKEN is required (the node token from the Hypernode dashboard)")
+            raise ConfigError(
+                "HN_NODE_TOKEN or HN_NODE_TOKEN_FILE is required (the node token from the Hypernode dashboard)"
+            )
         return self.node_token.get_secret_value().strip()
 
     @property
@@ -195,6 +214,25 @@ class Settings(BaseModel):
     def image_patterns(self) -> tuple[str, ...]:
         """Images a job may name: the configured defaults plus HN_ALLOWED_IMAGES patterns."""
         return (self.job_image, self.gpu_image(), *self.allowed_images)
+
+
+MAX_TOKEN_FILE_BYTES = 4096  # a token is a few dozen characters; anything bigger is the wrong file
+
+
+def read_token_file(path: Path) -> str:
+    """The token in ``path`` (surrounding whitespace dropped); ConfigError naming the file, never its content."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_TOKEN_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"HN_NODE_TOKEN_FILE {path}: {exc.strerror or exc}") from None
+    try:
+        token = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"HN_NODE_TOKEN_FILE {path}: not UTF-8 text") from None
+    if len(data) > MAX_TOKEN_FILE_BYTES or not token or any(c.isspace() for c in token):
+        raise ConfigError(f"HN_NODE_TOKEN_FILE {path}: must hold one token (one line, no spaces)")
+    return token
 
 
 def _one_line(exc: ValidationError) -> str:

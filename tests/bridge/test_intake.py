@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from hypernode_host.bridge.intake import Intake, Pending, Reported
+from hypernode_host.bridge.intake import Intake, Known
 from hypernode_host.core.jobs import JobState
 from hypernode_host.core.proofs import NodeKey
 from hypernode_host.core.slots import CPU_QUEUE, plan_slots
@@ -39,7 +39,7 @@ def enqueued(client: redis.Redis) -> int:
 def test_a_new_job_is_recorded_and_enqueued_once(intake: Intake, redis_client: redis.Redis) -> None:
     assert intake.accept("in-1", JOB) is None
 
-    assert intake.accept("in-1", JOB) == Pending("in-1", JobState.QUEUED)  # the same id again: not run twice
+    assert intake.accept("in-1", JOB) == Known("in-1", JobState.QUEUED)  # the same id again: not run twice
     assert enqueued(redis_client) == 1
     record = intake.store.jobs.get("in-1")
     assert record is not None and (record.state, record.queue, record.enqueued) == ("queued", CPU_QUEUE, True)
@@ -53,7 +53,8 @@ def test_a_refused_job_gets_an_error_result_in_the_outbox(intake: Intake, redis_
     assert entry.result["status"] == "error" and entry.result["logs"].startswith("invalid job: memoryLimit")
     assert entry.result["reason"] == "invalid_job"
     assert enqueued(redis_client) == 0
-    assert intake.accept("in-2", REFUSED) is None  # known and finished: its result is in the outbox
+    known = intake.accept("in-2", REFUSED)  # known and finished: its result is in the outbox
+    assert known is not None and (known.state, json.loads(known.result or "")) == ("finished", entry.result)
     assert len(intake.store.outbox.entries()) == 1
 
 
@@ -63,11 +64,12 @@ def test_a_claim_whose_intake_was_cut_short_is_completed_when_the_job_comes_agai
     intake.store.jobs.record("in-1", JOB, CPU_QUEUE)  # a bridge that died right after the claim
     intake.store.jobs.record("in-2", REFUSED, "")
 
-    assert intake.accept("in-1", JOB) == Pending("in-1", JobState.QUEUED)
-    assert intake.accept("in-2", REFUSED) is None
+    assert intake.accept("in-1", JOB) == Known("in-1", JobState.QUEUED)
+    finished = intake.accept("in-2", REFUSED)
+    assert finished is not None and finished.state is JobState.FINISHED
 
     assert enqueued(redis_client) == 1
-    assert intake.accept("in-1", JOB) == Pending("in-1", JobState.QUEUED)
+    assert intake.accept("in-1", JOB) == Known("in-1", JobState.QUEUED)
     assert enqueued(redis_client) == 1  # completed once, not again
     assert [e.job_id for e in intake.store.outbox.entries()] == ["in-2"]
 
@@ -84,19 +86,35 @@ def test_reconcile_completes_every_intake_cut_short(intake: Intake, redis_client
     assert intake.store.jobs.unenqueued() == []
 
 
-def test_a_reported_job_sent_again_gets_its_stored_result(intake: Intake) -> None:
+def test_a_reported_job_sent_again_is_known_with_its_stored_result(intake: Intake) -> None:
     intake.accept("in-2", REFUSED)
     [entry] = intake.store.outbox.entries()
     intake.store.outbox.acknowledge(entry.entry_id, "in-2")
 
     known = intake.accept("in-2", REFUSED)
 
-    assert isinstance(known, Reported)
-    assert json.loads(known.frame) == entry.result
+    assert known is not None and known.state is JobState.REPORTED
+    assert json.loads(known.result or "") == entry.result
+
+
+def test_a_rejected_result_leaves_the_outbox_and_stays_in_the_record(intake: Intake, redis_client: redis.Redis) -> None:
+    intake.accept("in-2", REFUSED)
+    [entry] = intake.store.outbox.entries()
+
+    intake.store.outbox.reject(entry.entry_id, "in-2", "Job not found", 1234)
+
+    assert intake.store.outbox.entries() == []  # never sent again
+    record = intake.store.jobs.get("in-2")
+    assert record is not None and record.done
+    assert (record.state, record.rejection, record.rejected_at) == (JobState.REJECTED, "Job not found", 1234)
+    assert intake.store.node.get().results_rejected == 1
+    assert not intake.store.jobs.finish("in-2", entry.result)  # a rejected job is finished: never stored again
+    known = intake.accept("in-2", REFUSED)
+    assert known is not None and known.state is JobState.REJECTED
 
 
 def test_a_running_job_sent_again_is_pending(intake: Intake) -> None:
     intake.accept("in-1", JOB)
     intake.store.jobs.claim("in-1", intake.settings.node_name, 0, "hn-job-in-1")
 
-    assert intake.accept("in-1", JOB) == Pending("in-1", JobState.RUNNING)
+    assert intake.accept("in-1", JOB) == Known("in-1", JobState.RUNNING)

@@ -13,6 +13,7 @@ from hypernode_host.core.slots import CPU_QUEUE
 from hypernode_host.node.redis_server import free_port
 from hypernode_host.ops.metrics import MetricsServer, start_metrics_server
 from hypernode_host.settings import Settings
+from hypernode_host.state import Store
 from support import wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -105,3 +106,19 @@ def test_metrics_still_answer_when_redis_is_down() -> None:
 
 def test_metrics_port_0_serves_nothing() -> None:
     assert start_metrics_server(Settings.from_env({"HN_METRICS_PORT": "0"})) is None
+
+
+def test_metrics_show_a_refused_token_and_the_results_the_backend_rejected(node: Node, metrics: MetricsServer) -> None:
+    before = scrape(metrics.url)
+    with Store.from_url(node.redis_server.url) as store:
+        store.node.refused("Token already used", 1)  # as the bridge writes them
+        store.node.count("results_rejected")
+        try:
+            refused = scrape(metrics.url)
+        finally:
+            store.node.clear_refusal()
+    after = scrape(metrics.url)
+
+    assert (value(before, "hn_bridge_token_refused"), value(refused, "hn_bridge_token_refused")) == (0, 1)
+    assert value(after, "hn_bridge_token_refused") == 0
+    assert value(refused, "hn_results_rejected_total") == value(before, "hn_results_rejected_total") + 1

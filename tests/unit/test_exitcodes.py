@@ -10,21 +10,27 @@ from pathlib import Path
 import pytest
 import redis
 
-from hypernode_host.errors import AuthError, ConfigError, ContainerError, HypernodeError, JobRejected
-from hypernode_host.exitcodes import EXIT_AUTH, EXIT_FAILED, EXIT_OK, EXIT_USAGE, describe_exit
+from hypernode_host import exitcodes
+from hypernode_host.errors import ConfigError, ContainerError, HypernodeError, JobRejected
+from hypernode_host.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE, describe_exit
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "hypernode_host"
 
 
 def test_the_codes_operators_scripts_read() -> None:
-    assert (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH) == (0, 1, 2, 3)
+    assert (EXIT_OK, EXIT_FAILED, EXIT_USAGE) == (0, 1, 2)
+    # 3 (a refused token) is gone: a refused token ends no process, the bridge waits for a new one.
+    assert sorted(name for name in vars(exitcodes) if name.startswith("EXIT_")) == [
+        "EXIT_FAILED",
+        "EXIT_OK",
+        "EXIT_USAGE",
+    ]
 
 
 @pytest.mark.parametrize(
     ("error", "code"),
     [
         (ConfigError("HN_JOB_TIMEOUT: Input should be greater than 0"), EXIT_USAGE),
-        (AuthError("the backend refused the node token"), EXIT_AUTH),
         (ContainerError("Docker engine unreachable"), EXIT_FAILED),
         (JobRejected("job id too long"), EXIT_FAILED),
         (HypernodeError("something of ours"), EXIT_FAILED),

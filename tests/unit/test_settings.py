@@ -78,10 +78,43 @@ def test_bad_values_are_one_line(name: str, value: str, message: str) -> None:
 
 def test_token_is_required_only_where_used() -> None:
     settings = Settings.from_env({})
-    with pytest.raises(ConfigError, match="HN_NODE_TOKEN is required"):
+    with pytest.raises(ConfigError, match="HN_NODE_TOKEN or HN_NODE_TOKEN_FILE is required"):
         settings.token()
     with pytest.raises(ConfigError):
         Settings.from_env({"HN_NODE_TOKEN": "   "}).token()
+
+
+def test_the_token_file_is_read_at_each_call_and_wins_over_the_variable(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("  tok-first\n")
+    settings = Settings.from_env({"HN_NODE_TOKEN": "tok-variable", "HN_NODE_TOKEN_FILE": str(path)})
+    assert settings.token() == "tok-first"
+    path.write_text("tok-second\n")
+    assert settings.token() == "tok-second"  # an operator replaces the file: no restart
+    assert Settings.from_env({"HN_NODE_TOKEN": "tok-variable", "HN_NODE_TOKEN_FILE": ""}).token() == "tok-variable"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "No such file or directory"),
+        (b"", "must hold one token"),
+        (b"two tokens\n", "must hold one token"),
+        (b"a\nb\n", "must hold one token"),
+        (b"x" * 5000, "must hold one token"),
+        (b"\xff\xfe", "not UTF-8 text"),
+    ],
+)
+def test_a_token_file_that_holds_no_token_is_one_line_without_its_content(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    path = tmp_path / "token"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as caught:
+        Settings.from_env({"HN_NODE_TOKEN_FILE": str(path)}).token()
+    assert str(caught.value).startswith(f"HN_NODE_TOKEN_FILE {path}: ")
+    assert "tokens" not in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_a_bad_token_value_is_never_echoed() -> None:
@@ -105,7 +138,7 @@ def test_cli_missing_token_is_one_line_and_exit_2() -> None:
     done = _cli("--redis-url", "redis://127.0.0.1:1/0", "bridge")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "error: HN_NODE_TOKEN is required (the node token from the Hypernode dashboard)"
+        "error: HN_NODE_TOKEN or HN_NODE_TOKEN_FILE is required (the node token from the Hypernode dashboard)"
     ]
 
 
@@ -146,6 +179,7 @@ def test_env_example_names_every_setting_with_a_valid_value() -> None:
 # The public command line, which operators' scripts depend on: each global option keeps its name and variable.
 PUBLIC_OPTIONS = {
     "--token": "HN_NODE_TOKEN",
+    "--token-file": "HN_NODE_TOKEN_FILE",
     "--endpoint": "HN_ENDPOINT",
     "--heartbeat-interval": "HN_HEARTBEAT_INTERVAL",
     "--job-timeout": "HN_JOB_TIMEOUT",

@@ -1,20 +1,21 @@
-"""The bridge's asyncio layer: connect, register, heartbeat, take jobs in, send results until acked.
+"""The bridge's asyncio layer: connect, register, heartbeat, take jobs in, send results until settled.
 
-Thin around the Sans-I/O Session, which decides what each frame means. Every Redis, Dramatiq,
-Docker or NVML call runs in a thread (``asyncio.to_thread``) so heartbeats stay on time whatever
-the jobs do. Per connection three tasks share the socket: the reader (frames in, jobs recorded
-and enqueued), the heartbeats and the outbox sender; when the reader ends the other two end with it.
+Thin around the Sans-I/O Session, which decides what each frame means and makes every frame sent.
+Every Redis, Dramatiq, Docker or NVML call runs in a thread (``asyncio.to_thread``) so heartbeats stay
+on time whatever the jobs do. Per connection three tasks share the socket: the reader (frames in,
+jobs recorded and enqueued, results settled), the heartbeats and the outbox sender; when the reader
+ends the other two end with it. They write through one writer (``_flush``), in the session's order.
 
 Our own reconnect loop rather than ``async for ws in connect(...)``: backoff must restart only after a
 *registered* connection (a backend that accepts sockets and drops them would otherwise be hammered),
-a refused token must end the loop, and a stop request must cut a backoff wait short.
+a refused token must park the loop until a new token comes (HN_NODE_TOKEN_FILE, SIGHUP) while the
+workers go on and results wait in the outbox, and a stop request must cut any wait short.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import platform
 import signal
@@ -26,11 +27,12 @@ from typing import Any, TypeVar
 
 from dramatiq.brokers.redis import RedisBroker
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus, WebSocketException
+from websockets.frames import CloseCode
 
-from hypernode_host import AGENT_VERSION
+from hypernode_host import AGENT_VERSION, logs
 from hypernode_host.bridge.backoff import reconnect_delays
-from hypernode_host.bridge.intake import Intake, Pending, Reported
+from hypernode_host.bridge.intake import Intake, Known
 from hypernode_host.bridge.session import (
     AuthFailed,
     BackendError,
@@ -40,18 +42,19 @@ from hypernode_host.bridge.session import (
     JobReceived,
     JobRefused,
     RegisteredEvent,
+    Repeat,
     ResultAcked,
-    Send,
+    ResultRejected,
     Session,
     State,
 )
 from hypernode_host.bridge.stats import heartbeat_stats, wire_gpu
 from hypernode_host.bridge.throttle import Throttle
 from hypernode_host.core.clock import now_ms, utc_timestamp
-from hypernode_host.core.messages import MAX_FRAME_BYTES, ErrorMessage, HeartbeatStats, HostInfo, encode, plain
+from hypernode_host.core.messages import MAX_FRAME_BYTES, HeartbeatStats, HostInfo, plain
 from hypernode_host.core.proofs import NodeKey
 from hypernode_host.core.slots import GpuInfo, Slot
-from hypernode_host.errors import AuthError, Stopping
+from hypernode_host.errors import ConfigError, ProtocolError, Stopping
 from hypernode_host.logs import wire_logger
 from hypernode_host.settings import Settings
 from hypernode_host.state import RedisDown, Store, redis_url
@@ -65,6 +68,7 @@ STATS_LEAD_MAX_S = 1.0  # heartbeat stats are read up to this long before the be
 REDIS_RETRY_FIRST_S = 0.1
 REDIS_RETRY_MAX_S = 2.0
 AUTH_STATUSES = (401, 403)  # answers to the handshake that retrying cannot change
+MAX_REFUSAL_CHARS = 300  # of the backend's text, kept for `check` and `top`
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,9 @@ class Tuning:
     open_timeout_s: float = 10.0
     ping_interval_s: float = 20.0
     ping_timeout_s: float = 20.0
-    close_timeout_s: float = 5.0
+    close_timeout_s: float = 5.0  # also how long a stopping bridge waits for the replies to its results
     register_timeout_s: float = 30.0
+    token_poll_s: float = 1.0  # how often a refused bridge looks for a new token in HN_NODE_TOKEN_FILE
     # None: for wss:// websockets uses ssl.create_default_context(), which verifies the certificate
     # and the host name. A context given here must verify too (tests pass one that trusts their CA).
     ssl_context: ssl.SSLContext | None = None
@@ -94,6 +99,9 @@ class _Link:
     refusals: Throttle = field(default_factory=Throttle)
     backend_errors: Throttle = field(default_factory=Throttle)
     registered_once: bool = False
+    refused: bool = False  # the backend refused the token and we closed the connection (1008)
+    writing: asyncio.Lock = field(default_factory=asyncio.Lock)  # one writer: frames go in the session's order
+    replied: asyncio.Event = field(default_factory=asyncio.Event)  # set after each frame in: a result may be settled
 
 
 def _describe(exc: BaseException) -> str:
@@ -105,7 +113,7 @@ async def _sleep_until(deadline: float) -> None:
 
 
 class Bridge:
-    """One node's connection to the backend, kept up until ``stop`` is set or the token is refused."""
+    """One node's connection to the backend, kept up until ``stop`` is set (a refused token parks it)."""
 
     def __init__(
         self,
@@ -128,7 +136,10 @@ class Bridge:
         self.docker_version = docker_version
         self.tuning = tuning or Tuning()
         self.stop = asyncio.Event()
-        self.session = Session(settings.token(), None, key.public_key_b58)
+        self.reload = asyncio.Event()  # SIGHUP: read the token again now
+        self.session = Session(None, key.public_key_b58)
+        self._token = ""  # the last token read
+        self._token_problem = ""  # what was wrong with HN_NODE_TOKEN_FILE at the last read, logged once
         self._started = time.monotonic()
         self._unhealthy: list[str] = []  # the slots last seen taking no jobs, to log changes once
         self._stats: HeartbeatStats | None = None
@@ -140,16 +151,22 @@ class Bridge:
     # Connection loop -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect and reconnect (full-jitter backoff) until stopped; AuthError when refused."""
+        """Connect and reconnect (full-jitter backoff) until stopped; a refused token waits for a new one."""
         try:
             await self._redis(self.intake.reconcile)
             self.session.node_id = await self._redis(self.store.node.node_id)
+            await self._redis(self.store.node.clear_refusal)  # this process tries its token again, once
             delays = self._delays()
             while not self.stop.is_set():
-                if await self._connect_once():
+                token = await self._registration_token()
+                if token is None:
+                    break
+                if await self._connect_once(token):
                     delays = self._delays()  # a healthy connection: the next failure starts over at base
                 if self.stop.is_set():
                     break
+                if self.session.state is State.REFUSED:
+                    continue  # nothing to wait out: the next try waits for a new token instead
                 delay = next(delays)
                 log.info("reconnecting in %.1f s", delay)
                 if await self._stopped_within(delay):
@@ -165,7 +182,73 @@ class Bridge:
     def _delays(self) -> Iterator[float]:
         return reconnect_delays(self.settings.reconnect_delay, self.settings.reconnect_max_delay)
 
-    async def _connect_once(self) -> bool:
+    # The token -------------------------------------------------------------------------------
+
+    async def _registration_token(self) -> str | None:
+        """The token to register with, read now; while it is the one the backend refused, wait for another.
+
+        None when stopped while waiting. A refused token is never sent again: the next registration
+        waits for HN_NODE_TOKEN_FILE to hold another token (looked at every token_poll_s, and at once
+        on SIGHUP); with HN_NODE_TOKEN alone, for a restart with a new one.
+        """
+        noted = False
+        while True:
+            token = await asyncio.to_thread(self._read_token)
+            if self.session.may_register(token):
+                if noted:
+                    log.info("a new node token: registering again")
+                return token
+            if not noted:
+                noted = True
+                log.warning("the backend refuses this node token (%s); %s", self.session.refusal, self._token_fix())
+            self.reload.clear()
+            if await self._reloaded_within(self.tuning.token_poll_s):
+                return None
+
+    def _read_token(self) -> str:
+        """The token at HN_NODE_TOKEN_FILE (else HN_NODE_TOKEN); the last one read while the file is unusable."""
+        try:
+            token = self.settings.token()
+        except ConfigError as exc:
+            if not self._token:
+                raise
+            if str(exc) != self._token_problem:  # read every second while refused: said once
+                self._token_problem = str(exc)
+                log.warning("%s; using the token read before", exc)
+            return self._token
+        self._token_problem = ""
+        if token != self._token:
+            logs.mask(token)  # the file may give a token the process did not have when logging was set up
+            self._token = token
+        return token
+
+    def _token_fix(self) -> str:
+        if self.settings.node_token_file is not None:
+            return f"waiting for a new token in {self.settings.node_token_file} (then SIGHUP, or a second)"
+        return "restart the node with a new HN_NODE_TOKEN, or give it HN_NODE_TOKEN_FILE"
+
+    async def _reloaded_within(self, seconds: float) -> bool:
+        """Wait for SIGHUP or ``seconds``; True if stopped meanwhile."""
+        waits = {asyncio.ensure_future(self.stop.wait()), asyncio.ensure_future(self.reload.wait())}
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        return self.stop.is_set()
+
+    def reload_token(self) -> None:
+        """SIGHUP: read the token again now (a refused bridge registers at once with a new one)."""
+        log.info("SIGHUP: reading the node token again")
+        self.reload.set()
+
+    async def _refused(self, reason: str) -> None:
+        log.error("the backend refused this node: %s", reason)
+        await self._redis(self.store.node.refused, reason[:MAX_REFUSAL_CHARS], now_ms())
+
+    # One connection --------------------------------------------------------------------------
+
+    async def _connect_once(self, token: str) -> bool:
         """One connection, start to end; True if it got as far as registered."""
         endpoint = self.settings.endpoint
         # ssl only when given: websockets refuses ssl=None for wss:// (and builds a verifying context).
@@ -183,30 +266,35 @@ class Bridge:
                 **tls,
             ) as ws:
                 log.info("connected to %s", endpoint)
-                await self._serve(_Link(ws))
+                await self._serve(_Link(ws), token)
         except InvalidStatus as exc:
             if exc.response.status_code in AUTH_STATUSES:  # a gateway in front of the backend said no
-                raise AuthError(f"the backend refused the connection: HTTP {exc.response.status_code}") from None
-            log.warning("connection to %s failed: %s", endpoint, _describe(exc))
+                reason = f"the backend refused the connection: HTTP {exc.response.status_code}"
+                self.session.handshake_refused(token, reason)
+                await self._refused(reason)
+            else:
+                log.warning("connection to %s failed: %s", endpoint, _describe(exc))
         except (OSError, TimeoutError, WebSocketException) as exc:
             log.warning("connection to %s failed: %s", endpoint, _describe(exc))
         finally:
             healthy = self.session.connection_lost()
         return healthy
 
-    async def _serve(self, link: _Link) -> None:
+    async def _serve(self, link: _Link, token: str) -> None:
         """Register, then read frames until the connection ends; the helper tasks end with it."""
         host_info = await asyncio.to_thread(self._host_info)
-        await link.ws.send(encode(self.session.connected(host_info, self._capacity())))
+        self.session.connected(token, host_info, self._capacity())
+        await self._flush(link)
         link.helpers += [
-            asyncio.create_task(self._close_on_stop(link.ws)),
+            asyncio.create_task(self._close_on_stop(link)),
             asyncio.create_task(self._register_deadline(link.ws)),
         ]
         try:
-            async for frame in link.ws:
-                for event in self.session.receive(frame):
-                    await self._on_event(event, link)
+            await self._read(link)
             log.info("disconnected from %s (code %s)", self.settings.endpoint, link.ws.close_code)
+        except Stopping:
+            await link.ws.close()  # a shutdown, not a failure: 1000 rather than websockets' 1011
+            raise
         finally:
             for task in link.helpers:
                 task.cancel()
@@ -215,9 +303,40 @@ class Bridge:
                 if left_out := throttle.pending():
                     log.warning("%d more %s were not logged", left_out, what)
 
-    async def _close_on_stop(self, ws: ClientConnection) -> None:
+    async def _read(self, link: _Link) -> None:
+        """Frames in until the connection ends; a close we started (1008 after a refusal) is no failure."""
+        try:
+            async for frame in link.ws:
+                events = self.session.receive(frame)
+                await self._flush(link)  # replies first (a pong, an error): the session queued them in order
+                for event in events:
+                    await self._on_event(event, link)
+                link.replied.set()
+        except ConnectionClosedError:
+            if not link.refused:  # the peer or the network ended it: a failure, logged as one
+                raise
+
+    async def _flush(self, link: _Link) -> None:
+        """Write every frame the session has queued, in its order, one writer at a time: the order on
+        the wire is then the order in which the session matches the replies."""
+        async with link.writing:
+            while frames := self.session.frames_to_send():
+                for frame in frames:
+                    await link.ws.send(frame)
+
+    async def _close_on_stop(self, link: _Link) -> None:
+        """On stop, wait (up to close_timeout_s) for the replies to the results in flight, then close with 1000:
+        a result sent but not settled is sent again on the next connection, which a backend that counts
+        every frame would credit twice."""
         await self.stop.wait()
-        await ws.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled(link), self.tuning.close_timeout_s)
+        await link.ws.close()
+
+    async def _settled(self, link: _Link) -> None:
+        while self.session.in_flight:
+            link.replied.clear()
+            await link.replied.wait()
 
     async def _register_deadline(self, ws: ClientConnection) -> None:
         await asyncio.sleep(self.tuning.register_timeout_s)
@@ -225,33 +344,39 @@ class Bridge:
             log.warning("no answer to register in %.0f s; reconnecting", self.tuning.register_timeout_s)
             await ws.close()
 
-    async def _guarded(self, ws: ClientConnection, work: Callable[[ClientConnection], Awaitable[None]]) -> None:
+    async def _guarded(self, link: _Link, work: Callable[[_Link], Awaitable[None]]) -> None:
         """Run a helper task; if it fails, drop the connection so that the next one starts clean."""
         try:
-            await work(ws)
+            await work(link)
         except (ConnectionClosed, Stopping):
             pass  # the reader sees the same end and finishes the connection
+        except ProtocolError as exc:  # the backend broke the protocol: a new connection starts clean
+            log.error("%s; reconnecting", exc)
+            await link.ws.close(code=CloseCode.PROTOCOL_ERROR)
         except Exception:
             log.exception("bridge task failed; reconnecting")
-            await ws.close(code=1011)
+            await link.ws.close(code=CloseCode.INTERNAL_ERROR)
 
     # Frames in -------------------------------------------------------------------------------
 
     async def _on_event(self, event: Event, link: _Link) -> None:
         match event:
-            case Send(message):
-                await link.ws.send(encode(message))
             case RegisteredEvent():
                 await self._on_registered(event, link)
             case JobReceived(job_id, fields):
-                await self._on_job(job_id, fields, link.ws)
+                await self._on_job(job_id, fields, link)
             case CancelRequested(job_id):
                 log.info("job %s: cancel requested by the backend", job_id)
                 await self._redis(self.store.cancels.request, job_id)
             case ResultAcked(job_id, entry_id):
                 await self._redis(self._acknowledged, job_id, entry_id)
+            case ResultRejected(job_id, entry_id, reason):
+                await self._redis(self._rejected, job_id, entry_id, plain(reason, MAX_REFUSAL_CHARS))
             case AuthFailed(reason):
-                raise AuthError(f"the backend refused this node: {reason}")
+                link.refused = True
+                await self._refused(plain(reason, MAX_REFUSAL_CHARS))
+                # 1008 (policy): the backend said no; not 1011, which says that we failed.
+                await link.ws.close(code=CloseCode.POLICY_VIOLATION, reason="node token refused")
             case BackendError(reason):  # the backend's own text: escaped, it cannot forge log lines
                 self._note(link.backend_errors, "backend error", plain(reason, 300))
             case BadFrame(reason) | JobRefused(reason):
@@ -271,13 +396,15 @@ class Bridge:
         elif event.resumed:
             log.info("resumed node %s", event.node_id)
         log.info("Registered as node: %s", event.node_id)  # upstream's start.sh reads the id from this line
+        announced = ", ".join(sorted(self.session.capabilities)) or "none (replies are matched by their order)"
+        log.info("the backend's capabilities: %s", announced)
         await self._redis(self.store.node.registered, event.node_id, now_ms())
         if not link.registered_once:  # a second `registered` on the same connection starts nothing new
             link.registered_once = True
-            link.helpers.append(asyncio.create_task(self._guarded(link.ws, self._heartbeats)))
-            link.helpers.append(asyncio.create_task(self._guarded(link.ws, self._send_results)))
+            link.helpers.append(asyncio.create_task(self._guarded(link, self._heartbeats)))
+            link.helpers.append(asyncio.create_task(self._guarded(link, self._send_results)))
 
-    async def _on_job(self, job_id: str, fields: dict[str, Any], ws: ClientConnection) -> None:
+    async def _on_job(self, job_id: str, fields: dict[str, Any], link: _Link) -> None:
         try:
             known = await self._redis(self.intake.accept, job_id, fields)
         except Stopping:
@@ -287,26 +414,32 @@ class Bridge:
             # life: the backend hears that this one was not taken in (a recorded job whose intake was
             # cut short is completed when the job comes again, or at the next start).
             log.exception("job %s: intake failed", job_id)
-            await ws.send(encode(ErrorMessage(message=f"job {job_id} was not taken in (node error); send it again")))
+            self.session.refuse(f"job {job_id} was not taken in (node error); send it again")
+            await self._flush(link)
             return
-        if isinstance(known, Pending):
-            await ws.send(encode(self.session.job_status(job_id, known.state)))
-        elif isinstance(known, Reported):
-            self.session.result_sent(job_id, None)  # tracked too: an upstream ack has no id to tell copies apart
-            await ws.send(known.frame)
+        if isinstance(known, Known):
+            answer = self.session.repeat(job_id, known.state, known.result)
+            log.info("job %s: sent again while %s, not run again; it gets %s", job_id, known.state, answer.value)
+            if answer is not Repeat.NOTHING:
+                await self._flush(link)
 
     # Results out -----------------------------------------------------------------------------
 
-    async def _send_results(self, ws: ClientConnection) -> None:
-        """Send every result in the outbox, oldest first, then each new one as it lands."""
-        last = "0-0"  # from the start on every connection: whatever is still here was never acked
+    async def _send_results(self, link: _Link) -> None:
+        """Send every result in the outbox, oldest first, then each new one as it lands, a window at a time."""
+        last = "0-0"  # from the start on every connection: whatever is still here was never settled
         while True:
             entries = await self._redis(self.store.outbox.wait, last, OUTBOX_BLOCK_MS)
             for entry in entries:
+                while self.session.window_full:  # the replies of the results in flight come first
+                    link.replied.clear()
+                    await link.replied.wait()
+                if self.stop.is_set():
+                    return  # stopping: nothing new goes out, the replies in flight are awaited
                 last = entry.entry_id
-                self.session.result_sent(entry.job_id, entry.entry_id)
-                await ws.send(json.dumps(entry.result, separators=(",", ":"), ensure_ascii=False))
-                log.info("job %s: result sent (%s)", entry.job_id, entry.result.get("status"))
+                if self.session.send_result(entry.job_id, entry.entry_id, entry.result):
+                    await self._flush(link)
+                    log.info("job %s: result sent (%s)", entry.job_id, entry.result.get("status"))
 
     def _acknowledged(self, job_id: str, entry_id: str | None) -> None:
         if entry_id is None:
@@ -315,9 +448,16 @@ class Bridge:
         self.store.outbox.acknowledge(entry_id, job_id)
         log.info("job %s: result acknowledged", job_id)
 
+    def _rejected(self, job_id: str, entry_id: str | None, reason: str) -> None:
+        if entry_id is None:
+            log.warning("job %s: the backend refused a copy of its reported result: %s", job_id, reason)
+            return
+        self.store.outbox.reject(entry_id, job_id, reason, now_ms())
+        log.warning("job %s: the backend refused its result: %s; kept as rejected, not sent again", job_id, reason)
+
     # Heartbeats ------------------------------------------------------------------------------
 
-    async def _heartbeats(self, ws: ClientConnection) -> None:
+    async def _heartbeats(self, link: _Link) -> None:
         """A beat every interval, on time: stats are read ahead and a slow read sends the last ones."""
         interval = self.settings.heartbeat_interval
         lead = min(interval / 4, STATS_LEAD_MAX_S)
@@ -327,9 +467,8 @@ class Bridge:
             refresh = self._refresh_stats()
             await asyncio.wait({refresh}, timeout=max(next_at - time.monotonic(), 0))
             await _sleep_until(next_at)
-            beat = self.session.heartbeat(utc_timestamp(), self._current_stats())
-            if beat is not None:
-                await ws.send(encode(beat))
+            if self.session.heartbeat(utc_timestamp(), self._current_stats()):
+                await self._flush(link)
                 self._beat_sent_ms = now_ms()
             next_at = max(next_at + interval, time.monotonic())  # a stalled loop skips beats, never bursts
 
@@ -429,7 +568,7 @@ def build_bridge(settings: Settings, tuning: Tuning | None = None) -> Bridge:
     from hypernode_host.tasks.broker import build_broker
     from hypernode_host.tasks.engine import docker_version
 
-    settings.token()
+    settings.token()  # a missing token (or token file) is a setting to fix: one line now, not a wait
     slots = plan_node_slots(settings)  # the slots the workers plan too: admission must agree with them
     has_gpus = any(slot.gpus for slot in slots)
     key = NodeKey.load_or_create(settings.key_file)
@@ -452,13 +591,14 @@ def build_bridge(settings: Settings, tuning: Tuning | None = None) -> Bridge:
 
 
 def run_bridge(settings: Settings) -> None:
-    """Run the bridge until SIGTERM/SIGINT; AuthError when the backend refuses the token."""
+    """Run the bridge until SIGTERM/SIGINT; SIGHUP reads the node token again. A refused token does not end it."""
     bridge = build_bridge(settings)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, bridge.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, bridge.reload_token)
         await bridge.run()
 
     try:

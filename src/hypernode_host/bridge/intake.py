@@ -32,19 +32,12 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Pending:
-    """A job sent again while it is still queued or running here: the backend hears where it stands."""
+class Known:
+    """A job id this node already has, sent again: where it stands (the session decides what the backend hears)."""
 
     job_id: str
     state: JobState
-
-
-@dataclass(frozen=True)
-class Reported:
-    """A job sent again after its result was acknowledged: the backend gets the same result again."""
-
-    job_id: str
-    frame: str  # the result exactly as stored
+    result: str | None = None  # the result exactly as stored, once there is one
 
 
 class Intake:
@@ -57,11 +50,11 @@ class Intake:
         self.key = key
         self.slots = slots
 
-    def accept(self, job_id: str, fields: Mapping[str, Any]) -> Pending | Reported | None:
-        """Take a job in; for a job id already known, what the backend should hear instead (never a second run).
+    def accept(self, job_id: str, fields: Mapping[str, Any]) -> Known | None:
+        """Take a job in; for a job id already known, where it stands instead (it never runs twice).
 
-        None: a new job (queued, or refused with an error result in the outbox), or a known job whose
-        result is already in the outbox, which sends it.
+        None: a new job (queued, or refused with an error result in the outbox), or a record this
+        version cannot read.
         """
         refusal: tuple[str, str] | None = None
         try:
@@ -106,21 +99,16 @@ class Intake:
         )
         self.store.jobs.finish(job_id, result.model_dump(mode="json"))
 
-    def _known(self, job_id: str) -> Pending | Reported | None:
+    def _known(self, job_id: str) -> Known | None:
         record = self.store.jobs.get(job_id)
         if record is not None and record.state is JobState.QUEUED and not record.enqueued and record.job_json:
             log.info("job %s: completing an intake that was cut short", job_id)
             self._complete(job_id, record.job(), record.queue, _refusal(record))
             record = self.store.jobs.get(job_id)
-        state = record.state if record is not None else None
-        if state is JobState.REPORTED and record is not None and record.result_json is not None:
-            log.info("job %s: already reported; its result is sent again, the job is not run again", job_id)
-            return Reported(job_id, record.result_json)
-        if state is JobState.QUEUED or state is JobState.RUNNING:
-            log.info("job %s: already %s; not run again", job_id, state)
-            return Pending(job_id, state)
-        log.info("job %s: already finished; its result is in the outbox", job_id)
-        return None
+        if record is None or record.state is None:
+            log.warning("job %s: sent again, but its record cannot be read; not run again", job_id)
+            return None
+        return Known(job_id, record.state, record.result_json)
 
 
 def _refusal(record: JobRecord) -> tuple[str, str] | None:

@@ -1,28 +1,46 @@
-"""The bridge's protocol session, Sans-I/O: frames in, events and messages out.
+"""The bridge's protocol session, Sans-I/O: frames in, events out, and every frame to send, in order.
 
 No socket, no Redis, no clock inside: the asyncio layer (bridge/client.py) tells it when a
-connection opens and closes, feeds it frames, and carries out what it returns. One Session lives
-as long as the bridge, across reconnects, so the node id it registered with is the one the next
-``register`` carries (resume) and the results in flight are forgotten with the connection that
-carried them (the outbox sends them again on the next one).
+connection opens and closes, feeds it frames, asks it for heartbeats and results, and writes
+``frames_to_send()`` to the socket exactly in the order given. Every frame the node sends is made
+here, so the order on the wire is, by construction, the order in which replies are expected.
 
-    CONNECTING ──connected()──▶ REGISTERING ──registered──▶ REGISTERED
-        ▲                           │                           │
-        └───── connection_lost() ───┴───────────────────────────┘
-    REGISTERING ──auth error──▶ REFUSED (final)
-    any state but REFUSED ──close()──▶ CLOSED (final)
+One Session lives as long as the bridge, across reconnects: the node id it registered with is
+the one the next ``register`` carries (resume), and a token the backend refused is never sent again.
+What was in flight is forgotten with the connection that carried it (the outbox sends every result
+that was not settled again on the next one, once).
+
+How a reply is matched to what it answers (README "Settlement"):
+
+- an ``ack`` or ``error`` with an ``id`` answers that job's oldest result in flight (a backend that
+  announced ``result_ids`` names the job in every reply to a result);
+- one without an ``id`` answers, from a backend that did not announce ``result_ids`` (upstream's),
+  the oldest frame still awaiting a reply: such a backend answers every frame, in order, with exactly
+  one ``ack`` or ``error``, so the session keeps the frames it sent in a FIFO. From a backend that
+  did announce ``result_ids`` it answers no result (a heartbeat's ack, or an error about something else);
+- a reply that answers a result settles it: an ``ack`` as accepted, an ``error`` as rejected, with
+  the backend's text. Any other reply settles nothing.
+
+    CONNECTING ──connected(token)──▶ REGISTERING ──registered──▶ REGISTERED
+        ▲                               │    │                        │
+        └──────── connection_lost() ────┘    └──auth error──▶ REFUSED ┘ (a refused token is never sent again;
+                                                                        connected() with a new one starts over)
+    any state ──close()──▶ CLOSED (final)
 """
 
 from __future__ import annotations
 
 import enum
+import json
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from hypernode_host.core.jobs import JobState, job_id_of
 from hypernode_host.core.messages import (
     Ack,
+    Capability,
     ErrorMessage,
     Heartbeat,
     HeartbeatStats,
@@ -35,6 +53,7 @@ from hypernode_host.core.messages import (
     Pong,
     Register,
     Registered,
+    encode,
     load_object,
     validate_backend,
 )
@@ -43,25 +62,31 @@ from hypernode_host.errors import HypernodeError, ProtocolError
 # Errors after which retrying with the same credentials cannot help (upstream's texts).
 AUTH_ERRORS = ("Invalid token", "Token already used", "Token is required")
 REDACTED = "***"
+# Results sent ahead of their replies, at most: bounds what a cut connection leaves unsettled (each of
+# those is sent again on the next connection, and a backend that counts every frame credits it twice).
+RESULT_WINDOW = 32
+# Frames a backend without result_ids may leave unanswered before their replies can no longer be
+# trusted to line up (it answers every frame, so a healthy connection has a handful at most).
+MAX_UNANSWERED = 256
 
 
 class State(enum.Enum):
     CONNECTING = "connecting"  # no connection: about to connect, or waiting to reconnect
     REGISTERING = "registering"  # connected, register sent, no answer yet
     REGISTERED = "registered"
-    REFUSED = "refused"  # the backend refused our token: final, reconnecting cannot help
+    REFUSED = "refused"  # the backend refused our token: registering waits for another one
     CLOSED = "closed"  # stopped by us: final
 
 
-FINAL = frozenset({State.REFUSED, State.CLOSED})
+class Repeat(enum.Enum):
+    """What a job id the node already has gets, when the backend sends it again."""
+
+    RESULT = "its stored result again (the backend deduplicates results)"
+    STATUS = "a job_status"
+    NOTHING = "nothing (the backend takes no job_status and credits every result it gets)"
 
 
 # Events: what happened, for the I/O layer to act on ----------------------------------------
-
-
-@dataclass(frozen=True)
-class Send:
-    message: Message
 
 
 @dataclass(frozen=True)
@@ -79,7 +104,7 @@ class JobReceived:
 
 @dataclass(frozen=True)
 class JobRefused:
-    """A job frame that cannot be addressed (no valid id): answered with an error frame."""
+    """A job frame that cannot be addressed (no valid id)."""
 
     reason: str
 
@@ -93,6 +118,15 @@ class CancelRequested:
 class ResultAcked:
     job_id: str
     entry_id: str | None  # the outbox entry to drop; None for a copy of a result already reported
+
+
+@dataclass(frozen=True)
+class ResultRejected:
+    """The backend answered a result with an error: the result is kept, marked rejected, not sent again."""
+
+    job_id: str
+    entry_id: str | None  # None for a copy of a result already reported
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -111,12 +145,12 @@ class BadFrame:
 
 
 Event = (
-    Send
-    | RegisteredEvent
+    RegisteredEvent
     | JobReceived
     | JobRefused
     | CancelRequested
     | ResultAcked
+    | ResultRejected
     | AuthFailed
     | BackendError
     | BadFrame
@@ -125,141 +159,248 @@ Event = (
 
 @dataclass(frozen=True)
 class InFlight:
-    """A result sent on this connection and not acknowledged yet."""
+    """A result sent on this connection and not settled yet."""
 
     job_id: str
     entry_id: str | None
 
 
+@dataclass(frozen=True)
+class _Awaiting:
+    """A frame sent on this connection whose reply has not come: a result, or another frame type."""
+
+    frame_type: str
+    result: InFlight | None = None
+
+
 class Session:
     """The protocol state of one bridge, across its connections."""
 
-    def __init__(self, token: str, node_id: str | None, public_key: str) -> None:
-        self._token = token
+    def __init__(self, node_id: str | None, public_key: str) -> None:
         self.node_id = node_id
         self._public_key = public_key
         self.state = State.CONNECTING
-        self.refusal: str | None = None
-        self._in_flight: deque[InFlight] = deque()
+        self.refusal: str | None = None  # the backend's text, while REFUSED
+        self.capabilities: frozenset[Capability] = frozenset()  # announced on this connection
+        self._token = ""  # the token of the current (or last) registration
+        self._refused_token: str | None = None
+        self._outgoing: deque[str] = deque()
+        self._awaiting: deque[_Awaiting] = deque()
 
     def __repr__(self) -> str:  # the token stays out of every repr
         return f"Session(state={self.state.value}, node_id={self.node_id!r})"
 
     # connection lifecycle ----------------------------------------------------------------------
 
-    def connected(self, host_info: HostInfo, capacity: dict[str, int]) -> Register:
-        """A connection is open: the register to send first (with our previous nodeId, to resume)."""
-        if self.state is not State.CONNECTING:
-            raise HypernodeError(f"cannot register a session that is {self.state.value}")
-        self.state = State.REGISTERING
-        return Register(
-            token=self._token,
-            hostInfo=host_info,
-            nodeId=self.node_id,
-            nodePublicKey=self._public_key,
-            capacity=capacity,
+    def may_register(self, token: str) -> bool:
+        """False for the token the backend refused: it is never sent again (a new one is)."""
+        return self.state is not State.CLOSED and bool(token) and token != self._refused_token
+
+    def connected(self, token: str, host_info: HostInfo, capacity: dict[str, int]) -> None:
+        """A connection is open: queue the register (with our previous nodeId, to resume)."""
+        if self.state not in (State.CONNECTING, State.REFUSED) or not self.may_register(token):
+            raise HypernodeError(f"cannot register a session that is {self.state.value} with this token")
+        self.state, self.refusal, self._token = State.REGISTERING, None, token
+        register = Register(
+            token=token, hostInfo=host_info, nodeId=self.node_id, nodePublicKey=self._public_key, capacity=capacity
         )
+        self._queue(register, _Awaiting("register"))
+
+    def handshake_refused(self, token: str, reason: str) -> None:
+        """A gateway in front of the backend refused the connection (HTTP 401/403): as a refused token."""
+        if self.state is not State.CLOSED:
+            self.state, self.refusal, self._refused_token = State.REFUSED, reason, token
 
     def connection_lost(self) -> bool:
         """The connection is gone; True if it had registered (a healthy connection resets backoff)."""
         healthy = self.state is State.REGISTERED
-        self._in_flight.clear()  # the outbox sends every unacknowledged result again on the next one
-        if self.state not in FINAL:
+        self._outgoing.clear()
+        self._awaiting.clear()  # the outbox sends every unsettled result again on the next connection
+        self.capabilities = frozenset()  # a backend redeployed between connections may announce others
+        if self.state in (State.REGISTERING, State.REGISTERED):
             self.state = State.CONNECTING
         return healthy
 
     def close(self) -> None:
-        if self.state is not State.REFUSED:
-            self.state = State.CLOSED
+        self.state = State.CLOSED
 
-    # messages out ------------------------------------------------------------------------------
+    # frames out --------------------------------------------------------------------------------
 
-    def heartbeat(self, timestamp: str, stats: HeartbeatStats) -> Heartbeat | None:
-        """A heartbeat, or None before ``registered`` (upstream's agent sent heartbeats with nodeId null)."""
+    def frames_to_send(self) -> list[str]:
+        """Every frame queued since the last call, in the order they must go on the wire."""
+        frames = list(self._outgoing)
+        self._outgoing.clear()
+        return frames
+
+    def heartbeat(self, timestamp: str, stats: HeartbeatStats) -> bool:
+        """Queue a heartbeat; False before ``registered`` (upstream's agent sent heartbeats with nodeId null).
+
+        ProtocolError when a backend without result_ids has left too many frames unanswered: its
+        replies can no longer be matched to what they answer, and only a new connection starts clean.
+        """
         if self.state is not State.REGISTERED:
-            return None
-        return Heartbeat(nodeId=self.node_id, timestamp=timestamp, stats=stats)
+            return False
+        if self._ordered and len(self._awaiting) >= MAX_UNANSWERED:
+            raise ProtocolError(f"the backend left {len(self._awaiting)} frames unanswered; replies cannot be matched")
+        self._queue(Heartbeat(nodeId=self.node_id, timestamp=timestamp, stats=stats), _Awaiting("heartbeat"))
+        return True
 
-    def job_status(self, job_id: str, state: JobState) -> JobStatusReport:
-        """(ext) Where a job the backend sent again stands: it is known and is not run twice."""
-        return JobStatusReport(id=job_id, nodeId=self.node_id, state=state)
+    @property
+    def window_full(self) -> bool:
+        """As many results are in flight as may be: the next waits for a reply."""
+        return len(self.in_flight) >= RESULT_WINDOW
 
-    def result_sent(self, job_id: str, entry_id: str | None) -> None:
-        """Call *before* sending the result, so its ack cannot overtake the bookkeeping."""
-        self._in_flight.append(InFlight(job_id, entry_id))
+    def send_result(self, job_id: str, entry_id: str, result: Mapping[str, Any]) -> bool:
+        """Queue an outbox entry's result; False when it must not go now: not registered, or already in
+        flight on this connection (each unsettled result is sent once per connection)."""
+        if self.state is not State.REGISTERED or any(sent.entry_id == entry_id for sent in self.in_flight):
+            return False
+        frame = json.dumps(dict(result), separators=(",", ":"), ensure_ascii=False)  # as stored: UTF-8
+        self._queue_result(InFlight(job_id, entry_id), frame)
+        return True
+
+    def repeat(self, job_id: str, state: JobState, stored_result: str | None) -> Repeat:
+        """A job id the node already has came again: queue what the backend should hear (never a second run).
+
+        A reported result goes again only to a backend that deduplicates: any other credits every result
+        frame it gets. A rejected one never goes again; one still in the outbox is sent by the outbox.
+        """
+        if self.state is not State.REGISTERED:
+            return Repeat.NOTHING
+        if state is JobState.REPORTED and stored_result is not None and Capability.DEDUPE in self.capabilities:
+            self._queue_result(InFlight(job_id, None), stored_result)
+            return Repeat.RESULT
+        if Capability.JOB_STATUS in self.capabilities and state is not JobState.FINISHED:
+            self._queue(JobStatusReport(id=job_id, nodeId=self.node_id, state=state), _Awaiting("job_status"))
+            return Repeat.STATUS
+        return Repeat.NOTHING
+
+    def refuse(self, reason: str) -> bool:
+        """(ext) Tell the backend we refused one of its frames; only a backend that takes error frames hears it."""
+        if Capability.ERRORS not in self.capabilities:
+            return False
+        self._queue(ErrorMessage(message=reason), _Awaiting("error"))
+        return True
 
     @property
     def in_flight(self) -> tuple[InFlight, ...]:
-        return tuple(self._in_flight)
+        return tuple(sent.result for sent in self._awaiting if sent.result is not None)
+
+    @property
+    def _ordered(self) -> bool:
+        """Replies without an id are matched by order (the backend answers every frame, in order)."""
+        return Capability.RESULT_IDS not in self.capabilities
+
+    def _queue(self, message: Message, awaiting: _Awaiting) -> None:
+        self._queue_frame(encode(message), awaiting)
+
+    def _queue_result(self, sent: InFlight, frame: str) -> None:
+        self._queue_frame(frame, _Awaiting("job_result", sent))
+
+    def _queue_frame(self, frame: str, awaiting: _Awaiting) -> None:
+        # A backend with result_ids names what its replies answer: only results need remembering.
+        if self._ordered or awaiting.result is not None:
+            self._awaiting.append(awaiting)
+        self._outgoing.append(frame)
 
     # frames in ---------------------------------------------------------------------------------
 
     def receive(self, frame: str | bytes) -> list[Event]:
-        """Everything one frame means. A bad frame gets an error reply naming the problem."""
+        """Everything one frame means. A bad frame is refused (with an error frame, to a backend that takes them)."""
         try:
             value = load_object(frame)
         except ProtocolError as exc:
-            return self._refuse(str(exc), reply=True)
+            return self._bad_frame(str(exc), reply=True)
         try:
             message = validate_backend(value)
         except ProtocolError as exc:
             # Never answer an error with an error: two peers that each dislike the other's frames
             # would otherwise keep each other busy forever.
-            return self._refuse(str(exc), reply=value["type"] != "error")
+            return self._bad_frame(str(exc), reply=value["type"] != "error")
         return self._handle(message)
 
-    def _refuse(self, reason: str, *, reply: bool) -> list[Event]:
-        events: list[Event] = [BadFrame(reason)]
+    def _bad_frame(self, reason: str, *, reply: bool) -> list[Event]:
         if reply:
-            events.append(Send(ErrorMessage(message=reason)))
-        return events
+            self.refuse(reason)
+        return [BadFrame(reason)]
 
     def _handle(self, message: Message) -> list[Event]:
         if isinstance(message, Registered):
             return self._registered(message)
         if isinstance(message, Ping):
-            return [Send(Pong())]
-        if isinstance(message, Ack):
-            return self._ack(message)
+            self._queue(Pong(), _Awaiting("pong"))
+            return []
         if isinstance(message, JobCancel):
             return [CancelRequested(message.jobId)]
         if isinstance(message, JobFrame):
             return self._job(message.fields())
-        assert isinstance(message, ErrorMessage)
-        reason = self._redact(message.message)
-        if self.state is State.REGISTERING and reason.startswith(AUTH_ERRORS):
-            self.state, self.refusal = State.REFUSED, reason
-            return [AuthFailed(reason)]
-        return [BackendError(reason)]
+        assert isinstance(message, Ack | ErrorMessage)
+        if self.state is State.REGISTERING:
+            return self._register_answer(message)
+        return self._reply(message)
 
     def _registered(self, message: Registered) -> list[Event]:
+        if self.state not in (State.REGISTERING, State.REGISTERED):
+            return []  # refused or closing: this connection is being closed
+        if self.state is State.REGISTERING:
+            self._answered("register")
         asked = self.node_id
-        self.state, self.node_id = State.REGISTERED, message.nodeId
+        self.state, self.node_id, self.capabilities = State.REGISTERED, message.nodeId, message.announced()
+        if not self._ordered:  # from now on only results are remembered
+            self._awaiting = deque(sent for sent in self._awaiting if sent.result is not None)
         if asked is None or asked == message.nodeId:
             return [RegisteredEvent(message.nodeId, resumed=asked is not None)]
         return [RegisteredEvent(message.nodeId, resumed=False, previous=asked)]
 
-    def _ack(self, ack: Ack) -> list[Event]:
-        if ack.id is not None:
-            for sent in self._in_flight:
-                if sent.job_id == ack.id:
-                    self._in_flight.remove(sent)
-                    return [ResultAcked(sent.job_id, sent.entry_id)]
-            return []  # not sent on this connection: after a reconnect it is sent (and acked) again
-        # Upstream's backend acks a result without an id ("Job result received") and a heartbeat with
-        # a bare ack. It answers frames in order, so a result ack settles the oldest result in flight.
-        if ack.message and "result" in ack.message.lower() and self._in_flight:
-            sent = self._in_flight.popleft()
-            return [ResultAcked(sent.job_id, sent.entry_id)]
-        return []
+    def _register_answer(self, reply: Ack | ErrorMessage) -> list[Event]:
+        """Only the register is in flight: an error answers it; an auth error refuses this token."""
+        if isinstance(reply, Ack):
+            return []
+        self._answered("register")
+        reason = self._redact(reply.message)
+        if reason.startswith(AUTH_ERRORS):
+            self.state, self.refusal, self._refused_token = State.REFUSED, reason, self._token
+            return [AuthFailed(reason)]
+        return [BackendError(reason)]
+
+    def _answered(self, frame_type: str) -> None:
+        if self._awaiting and self._awaiting[0].frame_type == frame_type:
+            self._awaiting.popleft()
+
+    def _reply(self, reply: Ack | ErrorMessage) -> list[Event]:
+        """An ack or error once registered: settle the result it answers, if it answers one."""
+        sent = self._answering(reply.id)
+        if isinstance(reply, Ack):
+            return [ResultAcked(sent.job_id, sent.entry_id)] if sent else []
+        reason = self._redact(reply.message)
+        if sent:
+            return [ResultRejected(sent.job_id, sent.entry_id, reason)]
+        return [BackendError(reason)]
+
+    def _answering(self, job_id: str | None) -> InFlight | None:
+        """Take what a reply answers off the FIFO: the result it names, else (ordered) the oldest frame."""
+        if job_id is not None:
+            for awaiting in self._awaiting:
+                if awaiting.result is not None and awaiting.result.job_id == job_id:
+                    self._awaiting.remove(awaiting)
+                    return awaiting.result
+        if not self._ordered or not self._awaiting:
+            return None  # a result not sent on this connection is sent (and settled) on the next one
+        oldest = self._awaiting.popleft()
+        # A reply naming another job than the oldest frame's answers that frame, but settles nothing.
+        return oldest.result if job_id is None else None
 
     def _job(self, fields: dict[str, Any]) -> list[Event]:
         job_id = job_id_of(fields)
         if job_id is None:
             reason = "job refused: 'id' must be 1-64 characters of A-Z a-z 0-9 . _ -"
-            return [JobRefused(reason), Send(ErrorMessage(message=reason))]
+            self.refuse(reason)
+            return [JobRefused(reason)]
         return [JobReceived(job_id, fields)]
 
     def _redact(self, text: str) -> str:
         """A backend that echoes our token in an error text must not get it into our logs."""
-        return text.replace(self._token, REDACTED) if self._token else text
+        for token in (self._token, self._refused_token):
+            if token:
+                text = text.replace(token, REDACTED)
+        return text

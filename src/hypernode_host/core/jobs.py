@@ -107,6 +107,7 @@ class JobState(enum.StrEnum):
     RUNNING = "running"
     FINISHED = "finished"  # result stored in the outbox, waiting for the backend's ack
     REPORTED = "reported"  # the backend acknowledged the result
+    REJECTED = "rejected"  # the backend refused the result (its text is kept); it is not sent again
 
 
 def parse_size(text: str) -> int:

@@ -16,10 +16,19 @@ they are kept: a job's fields are validated as a whole by ``JobSpec`` (a bad job
 
 from __future__ import annotations
 
+import enum
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    ValidationError,
+    model_serializer,
+)
 
 from hypernode_host.core.jobs import MAX_JOB_ID_LEN, JobState
 from hypernode_host.errors import ProtocolError
@@ -38,6 +47,18 @@ class Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
+class Capability(enum.StrEnum):
+    """(ext) What a backend announces in ``registered.capabilities``; a backend that announces nothing
+    (upstream's) gets no extension frame and is taken to answer every frame, in order, without ids."""
+
+    RESULT_IDS = "result_ids"  # each ack or error that answers a job_result carries the job's id
+    DEDUPE = "dedupe"  # a result that comes again for a job is credited once: copies are safe to send
+    JOB_STATUS = "job_status"  # it takes job_status frames
+    ERRORS = "errors"  # it takes the node's error frames (about frames the node refused)
+
+
+_CAPABILITY_NAMES = frozenset(c.value for c in Capability)
+
 # Backend → agent ------------------------------------------------------------------------------
 
 
@@ -45,6 +66,11 @@ class Registered(Message):
     type: Literal["registered"] = "registered"
     nodeId: NodeId
     message: ShortStr | None = None
+    # (ext) Names this version does not know are ignored: a newer backend may announce more.
+    capabilities: Annotated[list[ShortStr], Field(max_length=64)] = []
+
+    def announced(self) -> frozenset[Capability]:
+        return frozenset(Capability(name) for name in self.capabilities if name in _CAPABILITY_NAMES)
 
 
 class Ack(Message):
@@ -75,10 +101,21 @@ class Ping(Message):
 
 
 class ErrorMessage(Message):
-    """An error, either way: the backend's (upstream's texts) or ours about a frame we refused."""
+    """An error, either way: the backend's (upstream's texts) or ours about a frame we refused.
+
+    ``id`` (ext): the job whose job_result the backend refuses (from a backend with result_ids).
+    """
 
     type: Literal["error"] = "error"
     message: Annotated[str, Field(max_length=4096)] = ""
+    id: ShortStr | None = None
+
+    @model_serializer(mode="wrap")
+    def _no_empty_id(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        frame: dict[str, Any] = handler(self)
+        if frame.get("id") is None:  # the node's own error frames name no job
+            frame.pop("id", None)
+        return frame
 
 
 BackendMessage = Annotated[Registered | Ack | JobFrame | JobCancel | Ping | ErrorMessage, Field(discriminator="type")]

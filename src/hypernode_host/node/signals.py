@@ -1,4 +1,5 @@
-"""SIGTERM and SIGINT as a stop event, for the processes that run until an operator stops them.
+"""SIGTERM and SIGINT as a stop event, for the processes that run until an operator stops them; SIGHUP
+as a callback (up passes it on to its bridge, which reads the node token again).
 
 Libraries take a stop event; the process entries (node/child.py, cli.py, node/supervisor.py) install
 the handlers that set it.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 
@@ -21,6 +23,17 @@ def stop_on_signals(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+
+
+def on_hangup(callback: Callable[[], None]) -> None:
+    """Call ``callback`` on SIGHUP instead of dying of it (main thread only, as stop_on_signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        callback()
+
+    signal.signal(signal.SIGHUP, handle)
 
 
 def stopped_by_signals() -> threading.Event:

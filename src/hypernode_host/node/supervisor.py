@@ -2,9 +2,11 @@
 
 Without HN_REDIS_URL it first starts the node's own Redis (node/redis_server.py) and gives the
 children its URL; that Redis is restarted if it dies, and stopped after the children.
-A crashed child is restarted (with a growing pause if it keeps crashing); the bridge exiting
-with EXIT_AUTH (the backend refused the token) stops the node, since a restart cannot help.
-SIGTERM or SIGINT stops every child: SIGTERM first, SIGKILL after a grace period.
+A crashed child is restarted (with a growing pause if it keeps crashing). Nothing stops the node
+on its own: a bridge whose token the backend refused keeps running (and waits for a new token)
+while the workers finish their jobs and results wait in the outbox. SIGHUP is passed on to the
+bridge, which reads the node token again. SIGTERM or SIGINT stops every child: SIGTERM first,
+SIGKILL after a grace period.
 """
 
 from __future__ import annotations
@@ -20,15 +22,16 @@ from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
-from hypernode_host.exitcodes import EXIT_AUTH, EXIT_OK
+from hypernode_host.exitcodes import EXIT_OK
 from hypernode_host.gpu.inventory import plan_node_slots
 from hypernode_host.node.redis_server import RedisProcess, embedded
-from hypernode_host.node.signals import stop_on_signals
+from hypernode_host.node.signals import on_hangup, stop_on_signals
 from hypernode_host.settings import Settings
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 20.0
+BRIDGE = "bridge"
 _POLL_S = 0.2
 
 
@@ -54,7 +57,7 @@ class Child:
 def children_for(settings: Settings, env: Mapping[str, str] | None = None) -> list[Child]:
     base = [sys.executable, "-m", "hypernode_host.node.child"]
     slots = plan_node_slots(settings)
-    children = [Child("bridge", [*base, "bridge"], env)]
+    children = [Child(BRIDGE, [*base, "bridge"], env)]
     children += [Child(f"worker {s.describe()}", [*base, "worker", "--slot", str(s.id)], env) for s in slots]
     return children
 
@@ -69,6 +72,7 @@ def run_up(settings: Settings, stop: threading.Event | None = None) -> int:
         # The password reaches the children in their environment, never in their arguments.
         env = {**os.environ, "HN_REDIS_URL": server.url} if server else None
         children = children_for(settings, env)
+        on_hangup(lambda: _hang_up(children))
         for child in children:
             child.start()
         try:
@@ -92,13 +96,17 @@ def _supervise(children: list[Child], stop: threading.Event, server: RedisProces
             code = child.proc.poll()
             if code is None:
                 continue
-            if child.name == "bridge" and code == EXIT_AUTH:
-                log.error("the bridge was refused by the backend; stopping the node")
-                return EXIT_AUTH
             delay = child.restart_delay(now)
             log.warning("%s exited with code %s; restarting in %.1f s", child.name, code, delay)
             child.proc, child.not_before = None, now + delay
     return EXIT_OK
+
+
+def _hang_up(children: list[Child]) -> None:
+    """SIGHUP to the bridge: it reads the node token again (HN_NODE_TOKEN_FILE)."""
+    for child in children:
+        if child.name == BRIDGE and child.proc is not None and child.proc.poll() is None:
+            child.proc.send_signal(signal.SIGHUP)
 
 
 def _stop_all(children: list[Child]) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hypernode_host.core.clock import now_ms
+from hypernode_host.core.messages import plain
 from hypernode_host.errors import ContainerError, GpuError
 from hypernode_host.gpu.inventory import plan_node_slots
 from hypernode_host.logs import redact
@@ -56,7 +57,7 @@ def check_node(
             return [Finding("redis", Level.FAIL, f"no answer from {shown_url(settings)}: {exc}", redis_fix(settings))]
         findings = [Finding("redis", Level.OK, f"answers at {shown_url(settings)}")]
         if bridge:
-            findings.append(check_bridge(store.node.get(), settings.heartbeat_interval, now_ms()))
+            findings.append(check_bridge(store.node.get(), settings, now_ms()))
         if docker:
             from hypernode_host.tasks.containers import DockerRuntime
 
@@ -78,18 +79,34 @@ def redis_fix(settings: Settings) -> str:
     return "the node's own Redis runs while `hypernode-host up` does: start it"
 
 
-def check_bridge(node: NodeRecord, interval_s: float, now: int) -> Finding:
-    """Registered, and heartbeating within HEARTBEAT_GRACE_BEATS intervals."""
+def check_bridge(node: NodeRecord, settings: Settings, now: int) -> Finding:
+    """Not refused by the backend, registered, and heartbeating within HEARTBEAT_GRACE_BEATS intervals."""
+    if node.refused:  # the backend's text: escaped, it cannot restyle or forge the operator's lines
+        detail = f"token refused by the backend: {plain(node.refused, 300)}"
+        return Finding("bridge", Level.FAIL, detail, token_fix(settings))
     if not node.node_id:
         return Finding("bridge", Level.FAIL, "never registered with the backend", "start the bridge; see its log")
     if not node.heartbeat_at:
         return Finding("bridge", Level.FAIL, f"registered as {node.node_id} but no heartbeat yet")
     age = (now - node.heartbeat_at) / 1000
-    grace = HEARTBEAT_GRACE_BEATS * interval_s + 1
+    grace = HEARTBEAT_GRACE_BEATS * settings.heartbeat_interval + 1
     if age > grace:
         detail = f"last heartbeat {age:.0f} s ago (limit {grace:.0f} s): the bridge is down or disconnected"
         return Finding("bridge", Level.FAIL, detail, "see the bridge's log")
     return Finding("bridge", Level.OK, f"node {node.node_id}, heartbeat {age:.1f} s ago")
+
+
+def token_fix(settings: Settings) -> str:
+    """What to do when the backend refuses the token: the node keeps running and registers with a new one."""
+    if settings.node_token_file is not None:
+        return (
+            f"write a new token from the Hypernode dashboard to {settings.node_token_file}: "
+            "the bridge registers with it within a second (or at once on SIGHUP); jobs and results are kept"
+        )
+    return (
+        "get a new token from the Hypernode dashboard and restart the node with it in HN_NODE_TOKEN, or put it "
+        "in a file named by HN_NODE_TOKEN_FILE, which the bridge reads again without a restart"
+    )
 
 
 def check_docker(runtime: DockerRuntime, workers: Iterable[Registration] = ()) -> Finding:

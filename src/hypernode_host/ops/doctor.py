@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hypernode_host.core.slots import GpuInfo
-from hypernode_host.errors import ContainerError, GpuError
+from hypernode_host.errors import ConfigError, ContainerError, GpuError
 from hypernode_host.gpu.inventory import discover
 from hypernode_host.ops.check import REDIS_TIMEOUT_S, docker_fix, redis_fix, shown_url
 from hypernode_host.ops.findings import Finding, Level
@@ -223,15 +223,27 @@ def check_redis(settings: Settings) -> list[Finding]:
     return findings
 
 
+def check_token(settings: Settings) -> Finding:
+    """A token is there to read (HN_NODE_TOKEN_FILE, else HN_NODE_TOKEN); a token file only its owner reads."""
+    try:
+        settings.token()
+    except ConfigError as exc:
+        return Finding("token", Level.FAIL, str(exc), "copy it from the Hypernode dashboard")
+    path = settings.node_token_file
+    if path is None:
+        return Finding("token", Level.OK, "HN_NODE_TOKEN is set")
+    try:
+        shared = path.stat().st_mode & 0o077
+    except OSError as exc:  # replaced between the two looks: a token is there, its mode is not known
+        return Finding("token", Level.WARN, f"{path}: {exc.strerror}", "keep the token file in place")
+    if shared:
+        return Finding("token", Level.WARN, f"{path} is readable by other users", f"chmod 600 {path}")
+    return Finding("token", Level.OK, f"{path} holds a token")
+
+
 def check_node_files(settings: Settings) -> list[Finding]:
     """The token is set, and the node key, if it exists yet, is readable by its owner only."""
-    findings = []
-    if settings.node_token is None or not settings.node_token.get_secret_value().strip():
-        findings.append(
-            Finding("token", Level.FAIL, "HN_NODE_TOKEN is not set", "copy it from the Hypernode dashboard")
-        )
-    else:
-        findings.append(Finding("token", Level.OK, "HN_NODE_TOKEN is set"))
+    findings = [check_token(settings)]
     path = settings.key_file
     try:
         mode = path.stat().st_mode & 0o777

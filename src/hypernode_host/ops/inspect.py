@@ -55,6 +55,7 @@ class JobRow:
     finished_at: int | None
     exit_code: int | None
     duration_ms: int | None  # the container's run time (finished jobs)
+    rejection: str | None = None  # the backend's text, when it refused the result (state rejected)
 
 
 def _slot_gpus(slots: Sequence[Slot]) -> dict[int, list[str]]:
@@ -89,6 +90,7 @@ def _row(record: JobRecord, gpus: dict[int, list[str]]) -> JobRow:
         finished_at=record.finished_at,
         exit_code=result.get("exitCode"),
         duration_ms=result.get("durationMs"),
+        rejection=record.rejection,
     )
 
 
@@ -111,6 +113,7 @@ class JobDetail:
     log_bytes: int | None
     truncated: bool | None
     log_tail: list[str] = field(default_factory=list)
+    rejection: str | None = None  # the backend's text, when it refused the result
 
 
 PROOF_FIELDS = ("jobDigest", "image", "logsHash", "fullLogsHash", "executionHash", "signature", "nodePublicKey")
@@ -133,12 +136,7 @@ def job_detail(store: Store, job_id: str, tail_lines: int = 20) -> JobDetail:
         container=record.container,
         cancel_requested=store.cancels.requested(job_id),
         spec=summarize_spec(record.received_job()),
-        timeline={
-            "received": record.received_at or None,
-            "started": result.get("startedAt") or None,
-            "completed": result.get("completedAt") or None,
-            "stored": record.finished_at or None,
-        },
+        timeline=_timeline(record, result),
         exit_code=result.get("exitCode"),
         oom_killed=result.get("oomKilled"),
         duration_ms=result.get("durationMs"),
@@ -146,7 +144,20 @@ def job_detail(store: Store, job_id: str, tail_lines: int = 20) -> JobDetail:
         log_bytes=result.get("logBytes"),
         truncated=result.get("truncated"),
         log_tail=lines[-tail_lines:] if tail_lines > 0 else [],
+        rejection=record.rejection,
     )
+
+
+def _timeline(record: JobRecord, result: dict[str, Any]) -> dict[str, int | None]:
+    timeline = {
+        "received": record.received_at or None,
+        "started": result.get("startedAt") or None,
+        "completed": result.get("completedAt") or None,
+        "stored": record.finished_at or None,
+    }
+    if record.rejected_at is not None:  # the backend refused the result
+        timeline["rejected"] = record.rejected_at
+    return timeline
 
 
 def summarize_spec(job: dict[str, Any]) -> dict[str, Any]:
@@ -241,6 +252,8 @@ class NodeSummary:
     outbox: int
     by_status: dict[str, int]
     workers_alive: int
+    refused: str | None = None  # the backend's text while it refuses the node token
+    results_rejected: int = 0  # results the backend answered with an error
 
 
 def node_summary(store: Store) -> NodeSummary:
@@ -258,4 +271,6 @@ def node_summary(store: Store) -> NodeSummary:
         outbox=store.outbox.size(),
         by_status=store.stats.status_counts(),
         workers_alive=len(store.registry.all()),
+        refused=node.refused,
+        results_rejected=node.results_rejected,
     )

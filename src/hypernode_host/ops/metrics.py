@@ -2,7 +2,8 @@
 
 Served on ``HN_METRICS_HOST:HN_METRICS_PORT`` (loopback by default; port 0 turns it off):
 jobs by final status, job duration (buckets from a second to a day), queue depth, in flight,
-dead letters, outbox size, reconnects, live workers and per-GPU utilisation and memory.
+dead letters, outbox size, reconnects, results the backend rejected, whether it refuses the token,
+live workers and per-GPU utilisation and memory.
 """
 
 from __future__ import annotations
@@ -88,10 +89,17 @@ class NodeCollector(Collector):
                     summary.heartbeat_age_s,
                 )
             )
+        gauges.append(
+            ("hn_bridge_token_refused", "1 while the backend refuses the node token.", float(bool(summary.refused)))
+        )
         reconnects = CounterMetricFamily(
             "hn_reconnects", "Reconnections of the bridge to the backend.", value=summary.reconnects
         )
-        return [jobs, durations, reconnects, *(GaugeMetricFamily(n, doc, value=v) for n, doc, v in gauges)]
+        rejected = CounterMetricFamily(
+            "hn_results_rejected", "Results the backend answered with an error.", value=summary.results_rejected
+        )
+        counters = [jobs, durations, reconnects, rejected]
+        return [*counters, *(GaugeMetricFamily(n, doc, value=v) for n, doc, v in gauges)]
 
     def _queues(self, gpus: list[GpuInfo]) -> list[Metric]:
         families = {

@@ -13,6 +13,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from hypernode_host.core.messages import plain
 from hypernode_host.core.slots import GpuInfo, Slot
 from hypernode_host.ops.deadletters import DeadLetter
 from hypernode_host.ops.findings import Finding, Level
@@ -101,6 +102,8 @@ def job_view(job: JobDetail) -> RenderableType:
         ("duration", seconds(job.duration_ms / 1000) if job.duration_ms is not None else None),
         ("log bytes", job.log_bytes if not job.truncated else f"{job.log_bytes} (cut to head and tail)"),
     ]
+    if job.rejection is not None:
+        rows.append(("rejected by the backend", job.rejection))
     rows += [(f"spec {name}", value) for name, value in job.spec.items()]
     rows += [(name, clock(at)) for name, at in job.timeline.items()]
     rows += [(name, value) for name, value in job.proofs.items()]
@@ -145,14 +148,21 @@ def dead_table(rows: Sequence[DeadLetter], now_ms: int) -> Table:
     return table
 
 
-def summary_line(node: NodeSummary) -> Text:
+def summary_line(node: NodeSummary, token_fix: str = "") -> Text:
+    """The node in a line; a refused token first, in red, with what to do (``token_fix``)."""
     beat = "no heartbeat" if node.heartbeat_age_s is None else f"heartbeat {seconds(node.heartbeat_age_s)} ago"
     counts = ", ".join(f"{status} {n}" for status, n in sorted(node.by_status.items())) or "none finished"
-    return Text(
+    line = Text()
+    if node.refused:
+        line.append(f"token refused by the backend: {plain(node.refused, 300)}", style="bold red")
+        line.append(f" ({token_fix})\n" if token_fix else "\n")
+    rejected = f", {node.results_rejected} results rejected by the backend" if node.results_rejected else ""
+    line.append(
         f"node {node.node_id or '(not registered)'}: {beat}, {node.reconnects} reconnects; "
         f"jobs {node.jobs} (queued {node.queued}, running {node.running}; {counts}); "
-        f"outbox {node.outbox}; workers alive {node.workers_alive}"
+        f"outbox {node.outbox}{rejected}; workers alive {node.workers_alive}"
     )
+    return line
 
 
 def gpus_view(gpus: Sequence[GpuInfo], slots: Sequence[Slot]) -> RenderableType:

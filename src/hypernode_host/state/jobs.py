@@ -21,7 +21,7 @@ from hypernode_host.state import keys, scripts
 from hypernode_host.state.records import JobRecord
 from hypernode_host.state.stats import DURATION_BUCKETS_S, bucket_bound
 
-LISTED = ("state", "status", "queue", "slot", "attempt", "received_at", "finished_at", "result")
+LISTED = ("state", "status", "queue", "slot", "attempt", "received_at", "finished_at", "result", "rejection")
 PAGE = 1000  # most records read per pipeline while filtering the job index
 SCAN_LIMIT = 20_000  # newest records a filtered listing looks at
 SET_LIMIT = 10_000  # a queued/running set up to this size is read whole and sorted by receipt

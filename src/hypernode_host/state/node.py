@@ -21,11 +21,22 @@ class Node:
         return cast(str | None, self._client.hget(keys.NODE, "node_id"))
 
     def registered(self, node_id: str, at_ms: int) -> None:
-        self._client.hset(keys.NODE, mapping={"node_id": node_id, "registered_at": at_ms})
+        pipe = self._client.pipeline()
+        pipe.hset(keys.NODE, mapping={"node_id": node_id, "registered_at": at_ms})
+        pipe.hdel(keys.NODE, "refused", "refused_at")
+        pipe.execute()
+
+    def refused(self, reason: str, at_ms: int) -> None:
+        """The backend refuses the token (its text): what `check` and `top` tell the operator."""
+        self._client.hset(keys.NODE, mapping={"refused": reason, "refused_at": at_ms})
+
+    def clear_refusal(self) -> None:
+        """A bridge starting with (maybe) another token: an earlier refusal no longer holds."""
+        self._client.hdel(keys.NODE, "refused", "refused_at")
 
     def heartbeat(self, at_ms: int) -> None:
         self._client.hset(keys.NODE, "heartbeat_at", at_ms)
 
     def count(self, name: str, by: int = 1) -> int:
-        """Bump a counter of the node's own (reconnects, frames_refused)."""
+        """Bump a counter of the node's own (reconnects, frames_refused, results_rejected)."""
         return int(self._client.hincrby(keys.NODE, name, by))

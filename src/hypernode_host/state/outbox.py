@@ -54,3 +54,13 @@ class Outbox:
         pipe.xdel(keys.REPLY_STREAM, entry_id)
         pipe.hset(keys.JOB.format(job_id=job_id), mapping={"state": JobState.REPORTED.value})
         pipe.execute()
+
+    def reject(self, entry_id: str, job_id: str, reason: str, at_ms: int) -> None:
+        """The backend refused the result (``reason``, its text): it leaves the outbox, so it is never sent
+        again, and stays in the job's record, rejected, for the operator."""
+        pipe = self._client.pipeline()
+        pipe.xdel(keys.REPLY_STREAM, entry_id)
+        record = keys.JOB.format(job_id=job_id)
+        pipe.hset(record, mapping={"state": JobState.REJECTED.value, "rejection": reason, "rejected_at": at_ms})
+        pipe.hincrby(keys.NODE, "results_rejected", 1)
+        pipe.execute()

@@ -64,6 +64,8 @@ class JobRecord:
     job_json: str = ""  # the job exactly as received
     result_json: str | None = None  # the result exactly as stored (and sent)
     pending_json: str | None = None  # a result kept while its container is removed, not yet in the outbox
+    rejection: str | None = None  # the backend's text when it refused the result (state rejected)
+    rejected_at: int | None = None  # epoch ms of that refusal
 
     @classmethod
     def parse(cls, job_id: str, fields: Mapping[str, str]) -> JobRecord:
@@ -85,12 +87,14 @@ class JobRecord:
             job_json=fields.get("job", ""),
             result_json=fields.get("result"),
             pending_json=fields.get("pending_result"),
+            rejection=fields.get("rejection"),
+            rejected_at=_optional_int(fields.get("rejected_at")),
         )
 
     @property
     def done(self) -> bool:
-        """Finished here: its result is stored (in the outbox, or acknowledged already)."""
-        return self.state in (JobState.FINISHED, JobState.REPORTED)
+        """Finished here: its result is stored (in the outbox, or settled by the backend already)."""
+        return self.state in (JobState.FINISHED, JobState.REPORTED, JobState.REJECTED)
 
     @property
     def active(self) -> bool:
@@ -143,6 +147,9 @@ class NodeRecord:
     heartbeat_at: int | None = None  # epoch ms of the last heartbeat sent
     reconnects: int = 0
     frames_refused: int = 0
+    results_rejected: int = 0  # results the backend answered with an error
+    refused: str | None = None  # the backend's text while it refuses the token (the bridge waits for a new one)
+    refused_at: int | None = None
 
     @classmethod
     def parse(cls, fields: Mapping[str, str]) -> NodeRecord:
@@ -152,6 +159,9 @@ class NodeRecord:
             heartbeat_at=_optional_int(fields.get("heartbeat_at")),
             reconnects=_int(fields.get("reconnects")),
             frames_refused=_int(fields.get("frames_refused")),
+            results_rejected=_int(fields.get("results_rejected")),
+            refused=fields.get("refused") or None,
+            refused_at=_optional_int(fields.get("refused_at")),
         )
 
 

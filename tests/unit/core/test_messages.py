@@ -13,9 +13,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hypernode_host.bridge.session import BadFrame, Send, Session
+from hypernode_host.bridge.session import BadFrame, Session
 from hypernode_host.core import messages
 from hypernode_host.core.jobs import JobState
+from hypernode_host.core.messages import HostInfo
 from hypernode_host.errors import ProtocolError
 
 # No deadline: these assert behaviour, and a loaded CI machine must not turn slowness into failures.
@@ -82,10 +83,24 @@ def test_nan_infinity_and_huge_numbers_anywhere_are_refused(value: dict[str, Any
 @PROPERTY
 @given(st.binary(max_size=300).map(lambda b: b.decode("utf-8", "replace")) | st.text(max_size=300))
 def test_a_session_answers_any_frame_without_raising(frame: str) -> None:
-    session = Session("tok", None, "K")
+    session = Session(None, "K")
+    host = HostInfo(
+        hostname="h", os="Linux", os_version="6", arch="x86_64", gpus=[], docker_version="1", agent_version="t"
+    )
+    session.connected("tok", host, {})
+    session.receive('{"type":"registered","nodeId":"n-1","capabilities":["errors"]}')
+    session.frames_to_send()
     events = session.receive(frame)
     if any(isinstance(e, BadFrame) for e in events):
-        assert any(isinstance(e, Send) for e in events)  # each refused frame gets its error reply
+        replies = [json.loads(f)["type"] for f in session.frames_to_send()]
+        assert replies == ([] if _an_error_frame(frame) else ["error"])  # each refused frame but an error is answered
+
+
+def _an_error_frame(frame: str) -> bool:
+    try:
+        return messages.load_object(frame)["type"] == "error"
+    except ProtocolError:
+        return False
 
 
 # round trips -------------------------------------------------------------------------------------------

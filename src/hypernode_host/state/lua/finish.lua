@@ -3,7 +3,7 @@
 -- ARGV: job id, result (JSON), status, finish time (ms), counter to bump, duration (s),
 -- then the duration histogram's bucket bounds, ascending. Returns 0 when the job was finished already.
 local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'finished' or state == 'reported' then return 0 end
+if state == 'finished' or state == 'reported' or state == 'rejected' then return 0 end
 local entry = redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[1], 'result', ARGV[2])
 redis.call('HSET', KEYS[1], 'state', 'finished', 'status', ARGV[3], 'result', ARGV[2],
            'finished_at', ARGV[4], 'entry', entry)
