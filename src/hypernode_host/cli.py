@@ -158,6 +158,14 @@ def dev_backend(
     token: Annotated[list[str], typer.Option("--token", help="A node token it accepts (repeatable).")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 3003,
+    upstream: Annotated[
+        bool,
+        typer.Option(
+            "--upstream",
+            help="Behave as upstream's published backend: single-use tokens, no resume, replies without ids, "
+            "no extensions, every result credited, a demo job 5 s after each register.",
+        ),
+    ] = False,
 ) -> None:
     """Run the reference backend: the upstream protocol, job submission and the Oracle."""
     from hypernode_host import logs
@@ -165,7 +173,7 @@ def dev_backend(
 
     logs.configure(os.environ.get("HN_LOG_LEVEL", "INFO").upper(), list(token), os.environ.get("HN_LOG_FORMAT", "text"))
     logging.getLogger("websockets").setLevel(logging.WARNING)  # one line of our own is enough
-    run_backend(host, port, list(token))
+    run_backend(host, port, list(token), upstream=upstream)
 
 
 @app.command()

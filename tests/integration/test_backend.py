@@ -178,7 +178,12 @@ def test_a_token_is_single_use_except_to_resume_its_own_node(backend: BackendThr
 
             reply = await request(second, register("tok-1", nodeId=node_id))
 
-            assert reply == {"type": "registered", "nodeId": node_id, "message": "Successfully registered"}
+            assert reply == {
+                "type": "registered",
+                "nodeId": node_id,
+                "message": "Successfully registered",
+                "capabilities": ["result_ids", "dedupe", "job_status", "errors"],
+            }
             await first.close()  # the replaced socket going away must not take the node offline
             await asyncio.sleep(0.2)
             assert await request(second, heartbeat(node_id)) == {"type": "ack"}
@@ -211,7 +216,6 @@ def test_a_register_with_a_bad_host_info_is_refused_without_using_the_token(back
         ('{"no": "type"}', "message has no 'type'"),
         ('{"type": "ack", "type": "ack"}', "duplicate field 'type'"),
         (b"\x00\x01binary", "binary frames are not accepted; send JSON text"),
-        ('{"type": "job_result", "id": "never-sent"}', "Job not found"),
     ],
 )
 def test_a_bad_frame_gets_an_error_and_the_connection_stays_usable(
@@ -222,6 +226,17 @@ def test_a_bad_frame_gets_an_error_and_the_connection_stays_usable(
         async with node:
             assert await request(node, frame) == {"type": "error", "message": error}
             assert await request(node, heartbeat(node_id)) == {"type": "ack"}
+
+    run(scenario())
+
+
+def test_a_result_for_a_job_never_sent_is_refused_naming_it(backend: BackendThread) -> None:
+    async def scenario() -> None:
+        node, _ = await registered_node(backend)
+        async with node:
+            reply = await request(node, {"type": "job_result", "id": "never-sent"})
+            assert reply == {"type": "error", "message": "Job not found", "id": "never-sent"}  # result_ids
+        assert backend.refused_results("never-sent") == 1
 
     run(scenario())
 
@@ -276,6 +291,7 @@ def test_a_submitted_job_runs_and_the_submitter_gets_a_verified_result(backend: 
             status = await request(submitter, {"type": "status"})
             assert status["jobs"] == [
                 {"id": job_id, "nodeId": node_id, "state": "finished", "status": "completed", "verified": True}
+                | {"credits": 1}  # the replay is not credited again: this backend deduplicates
             ]
             assert status["nodes"][0]["nodeId"] == node_id
             assert status["nodes"][0]["connected"] is True
@@ -497,18 +513,129 @@ def test_with_acks_off_a_result_is_recorded_but_not_acked(backend: BackendThread
     run(scenario())
 
 
-def test_with_upstream_acks_a_result_is_acked_without_its_id(backend: BackendThread) -> None:
+# --upstream: the published prototype's behaviour ----------------------------------------------------
+
+
+@pytest.fixture
+def upstream() -> Iterator[BackendThread]:
+    with BackendThread("127.0.0.1", 0, TOKENS, upstream=True, demo_job_after_s=None) as thread:
+        yield thread
+
+
+def test_upstream_tokens_are_single_use_and_a_node_id_resumes_nothing(upstream: BackendThread) -> None:
+    async def scenario() -> None:
+        first, node_id = await registered_node(upstream)
+        async with first, client(upstream) as second:
+            assert await request(second, register("tok-1", nodeId=node_id)) == {
+                "type": "error",
+                "message": "Token already used",
+            }
+            reply = await request(second, register("tok-2", nodeId=node_id))
+            assert reply["type"] == "registered" and reply["nodeId"] != node_id
+            assert reply == {"type": "registered", "nodeId": reply["nodeId"], "message": "Successfully registered"}
+        assert upstream.registers_refused() == 1
+        assert len(upstream.nodes()) == 2
+
+    run(scenario())
+
+
+def test_upstream_answers_every_frame_in_order_without_ids(upstream: BackendThread) -> None:
     key = proofs.NodeKey.generate()
 
     async def scenario() -> None:
-        backend.set_upstream_acks(True)
-        node, node_id = await registered_node(backend, key=key)
+        node, node_id = await registered_node(upstream, key=key)
         async with node:
-            backend.send_job({"id": "bare-1", "command": "true"})
-            ack = await request(node, signed_result(await recv(node), node_id, key))
-            assert ack == {"type": "ack", "message": "Job result received"}
+            upstream.send_job({"id": "up-1", "command": "true"})
+            result = signed_result(await recv(node), node_id, key)
+            frames = [
+                heartbeat(node_id),
+                {"type": "job_result", "id": "never-sent"},
+                result,
+                {"type": "pong"},
+                {"type": "job_status", "id": "up-1", "nodeId": node_id, "state": "running"},
+                {"type": "error", "message": "a frame the node refused"},
+                heartbeat("another-node"),
+                result,  # again: credited again
+            ]
+            for frame in frames:
+                await node.send(json.dumps(frame))
+            replies = [await recv(node) for _ in frames]
+            await nothing_more(node)
+
+        unknown = {"type": "error", "message": "Unknown message type"}
+        received = {"type": "ack", "message": "Job result received"}
+        assert replies == [
+            {"type": "ack"},
+            {"type": "error", "message": "Job not found"},
+            received,
+            unknown,
+            unknown,
+            unknown,
+            {"type": "error", "message": "Invalid node ID"},
+            received,
+        ]
+        assert upstream.credits("up-1") == 2 and len(upstream.results("up-1")) == 2  # not idempotent
+        assert upstream.refused_results("never-sent") == 1
 
     run(scenario())
+
+
+def test_upstream_sends_a_demo_job_after_each_register() -> None:
+    async def scenario(backend: BackendThread) -> None:
+        node, node_id = await registered_node(backend)
+        async with node:
+            job = await asyncio.wait_for(node.recv(), TIMEOUT)
+            frame = json.loads(job)
+            assert set(frame) == {"type", "id", "command"}
+            assert (frame["type"], frame["command"]) == ("job", "sleep 5")
+            uuid.UUID(frame["id"])
+            ack = await request(node, {"type": "job_result", "id": frame["id"], "status": "completed", "logs": ""})
+            assert ack == {"type": "ack", "message": "Job result received"}  # a job it knows
+        assert backend.credits(frame["id"]) == 1
+        assert [j["nodeId"] for j in backend.jobs()] == [node_id]
+
+    with BackendThread("127.0.0.1", 0, TOKENS, upstream=True, demo_job_after_s=0.1) as backend:
+        run(scenario(backend))
+
+
+def test_upstream_sends_no_demo_job_to_a_node_gone_before_it_is_due() -> None:
+    async def scenario(backend: BackendThread) -> None:
+        node, _ = await registered_node(backend)
+        await node.close()
+        await asyncio.sleep(0.5)
+        assert backend.jobs() == []
+
+    with BackendThread("127.0.0.1", 0, TOKENS, upstream=True, demo_job_after_s=0.2) as backend:
+        run(scenario(backend))
+
+
+def test_dev_backend_upstream_behaves_as_upstream() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = [sys.executable, "-m", "hypernode_host", "dev-backend", "--upstream", "--port", str(port), "--token", "t1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HN_LOG_LEVEL": "INFO"}
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as process:
+        try:
+            assert process.stdout is not None
+            for line in iter(process.stdout.readline, ""):
+                if "(as upstream's published backend)" in line:
+                    break
+
+            async def register_twice() -> list[dict[str, Any]]:
+                async with connect(f"ws://127.0.0.1:{port}", open_timeout=TIMEOUT) as node:
+                    first = await request(node, register("t1"))
+                    return [first, await request(node, register("t1", nodeId=first["nodeId"]))]
+
+            registered, again = run(register_twice())
+            assert set(registered) == {"type", "nodeId", "message"}  # no capabilities
+            assert again == {"type": "error", "message": "Token already used"}
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(TIMEOUT) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(TIMEOUT)
 
 
 def test_a_second_backend_on_a_taken_port_fails_to_start(backend: BackendThread) -> None:

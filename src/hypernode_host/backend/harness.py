@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from hypernode_host.backend import oracle
 from hypernode_host.backend.records import HeartbeatRecord
-from hypernode_host.backend.server import CLOSE_TIMEOUT_S, ReferenceBackend, ws_url
+from hypernode_host.backend.server import CLOSE_TIMEOUT_S, UPSTREAM_DEMO_JOB_AFTER_S, ReferenceBackend, ws_url
 
 T = TypeVar("T")
 
@@ -35,7 +35,8 @@ class BackendThread:
         close_timeout: float = CLOSE_TIMEOUT_S,
         redispatch_on_resume: bool = True,
         ssl_context: ssl.SSLContext | None = None,
-        upstream_acks: bool = False,
+        upstream: bool = False,
+        demo_job_after_s: float | None = UPSTREAM_DEMO_JOB_AFTER_S,
     ) -> None:
         self.backend = ReferenceBackend(
             host,
@@ -45,7 +46,8 @@ class BackendThread:
             close_timeout=close_timeout,
             redispatch_on_resume=redispatch_on_resume,
             ssl_context=ssl_context,
-            upstream_acks=upstream_acks,
+            upstream=upstream,
+            demo_job_after_s=demo_job_after_s,
         )
         self._start_timeout = start_timeout
         self._ready = threading.Event()
@@ -136,6 +138,18 @@ class BackendThread:
     def verification(self, job_id: str) -> oracle.Verification | None:
         return self._on_loop(lambda: self.backend.verification_of(job_id))
 
+    def credits(self, job_id: str) -> int:
+        """How many times the job's result was credited (upstream: once per result frame it accepted)."""
+        return self._on_loop(lambda: self.backend.credits_of(job_id))
+
+    def refused_results(self, job_id: str) -> int:
+        """How many job_result frames for ``job_id`` got "Job not found"."""
+        return self._on_loop(lambda: self.backend.refused_results_of(job_id))
+
+    def registers_refused(self) -> int:
+        """How many register frames got a token error ("Invalid token", "Token already used", ...)."""
+        return self._on_loop(lambda: self.backend.registers_refused)
+
     def status(self) -> dict[str, Any]:
         return self._on_loop(self.backend.status)
 
@@ -147,14 +161,6 @@ class BackendThread:
     def set_ack_results(self, value: bool) -> None:
         def assign() -> None:
             self.backend.ack_results = value
-
-        self._on_loop(assign)
-
-    def set_upstream_acks(self, value: bool) -> None:
-        """On: result acks carry no id, as upstream's backend sends them."""
-
-        def assign() -> None:
-            self.backend.upstream_acks = value
 
         self._on_loop(assign)
 

@@ -62,6 +62,7 @@ class JobRecord:
     results: list[dict[str, Any]] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)  # (ext) job_status states the node reported
     dispatches: int = 0  # sends of the job frame: 1, plus one per resume while it had no result
+    credits: int = 0  # results credited: the first one only, or (upstream) every one accepted
     verification: oracle.Verification | None = None
     waiters: set[ServerConnection] = field(default_factory=set)
 
@@ -77,6 +78,7 @@ class JobRecord:
             "state": self.state,
             "status": first.get("status"),
             "verified": self.verification.verified if self.verification else None,
+            "credits": self.credits,
         }
 
     def result_frame(self) -> dict[str, Any]:

@@ -1,9 +1,22 @@
 """The reference backend: upstream's WebSocket message set and error texts, plus job submission and an Oracle.
 
-The real Hypernode backend is not public; this one behaves as upstream's published prototype does.
+The real Hypernode backend is not public; this one speaks the message set of upstream's published
+prototype (``backend/ws-server.js``) and, by default, the node's extensions too: it announces its
+capabilities in ``registered`` (result ids, deduplicated results, job_status, error frames), resumes a
+node that asks for its node id, and credits a job's result once.
+
+With ``upstream=True`` it behaves as the published prototype does, in every way a node can see:
+single-use tokens and no resume (every ``register`` makes a new node; a used token gets "Token already
+used"), ``registered`` announcing nothing, replies in order without ids (``ack`` for a heartbeat, ``ack``
+"Job result received" or ``error`` "Job not found" for a result), "Unknown message type" for any frame a
+node sends beyond register, heartbeat and job_result (our pong, job_status, error), every result it
+accepts credited again (``credits``), no pings, and a demo job (``command: "sleep 5"``) 5 s after each
+``register``.
+
 One WebSocket endpoint serves both sides: nodes ``register``, ``heartbeat`` and send ``job_result``; any
-connection that has not registered may ``submit``, ``wait``, ``cancel`` and ask for ``status``. State is in
-memory only. ``BackendThread`` runs one on its own loop for tests; ``run_backend`` is the CLI's entry point.
+connection that has not registered may ``submit``, ``wait``, ``cancel`` and ask for ``status`` (in either
+mode: upstream takes submissions over HTTP, which this stands in for). State is in memory only.
+``BackendThread`` runs one on its own loop for tests; ``run_backend`` is the CLI's entry point.
 """
 
 from __future__ import annotations
@@ -16,7 +29,7 @@ import signal
 import ssl
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +40,7 @@ from hypernode_host.backend import oracle
 from hypernode_host.backend.records import HeartbeatRecord, JobPhase, JobRecord, NodeRecord
 from hypernode_host.core import messages
 from hypernode_host.core.clock import now_ms
-from hypernode_host.core.messages import MAX_FRAME_BYTES
+from hypernode_host.core.messages import MAX_FRAME_BYTES, Capability
 from hypernode_host.errors import ConfigError, ProtocolError, RequestRefused
 from hypernode_host.logs import wire_logger
 
@@ -35,7 +48,13 @@ log = logging.getLogger(__name__)
 
 
 AGENT_TYPES = frozenset({"register", "heartbeat", "job_result", "pong", "job_status", "error"})
+UPSTREAM_AGENT_TYPES = frozenset({"register", "heartbeat", "job_result"})  # upstream knows no other
 SUBMITTER_TYPES = frozenset({"submit", "wait", "cancel", "status"})
+# What this backend announces in `registered` (upstream's announces nothing).
+CAPABILITIES = tuple(Capability)
+UPSTREAM_DEMO_JOB_AFTER_S = 5.0  # upstream's prototype pushes a demo job this long after each register
+MAX_REFUSED_IDS = 10_000  # distinct job ids whose results were refused, counted for tests
+MAX_ECHOED_ID = 1024  # an id longer than a node's schema takes back is not echoed in the reply
 # A peer that does not answer our close frame (often a test blocked on this very backend) is cut off
 # after this long instead of websockets' default 10 s.
 CLOSE_TIMEOUT_S = 2.0
@@ -83,7 +102,8 @@ class ReferenceBackend:
         close_timeout: float = CLOSE_TIMEOUT_S,
         redispatch_on_resume: bool = True,
         ssl_context: ssl.SSLContext | None = None,
-        upstream_acks: bool = False,
+        upstream: bool = False,
+        demo_job_after_s: float | None = UPSTREAM_DEMO_JOB_AFTER_S,
     ) -> None:
         self.host = host
         self.ssl_context = ssl_context  # serve wss:// (tests of the bridge's certificate checks)
@@ -98,11 +118,14 @@ class ReferenceBackend:
         self._background: set[asyncio.Task[None]] = set()
         # Off lets bridge tests see a result stay in the outbox and come back after a reconnect.
         self.ack_results = ack_results
-        # Upstream's backend acks a result without naming it; on, this one does the same.
-        self.upstream_acks = upstream_acks
+        self.upstream = upstream
+        # Upstream mode only: None sends no demo job (tests that count jobs exactly).
+        self.demo_job_after_s = demo_job_after_s if upstream else None
         # At-least-once dispatch: a job frame lost with a connection (or with a node killed before it
         # recorded the job) is sent again when the node resumes; the node dedupes by job id.
         self.redispatch_on_resume = redispatch_on_resume
+        self.registers_refused = 0  # register frames answered with a token error
+        self._refused_results: dict[str, int] = {}  # job id → job_result frames answered "Job not found"
 
     # lifecycle -----------------------------------------------------------------------------------
 
@@ -114,11 +137,14 @@ class ReferenceBackend:
             self._requested_port,
             max_size=MAX_FRAME_BYTES,
             close_timeout=self.close_timeout,
+            ping_interval=None if self.upstream else 20.0,  # upstream's `ws` server sends no pings
             ssl=self.ssl_context,
             logger=wire_logger("websockets.server"),  # no frame lines: a register frame holds a token
         )
 
     async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -184,13 +210,15 @@ class ReferenceBackend:
         kind = value["type"]
         if kind in SUBMITTER_TYPES and peer.node_id is None:
             await self._on_submitter(peer.connection, value)
+        elif kind not in (UPSTREAM_AGENT_TYPES if self.upstream else AGENT_TYPES):
+            raise RequestRefused("Unknown message type")
         elif kind == "register":
             await self._on_register(peer, value)
         elif kind == "job_result":
             await self._on_job_result(peer, value)
         elif kind == "error":
             self._on_node_error(peer, value)
-        elif kind in AGENT_TYPES:
+        else:
             message = messages.decode_agent(value)
             if isinstance(message, messages.Heartbeat):
                 await self._on_heartbeat(peer, message)
@@ -198,8 +226,6 @@ class ReferenceBackend:
                 self._on_job_status(peer, message)
             elif isinstance(message, messages.Pong) and peer.node_id in self._nodes:
                 self._nodes[peer.node_id].pongs.append(now_ms())
-        else:
-            raise RequestRefused("Unknown message type")
 
     def _on_node_error(self, peer: _Peer, value: dict[str, Any]) -> None:
         """(ext) A node telling us it refused one of our frames. Never answered: an error about an
@@ -232,19 +258,27 @@ class ReferenceBackend:
     # node side -----------------------------------------------------------------------------------
 
     def _check_token(self, value: Mapping[str, Any]) -> str | None:
-        """The nodeId this register resumes (None for a new node); RequestRefused with upstream's texts."""
+        """The nodeId this register resumes (None for a new node); RequestRefused with upstream's texts.
+
+        A token is single-use, as upstream's: spent by the register that made its node. Here it still
+        resumes that node; upstream ignores the node id and refuses a spent token whatever it carries.
+        """
         token = value.get("token")
         if not isinstance(token, str) or not token:
             raise RequestRefused("Token is required")
         if token not in self._tokens:
             raise RequestRefused("Invalid token")
         owner = self._tokens[token]
-        if owner is not None and value.get("nodeId") != owner:
+        if owner is not None and (self.upstream or value.get("nodeId") != owner):
             raise RequestRefused("Token already used")
         return owner
 
     async def _on_register(self, peer: _Peer, value: dict[str, Any]) -> None:
-        resumed = self._check_token(value)  # auth before shape: a stranger learns nothing of the schema
+        try:
+            resumed = self._check_token(value)  # auth before shape: a stranger learns nothing of the schema
+        except RequestRefused:
+            self.registers_refused += 1
+            raise
         message = messages.decode_agent(value)
         if not isinstance(message, messages.Register):
             raise ProtocolError("bad register message")
@@ -272,11 +306,32 @@ class ReferenceBackend:
             "resumed" if resumed else "registered",
             node.host_info.get("hostname"),
         )
-        reply = {"type": "registered", "nodeId": node.node_id, "message": "Successfully registered"}
+        reply: dict[str, Any] = {"type": "registered", "nodeId": node.node_id, "message": "Successfully registered"}
+        if not self.upstream:
+            reply["capabilities"] = [c.value for c in CAPABILITIES]
         await self._send(peer.connection, _dumps(reply))
         if resumed and self.redispatch_on_resume:
             await self._redispatch(node)
+        if self.demo_job_after_s is not None:
+            self._in_background(self._demo_job(node, peer.connection, self.demo_job_after_s))
         await self._dispatch_pending()
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _demo_job(self, node: NodeRecord, connection: ServerConnection, after_s: float) -> None:
+        """Upstream's demo job, pushed to the node ``after_s`` after it registered, if still connected."""
+        await asyncio.sleep(after_s)
+        if node.connection is not connection:
+            return
+        job_id = str(uuid.uuid4())
+        record = self._jobs[job_id] = JobRecord(job={"id": job_id, "command": "sleep 5"})
+        record.node_id, record.dispatched_at_ms, record.state = node.node_id, now_ms(), JobPhase.DISPATCHED
+        if await self._send(connection, _dumps({"type": "job", **record.job})):
+            record.dispatches += 1
+            log.info("demo job %s dispatched to node %s", record.job_id, node.node_id)
 
     async def _redispatch(self, node: NodeRecord) -> None:
         """Send a resumed node every job it was given and has not answered, in dispatch order."""
@@ -312,7 +367,10 @@ class ReferenceBackend:
         record = self._jobs.get(job_id) if isinstance(job_id, str) else None
         # A job never dispatched cannot have a result: whoever sends one is guessing ids.
         if record is None or record.node_id is None or record.dispatched_at_ms is None:
-            raise RequestRefused("Job not found")
+            self._count_refused(job_id)
+            log.info("a result for a job this backend does not know, from %s", peer.node_id or "a client")
+            await self._send(peer.connection, _dumps(self._reply_to_result(job_id, "error", "Job not found")))
+            return
         try:
             messages.decode_agent(value)
         except ProtocolError as exc:
@@ -321,15 +379,29 @@ class ReferenceBackend:
             log.warning("job %s result does not fit the schema: %s", record.job_id, exc)
         record.results.append(value)
         first = len(record.results) == 1
+        if first or self.upstream:  # upstream records and credits every result frame it accepts
+            record.credits += 1
         if first:
             self._grade(record, value)
         if self.ack_results:
-            reply = {"type": "ack", "message": "Job result received"}
-            if not self.upstream_acks:
-                reply["id"] = record.job_id
-            await self._send(peer.connection, _dumps(reply))
+            ack = self._reply_to_result(record.job_id, "ack", "Job result received")
+            await self._send(peer.connection, _dumps(ack))
         if first:
             await self._deliver(record)
+
+    def _reply_to_result(self, job_id: object, kind: str, text: str) -> dict[str, Any]:
+        """An ack or error answering a job_result: naming the job (result_ids), except upstream's."""
+        reply: dict[str, Any] = {"type": kind, "message": text}
+        if not self.upstream and isinstance(job_id, str) and len(job_id) <= MAX_ECHOED_ID:
+            reply["id"] = job_id
+        return reply
+
+    def _count_refused(self, job_id: object) -> None:
+        """Count a refused result by id, for tests; bounded, so a peer inventing ids costs no memory."""
+        if not isinstance(job_id, str):
+            return
+        if job_id in self._refused_results or len(self._refused_results) < MAX_REFUSED_IDS:
+            self._refused_results[job_id] = self._refused_results.get(job_id, 0) + 1
 
     def _grade(self, record: JobRecord, result: Mapping[str, Any]) -> None:
         assert record.node_id is not None and record.dispatched_at_ms is not None
@@ -491,9 +563,7 @@ class ReferenceBackend:
             if abort:
                 connection.transport.abort()
             else:
-                task = asyncio.get_running_loop().create_task(connection.close())
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._in_background(connection.close())
         return len(targets)
 
     def node_snapshots(self) -> list[dict[str, Any]]:
@@ -526,6 +596,15 @@ class ReferenceBackend:
         record = self._jobs.get(job_id)
         return copy.deepcopy(record.results) if record else []
 
+    def credits_of(self, job_id: str) -> int:
+        """How many times the job's result was credited: once here, once per accepted frame upstream."""
+        record = self._jobs.get(job_id)
+        return record.credits if record else 0
+
+    def refused_results_of(self, job_id: str) -> int:
+        """How many job_result frames for this id were answered "Job not found"."""
+        return self._refused_results.get(job_id, 0)
+
     def heartbeats_of(self, node_id: str) -> list[HeartbeatRecord]:
         node = self._nodes.get(node_id)
         return list(node.heartbeats) if node else []
@@ -535,12 +614,12 @@ class ReferenceBackend:
         return record.verification if record else None
 
 
-def run_backend(host: str, port: int, tokens: Iterable[str]) -> None:
+def run_backend(host: str, port: int, tokens: Iterable[str], *, upstream: bool = False) -> None:
     """Serve until SIGINT or SIGTERM (the ``dev-backend`` command)."""
     tokens = list(tokens)
     if not tokens:
         raise ConfigError("the reference backend needs at least one --token")
-    asyncio.run(_serve_until_signal(ReferenceBackend(host, port, tokens)))
+    asyncio.run(_serve_until_signal(ReferenceBackend(host, port, tokens, upstream=upstream)))
 
 
 async def _serve_until_signal(backend: ReferenceBackend) -> None:
@@ -551,7 +630,8 @@ async def _serve_until_signal(backend: ReferenceBackend) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         await backend.start()
-        log.info("reference backend listening on %s", backend.url)
+        mode = " (as upstream's published backend)" if backend.upstream else ""
+        log.info("reference backend listening on %s%s", backend.url, mode)
         await stop.wait()
         log.info("reference backend stopping")
     finally:
