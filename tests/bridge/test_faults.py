@@ -3,7 +3,8 @@ process and Redis fail under it.
 
 Every test keeps the same invariants: each accepted job ends with a result, the
 backend gets at least one copy and every copy is identical, no job runs twice (attempt 1), and the
-outbox is empty once the backend has acknowledged everything.
+outbox is empty once the backend has acknowledged everything. Against the backend behaving as
+upstream's (which credits every result frame it gets) each job is also credited exactly once.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from typing import Any
 
 import pytest
 import redis
-from bridgekit import BridgeThread, Stack
+from bridgekit import BridgeThread, Stack, backend_for
 from faultproxy import Proxy
 
-from hypernode_host.backend.harness import BackendThread
 from hypernode_host.node.redis_server import RedisProcess, free_port
 from hypernode_host.state import keys
 from support import NodeProcess, job_containers, node_env, wait_for
@@ -47,13 +47,16 @@ def results_of(stack: Stack, jobs: list[dict[str, Any]], node: NodeProcess | Non
 
 
 def assert_ran_once_and_settled(stack: Stack, jobs: list[dict[str, Any]]) -> None:
-    """Every copy of a result is identical, no job ran twice, and the outbox has drained."""
+    """Every copy of a result is identical, no job ran twice, each was credited once, the outbox drained."""
     for job in jobs:
         copies = stack.backend.results(job["id"])
         assert copies and all(copy == copies[0] for copy in copies), job["id"]
         assert stack.record(job["id"])["attempt"] == "1", job["id"]
+        assert stack.backend.credits(job["id"]) == 1, job["id"]
     wait_for(lambda: stack.outbox_ids() == [], timeout=30)
     assert {stack.record(job["id"])["state"] for job in jobs} == {"reported"}
+    if stack.upstream:  # it credits every result frame it accepts: each went exactly once
+        assert all(len(stack.backend.results(job["id"])) == 1 for job in jobs)
 
 
 class BridgeProcess:
@@ -103,10 +106,13 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisProc
 
 
 @pytest.fixture
-def stack(shared: tuple[RedisProcess, dict[str, str], NodeProcess], token: str) -> Iterator[Stack]:
+def stack(
+    shared: tuple[RedisProcess, dict[str, str], NodeProcess], token: str, backend_mode: str, tmp_path: Path
+) -> Iterator[Stack]:
     server, env, _ = shared
-    with BackendThread("127.0.0.1", 0, [token]) as backend, Proxy(backend.port) as proxy:
-        s = Stack(server, backend, proxy, {**env, "HN_ENDPOINT": proxy.url, "HN_NODE_TOKEN": token})
+    with backend_for(backend_mode, token) as backend, Proxy(backend.port) as proxy:
+        env = {**env, "HN_ENDPOINT": proxy.url, "HN_NODE_TOKEN": token}
+        s = Stack(server, backend, proxy, env, backend_mode, tmp_path / "node.token")
         s.redis.delete(keys.NODE)  # a node this test's backend has never seen
         yield s
         assert s.outbox_ids() == []  # nothing left over for the next test
@@ -137,12 +143,14 @@ def test_a_result_cut_mid_frame_arrives_after_the_reconnect_and_the_job_ran_once
         stack.proxy.cut_next_large(8192)  # heartbeats are far smaller: this is the result frame
 
         stack.backend.send_job(job)
+        stack.after_cut()
         result = results_of(stack, [job], worker)[job["id"]]
 
         assert_ran_once_and_settled(stack, [job])
     assert result["status"] == "completed" and "x" * 15000 in result["logs"]
     assert len(stack.backend.results(job["id"])) == 1  # the cut copy never arrived whole
-    assert stack.backend.nodes()[0]["registrations"] == 2  # it came over the second connection
+    registrations = [node["registrations"] for node in stack.backend.nodes()]
+    assert registrations == ([1, 1] if stack.upstream else [2])  # it came over the second connection
     verification = stack.backend.verification(job["id"])
     assert verification is not None
     intact = {name: verification.checks[name] for name in ("logsHashValid", "executionHashValid", "signatureValid")}
@@ -170,6 +178,7 @@ def test_results_wait_in_the_outbox_while_the_backend_is_unreachable(
     assert all(stack.backend.results(job["id"]) == [] for job in jobs)
 
     stack.proxy.set_mode("pass")
+    stack.after_cut()
     results = results_of(stack, jobs, bridge)
 
     assert {result["status"] for result in results.values()} == {"completed"}
@@ -192,31 +201,55 @@ def test_a_flood_of_malformed_frames_leaves_the_connection_up_and_jobs_running(
 
         result = results_of(stack, [job], worker)[job["id"]]
 
-        wait_for(lambda: len(stack.backend.nodes()[0]["errors"]) == 500, timeout=30)  # each one answered
+        answered = 0 if stack.upstream else 500  # each one answered, to a backend that takes error frames
+        wait_for(lambda: len(stack.backend.nodes()[0]["errors"]) == answered, timeout=30)
         wait_for(lambda: len(stack.backend.heartbeats(node_id)) > beats, timeout=10)  # and still beating
         wait_for(lambda: stack.node_counter("frames_refused") == 500, timeout=10)  # hn:node is this test's
         assert stack.backend.nodes()[0]["registrations"] == 1  # the same connection all along
     assert result["status"] == "completed"
+    assert_ran_once_and_settled(stack, [job])
     lines = [r for r in caplog.records if r.getMessage().startswith("frame refused")]
     assert 1 <= len(lines) <= 10  # rate-limited: a flood of frames is not a flood of log lines
     assert "more frames refused were not logged" in caplog.text
 
 
-def test_upstream_acks_without_an_id_settle_the_results_in_the_order_sent(stack: Stack, worker: NodeProcess) -> None:
-    stack.backend.set_upstream_acks(True)
-    jobs = [stack.job(script=f"print('bare ack {i} done')") for i in range(3)]
+def test_results_for_jobs_the_backend_does_not_know_are_rejected_and_the_others_settle(
+    stack: Stack, worker: NodeProcess
+) -> None:
+    # Upstream answers "Job not found" without an id: matched by the oldest result, every ack after
+    # the first unknown one would settle the wrong result, and the one left over be credited twice.
+    sleepy = "import time\ntime.sleep(1)\nprint('{} done')"
+    known = [stack.job(script=sleepy.format(f"known {i}")) for i in range(3)]
+    strays = [stack.job(script=sleepy.format(f"stray {i}")) for i in range(2)]
+    jobs = [known[0], strays[0], known[1], strays[1], known[2]]
     with BridgeThread(stack.env):
-        stack.wait_registered()
+        node_id = stack.wait_registered()
         for job in jobs:
-            stack.backend.send_job(job)
-        results_of(stack, jobs, worker)
+            if job in strays:
+                stack.backend.push({"type": "job", **job}, node_id)  # never recorded by the backend
+            else:
+                stack.backend.send_job(job)
+        wait_for(lambda: all(stack.record(job["id"]).get("enqueued") for job in jobs), timeout=30)
+        stack.proxy.set_mode("refuse")  # the results wait in the outbox, then go together, strays among them
+        stack.proxy.drop()
+        wait_for(lambda: len(stack.outbox_ids()) == len(jobs), timeout=RESULT_WAIT_S)
+        stack.proxy.set_mode("pass")
+        stack.after_cut()
 
-        assert_ran_once_and_settled(stack, jobs)  # every result left the outbox on an ack naming none
+        results_of(stack, known, worker)
+        wait_for(lambda: all(stack.record(s["id"]).get("state") == "rejected" for s in strays), timeout=30)
+        assert_ran_once_and_settled(stack, known)
+    for stray in strays:
+        record = stack.record(stray["id"])
+        assert record["rejection"] == "Job not found" and record["status"] == "completed"
+        assert stack.backend.refused_results(stray["id"]) == 1  # kept, never sent again
+    assert stack.node_counter("results_rejected") == 2
 
 
 # the bridge process ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend_mode", ["reference"])  # a silent backend that counts every frame: twice
 def test_results_unacked_when_the_bridge_is_sigkilled_are_sent_again_after_restart(
     stack: Stack, worker: NodeProcess, bridge_process: BridgeProcess
 ) -> None:
@@ -234,10 +267,11 @@ def test_results_unacked_when_the_bridge_is_sigkilled_are_sent_again_after_resta
     bridge_process.start()
 
     wait_for(lambda: all(len(stack.backend.results(job["id"])) == 2 for job in jobs), timeout=RESULT_WAIT_S)
-    assert_ran_once_and_settled(stack, jobs)
+    assert_ran_once_and_settled(stack, jobs)  # credited once: the reference backend deduplicates
     assert [node["nodeId"] for node in stack.backend.nodes()] == [stack.backend.nodes()[0]["nodeId"]]
 
 
+@pytest.mark.parametrize("backend_mode", ["reference"])  # resumes its node after every restart
 def test_a_bridge_sigkilled_at_random_moments_loses_no_job_and_runs_none_twice(
     stack: Stack, worker: NodeProcess, bridge_process: BridgeProcess
 ) -> None:
@@ -270,6 +304,7 @@ def registered_times(stack: Stack) -> int:
 # Redis -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend_mode", ["reference"])  # nothing of the backend's behaviour is at stake
 def test_redis_restarted_with_aof_while_jobs_are_queued_loses_none(stack: Stack, tmp_path: Path) -> None:
     aof = RedisProcess(port=free_port(), appendonly=True, directory=tmp_path / "redis")
     (tmp_path / "redis").mkdir()
@@ -316,14 +351,20 @@ def test_a_job_sent_again_is_never_run_again(stack: Stack, worker: NodeProcess) 
         wait_for(lambda: stack.record(job["id"]).get("state") == "running", timeout=30)
 
         stack.backend.push({"type": "job", **job})  # while it runs: the backend hears where it stands
-        wait_for(lambda: stack.backend.jobs()[0]["statuses"] == ["running"], timeout=10)
+        if not stack.upstream:  # upstream takes no job_status ("Unknown message type"): it hears nothing
+            wait_for(lambda: stack.backend.jobs()[0]["statuses"] == ["running"], timeout=10)
         first = results_of(stack, [job], worker)[job["id"]]
         wait_for(lambda: stack.record(job["id"]).get("state") == "reported", timeout=10)
 
-        stack.backend.push({"type": "job", **job})  # once reported: the same result again
-        wait_for(lambda: len(stack.backend.results(job["id"])) == 2, timeout=10)
+        stack.backend.push({"type": "job", **job})  # once reported: the same result again, if deduplicated
+        if stack.upstream:  # a second copy would be credited again: none goes, and the job stays reported
+            wait_for(lambda: len(stack.backend.heartbeats(stack.backend.wait_for_node())) >= 2, timeout=10)
+        else:
+            wait_for(lambda: len(stack.backend.results(job["id"])) == 2, timeout=10)
 
-    assert stack.backend.results(job["id"]) == [first, first]
+    assert stack.backend.results(job["id"]) == ([first] if stack.upstream else [first, first])
+    assert stack.backend.credits(job["id"]) == 1
+    assert stack.backend.jobs()[0]["statuses"] == ([] if stack.upstream else ["running"])
     assert stack.record(job["id"])["attempt"] == "1"
 
 
