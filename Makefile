@@ -12,12 +12,12 @@ PYTEST_ARGS ?=
 # What ruff checks and formats: the package, its tests and the benchmarks (bench/ruff.toml adds its import groups).
 RUFF_PATHS := src tests bench
 
-.PHONY: help services venv demo lint test test-unit format clean bench bench-exec bench-bridge gpu-check
+.PHONY: help services venv demo demo-upstream lint test test-unit format clean bench bench-exec bench-bridge gpu-check
 
 help: ## list the targets
 	@echo "hypernode-host make targets:"
 	@grep -E '^[a-z][a-z-]*:.*## ' $(firstword $(MAKEFILE_LIST)) \
-		| awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
+		| awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
 
 services: ## start docker engine + Redis, build the job image (installs packages as root if missing)
 	bash scripts/services.sh
@@ -32,6 +32,9 @@ venv: $(VENV_STAMP) ## create .venv and install the package with dev extras
 
 demo: services venv ## run the local end-to-end demo against the job image
 	HN_JOB_IMAGE=$${HN_JOB_IMAGE:-$(JOB_IMAGE)} $(VENV_BIN)/hypernode-host demo
+
+demo-upstream: services venv ## the demo against a backend that behaves as upstream's (spent tokens, a new one)
+	HN_JOB_IMAGE=$${HN_JOB_IMAGE:-$(JOB_IMAGE)} $(VENV_BIN)/hypernode-host demo --upstream
 
 lint: venv ## ruff check, ruff format --check (src, tests, bench), mypy (strict)
 	$(VENV_BIN)/ruff check $(RUFF_PATHS)

@@ -254,12 +254,22 @@ def _print_outcome(outcome: dict[str, Any], as_json: bool) -> None:
 
 
 @app.command()
-def demo(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
+def demo(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    upstream: Annotated[
+        bool,
+        typer.Option(
+            "--upstream",
+            help="Against a backend that behaves as upstream's: a disconnect spends the token, a new one is "
+            "given through HN_NODE_TOKEN_FILE, and every job must be credited exactly once.",
+        ),
+    ] = False,
+) -> None:
     """Run four example jobs end to end on embedded defaults and say what happened."""
     from hypernode_host.node.demo import run_demo
 
     with exit_codes():
-        ok = run_demo(as_json=as_json)
+        ok = run_demo(as_json=as_json, upstream=upstream)
     raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
 
 
