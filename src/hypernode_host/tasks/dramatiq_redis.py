@@ -12,11 +12,19 @@ Dramatiq keeps, under its namespace (keys.DRAMATIQ_NAMESPACE), per queue (broker
 
 A Dramatiq upgrade that changes any of it fails tests/integration/test_dramatiq_layout.py first.
 The reads here cost a few pipelined round trips whatever the length of the queues.
+
+No stranded message: Dramatiq requeues an ack set only once its broker stops heartbeating, so a
+message fetched by a live worker whose fetch reply was lost, or that sat in the cache of a consumer
+that died of a connection error, would stay in that ack set for as long as the worker lives. So
+every consumer of a WakingRedisBroker, before its first fetch (Dramatiq makes a new consumer after
+each connection error), puts back on its queue every message of its ack set that the broker has
+not handed to the worker: in its ack set and not held means nobody runs it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +39,8 @@ from dramatiq.errors import ConnectionClosed
 from hypernode_host.core.clock import now_ms
 from hypernode_host.settings import Settings
 from hypernode_host.state import connect, keys, redis_url, scripts
+
+log = logging.getLogger(__name__)
 
 NAMESPACE = keys.DRAMATIQ_NAMESPACE
 HEARTBEATS = f"{NAMESPACE}:__heartbeats__"
@@ -61,11 +71,18 @@ class WakingConsumer(_RedisConsumer):
     place, so the next message is fetched the moment the running job ends.
     """
 
-    def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+    def __init__(self, broker: WakingRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        self.waking_broker = broker
         self._freed = threading.Event()
+        self._restored = False
 
     def __next__(self) -> MessageProxy | None:
+        if not self._restored:
+            try:
+                self.restore()
+            except redis.ConnectionError as exc:
+                raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         if not self.message_cache:
             if self.outstanding_message_count >= self.prefetch:
                 self._freed.wait(self.timeout / 1000)
@@ -81,23 +98,75 @@ class WakingConsumer(_RedisConsumer):
             except redis.ConnectionError as exc:  # as Dramatiq's own consumer reports it: restarted in 1 s
                 raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         found: MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
+        if found is not None:
+            self.waking_broker.hold(self.queue_name, _redis_id(found))
         return found
+
+    def restore(self) -> list[str]:
+        """Put back on the queue every message of this broker's ack set that the worker does not hold.
+
+        Called before the consumer's first fetch. The ack set is read before the held ids: a
+        message acked in between is no longer in the ack set, and Dramatiq's requeue moves only
+        ids it removes from the ack set, so it is never put back twice. The ids put back.
+        """
+        broker = self.waking_broker
+        fetched = cast(set[bytes], broker.client.smembers(acks_key(broker.broker_id, self.queue_name)))
+        # A delay queue's consumer thread drops its held messages with the consumer (Dramatiq
+        # resets its delay queue on a connection error, and requeues it on any other restart).
+        held = set() if self.queue_name.endswith(".DQ") else broker.held(self.queue_name)
+        orphans = sorted(i.decode() for i in fetched if i.decode() not in held)
+        if orphans:
+            log.warning("queue %s: putting back %d message(s) fetched but never run", self.queue_name, len(orphans))
+            broker.do_requeue(self.queue_name, *orphans)
+        self._restored = True
+        return orphans
 
     def ack(self, message: MessageProxy) -> None:
         try:
             super().ack(message)  # type: ignore[no-untyped-call]
         finally:
+            self.waking_broker.release(self.queue_name, _redis_id(message))
             self._freed.set()
 
     def nack(self, message: MessageProxy) -> None:
         try:
             super().nack(message)  # type: ignore[no-untyped-call]
         finally:
+            self.waking_broker.release(self.queue_name, _redis_id(message))
             self._freed.set()
+
+    def requeue(self, messages: Any) -> None:
+        listed = list(messages)
+        super().requeue(listed)  # type: ignore[no-untyped-call]
+        for message in listed:
+            self.waking_broker.release(self.queue_name, _redis_id(message))
+
+
+def _redis_id(message: MessageProxy) -> str:
+    return str(message.options.get("redis_message_id", ""))
 
 
 class WakingRedisBroker(RedisBroker):
-    """A RedisBroker whose enqueue wakes an idle consumer of the queue (see WakingConsumer)."""
+    """A RedisBroker whose enqueue wakes an idle consumer of the queue (see WakingConsumer), and that
+    knows which fetched messages its consumers have handed to the worker and not yet settled."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)  # type: ignore[no-untyped-call]
+        self._held: dict[str, set[str]] = {}
+        self._held_lock = threading.Lock()
+
+    def hold(self, queue: str, redis_id: str) -> None:
+        with self._held_lock:
+            self._held.setdefault(queue, set()).add(redis_id)
+
+    def release(self, queue: str, redis_id: str) -> None:
+        with self._held_lock:
+            self._held.get(queue, set()).discard(redis_id)
+
+    def held(self, queue: str) -> set[str]:
+        """Redis ids of the messages of ``queue`` handed to the worker (queued for or in its threads)."""
+        with self._held_lock:
+            return set(self._held.get(queue, ()))
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
@@ -120,7 +189,7 @@ class WakingRedisBroker(RedisBroker):
 def waking_broker(url: str, **options: Any) -> WakingRedisBroker:
     """A WakingRedisBroker on the Redis at ``url``, in our namespace, with Dramatiq's ``options``."""
     client = connect(url, decode=False)  # Dramatiq reads its messages as bytes
-    return WakingRedisBroker(client=client, namespace=NAMESPACE, **options)  # type: ignore[no-untyped-call]
+    return WakingRedisBroker(client=client, namespace=NAMESPACE, **options)
 
 
 # Reading and repairing the queues ---------------------------------------------------------------
