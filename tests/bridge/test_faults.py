@@ -335,6 +335,29 @@ def test_redis_restarted_with_aof_while_jobs_are_queued_loses_none(stack: Stack,
         assert all(copy == copies[0] for copy in copies)
 
 
+def test_a_job_whose_message_redis_lost_is_requeued_by_the_reconciler_and_runs_once(
+    stack: Stack, worker: NodeProcess
+) -> None:
+    busy = stack.job(script="import time\ntime.sleep(4)\nprint('busy done')")
+    lost = stack.job(script="print('lost done')")
+    with BridgeThread(stack.env):
+        stack.wait_registered()
+        stack.backend.send_job(busy)
+        wait_for(lambda: stack.record(busy["id"]).get("state") == "running", timeout=60)
+        stack.backend.send_job(lost)  # waits behind the running job: the worker prefetches one
+        wait_for(lambda: stack.record(lost["id"]).get("enqueued"), timeout=30)
+        queue = stack.record(lost["id"])["queue"]
+        [redis_id] = stack.redis.lrange(f"{keys.DRAMATIQ_NAMESPACE}:{queue}", 0, -1)
+        # What a Redis that lost its last second of writes leaves: the job queued, its message gone.
+        stack.redis.lrem(f"{keys.DRAMATIQ_NAMESPACE}:{queue}", 0, redis_id)
+        stack.redis.hdel(f"{keys.DRAMATIQ_NAMESPACE}:{queue}.msgs", redis_id)
+
+        results = results_of(stack, [busy, lost], worker)
+        assert "lost done" in results[lost["id"]]["logs"]
+        assert_ran_once_and_settled(stack, [busy, lost])
+    assert int(stack.redis.hget(keys.RECONCILER, "requeued") or 0) >= 1
+
+
 def aof_redis_queued(server: RedisProcess) -> int:
     with redis.Redis.from_url(server.url, decode_responses=True) as client:
         return int(client.scard(keys.QUEUED))

@@ -21,6 +21,8 @@ from hypernode_host.state import keys, scripts
 from hypernode_host.state.records import JobRecord
 from hypernode_host.state.stats import DURATION_BUCKETS_S, bucket_bound
 
+# What the reconciler reads of each queued or running job (never its script or result).
+ACTIVE = ("state", "queue", "host", "slot", "received_at", "enqueued", "refusal", "refusal_reason", "pending_result")
 LISTED = ("state", "status", "queue", "slot", "attempt", "received_at", "finished_at", "result", "rejection")
 PAGE = 1000  # most records read per pipeline while filtering the job index
 SCAN_LIMIT = 20_000  # newest records a filtered listing looks at
@@ -123,6 +125,30 @@ class Jobs:
             for job_id, (h, s) in zip(ids, holders, strict=True)
             if h == host and (slot is None or s == str(slot))
         ]
+
+    def active(self) -> list[tuple[JobRecord, bool]]:
+        """Every queued or running job, with ACTIVE's fields only, and whether its holder (the worker
+        whose claim it carries, if any) has a live registration; three round trips."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.smembers(keys.QUEUED)
+        pipe.smembers(keys.RUNNING)
+        queued, running = cast(list[set[str]], pipe.execute())
+        ids = sorted(queued | running)
+        if not ids:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(_key(job_id), *ACTIVE)
+        records = []
+        for job_id, values in zip(ids, pipe.execute(), strict=True):
+            fields = {name: value for name, value in zip(ACTIVE, values, strict=True) if value is not None}
+            if fields.get("state") in (JobState.QUEUED, JobState.RUNNING):  # else it moved on meanwhile
+                records.append(JobRecord.parse(job_id, fields))
+        pipe = self._client.pipeline(transaction=False)
+        for record in records:
+            pipe.exists(keys.WORKER.format(host=record.host or "", slot="" if record.slot is None else record.slot))
+        alive = [bool(found) and bool(record.host) for record, found in zip(records, pipe.execute(), strict=True)]
+        return list(zip(records, alive, strict=True))
 
     def active_counts(self) -> tuple[int, int]:
         """(queued, running) job counts."""

@@ -23,6 +23,8 @@ NODE = PREFIX + ":node"  # hash: node id, registration time, bridge heartbeat, t
 STATS = PREFIX + ":stats"  # hash: completed, failed: jobs finished (the heartbeat's counters)
 STATUS_COUNTS = PREFIX + ":jobs-by-status"  # hash: final status -> jobs finished with it
 DURATIONS = PREFIX + ":durations"  # hash: "<status>|<bucket bound>", "<status>|count", "<status>|sum"
+RECONCILER = PREFIX + ":reconciler"  # hash: the reconciler's passes and what they repaired (state/reconciler.py)
+RECONCILER_LOCK = PREFIX + ":reconciler-lock"  # string, with a TTL: the worker whose reconciler pass is due
 
 # Workers and GPUs ------------------------------------------------------------------------------
 # A live worker's registration (hash, with a TTL), keyed by host AND slot: hosts sharing one Redis

@@ -206,6 +206,17 @@ class QueueStats:
 
 
 @dataclass(frozen=True)
+class RestoredJob:
+    """A job the reconciler found with no message: where it stood when it looked."""
+
+    job_id: str
+    queue: str
+    state: str  # "queued" or "running"
+    host: str = ""  # its holder, for a running job
+    slot: str = ""
+
+
+@dataclass(frozen=True)
 class DeadMessage:
     queue: str
     redis_id: str  # the message's id in Redis (Dramatiq's redis_message_id)
@@ -235,6 +246,7 @@ class Queues:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._requeue = scripts.register(client, "requeue_dead", package="hypernode_host.tasks")
+        self._restore = scripts.register(client, "restore_message", package="hypernode_host.tasks")
 
     @classmethod
     def open(cls, settings: Settings, *, timeout_s: float | None = None) -> Queues:
@@ -302,6 +314,39 @@ class Queues:
             keys.RUNNING,
         ]
         return bool(self._requeue(keys=touched, args=[dead.redis_id, dead.job_id or ""]))
+
+    def jobs_with_messages(self, queues: Sequence[str]) -> set[str]:
+        """The job ids that have a message in any of ``queues``: ready, fetched by a worker and not yet
+        acknowledged, delayed or dead-lettered.
+
+        One MULTI, so the answer is a snapshot: a message moving between the lists as it is fetched,
+        nacked or requeued is seen exactly once. Its cost grows with the messages of ``queues``.
+        """
+        pipe = self._client.pipeline(transaction=True)
+        for queue in queues:
+            for suffix in (".msgs", ".DQ.msgs", ".XQ.msgs"):
+                pipe.hvals(queue_key(queue, suffix))
+        found: set[str] = set()
+        for bodies in cast(list[list[str]], pipe.execute()):
+            for body in bodies:
+                args = _message(body).get("args") or [None]
+                if isinstance(args, list) and isinstance(args[0], str):
+                    found.add(args[0])
+        return found
+
+    def restore(self, job: RestoredJob, message: dramatiq.Message[Any]) -> bool:
+        """Put ``message`` (the job's, with a fresh redis id) on its queue if the job still stands
+        as seen: queued, or running on a holder whose registration is still gone."""
+        redis_id = str(message.options["redis_message_id"])
+        touched = [
+            keys.JOB.format(job_id=job.job_id),
+            keys.WORKER.format(host=job.host, slot=job.slot),
+            queue_key(job.queue, ".msgs"),
+            queue_key(job.queue),
+            keys.WAKE.format(queue=job.queue),
+        ]
+        args: list[str | int] = [job.state, job.host, job.slot, redis_id, message.encode().decode(), WAKE_TOKENS_MAX]
+        return bool(self._restore(keys=touched, args=args))
 
     def drop(self, dead: DeadMessage) -> bool:
         """Remove a dead message for good; False when it is no longer dead."""

@@ -194,6 +194,15 @@ class JobRunner:
             return
         self._publish(job_id, name, outcome.container_id, self._result(job_id, job, outcome))
 
+    def refuse(self, record: JobRecord) -> bool:
+        """Store the error result of a job refused at intake whose intake was cut short; False when
+        it has a result already, or is not such a job."""
+        full = self.store.jobs.get(record.id)
+        if full is None or full.done or full.queue:
+            return False
+        reason, detail = full.refusal_reason or Reason.INVALID_JOB, full.refusal or "job refused by this node"
+        return self.store.jobs.finish(full.id, self._error(full.id, full.received_job(), reason_of(reason), detail))
+
     def claim(self, job_id: str, record: JobRecord, name: str) -> int:
         """The attempt number once this slot holds the job; 0 or -1 (logged) when it must leave it."""
         attempt = self.store.jobs.claim(job_id, self.settings.node_name, self.slot.id, name)

@@ -7,6 +7,9 @@ registration. It consumes its slot's queues only while the slot is healthy: when
 or reports errors it stops consuming (the running job may finish, prefetched messages go back
 to the queue for other slots) and says why in its registration; it resumes by itself once the
 GPU is healthy again.
+
+Every worker also offers, every few seconds, to run the reconciler (tasks/reconcile.py); a lock in
+Redis lets one worker of all those sharing the Redis run each pass.
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ from hypernode_host.errors import ConfigError, ContainerError, GpuError, JobReje
 from hypernode_host.gpu.inventory import plan_node_slots
 from hypernode_host.gpu.monitor import SlotMonitor
 from hypernode_host.settings import Settings
-from hypernode_host.state import Store, holders, redis_url
+from hypernode_host.state import RedisError, Store, holders, redis_url
 from hypernode_host.state.records import JobRecord, Registration
 from hypernode_host.tasks.broker import ACTOR_NAME, build_broker, enqueue_job
 from hypernode_host.tasks.containers import DockerRuntime
+from hypernode_host.tasks.dramatiq_redis import Queues
+from hypernode_host.tasks.reconcile import RECONCILE_EVERY_S, Reconciler
 from hypernode_host.tasks.recovery import recover
-from hypernode_host.tasks.runner import JobRunner
+from hypernode_host.tasks.runner import JobRunner, container_name
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +191,15 @@ class SlotWorker:
         self.consumption = Consumption(settings, self.slot, self.serve, drain_ms)
         self.taking_jobs = threading.Event()
         self._recovery = threading.Thread(target=self._recover, name="recovery", daemon=True)
+        self.queues = Queues.open(settings)
+        self.reconciler = Reconciler(
+            self.store,
+            self.queues,
+            settings.node_name,
+            has_container=lambda job_id: self.runtime.find(container_name(job_id)) is not None,
+            refuse=self.runner.refuse,
+        )
+        self._reconciling = threading.Thread(target=self._reconcile, name="reconciler", daemon=True)
 
     def run(self) -> None:
         self.leases.acquire()  # before touching any container: this slot's GPUs are ours alone
@@ -193,6 +207,7 @@ class SlotWorker:
             self.monitor.open()
             self._check()  # registered (healthy or not) before anything else happens
             self._recovery.start()
+            self._reconciling.start()
             self._watch()
         finally:
             log.info("worker stopping: %s", self.slot.describe())
@@ -200,6 +215,9 @@ class SlotWorker:
             self.consumption.close()
             if self._recovery.ident is not None:
                 self._recovery.join(SHUTDOWN_WAIT_MS / 1000)
+            if self._reconciling.ident is not None:
+                self._reconciling.join(SHUTDOWN_WAIT_MS / 1000)
+            self.queues.close()
             self.membership.withdraw()
             self.leases.release()
             self.monitor.close()
@@ -240,6 +258,15 @@ class SlotWorker:
     def _consume(self) -> None:
         if self.consumption.start():
             log.info("worker ready: %s, queues %s", self.slot.describe(), ", ".join(self.slot.queues))
+
+    def _reconcile(self) -> None:
+        """Every RECONCILE_EVERY_S until stopped, the reconciler's pass when it is this worker's turn."""
+        while not self.stop.wait(RECONCILE_EVERY_S):
+            try:
+                if self.reconciler.due():
+                    self.reconciler.run()
+            except (RedisError, ContainerError) as exc:  # Redis or the engine away: the next pass tries again
+                log.warning("reconciler pass skipped: %s", exc)
 
     def _recover(self) -> None:
         try:
