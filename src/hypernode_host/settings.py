@@ -71,6 +71,18 @@ class Settings(BaseModel):
     job_timeout: int = Field(
         300, alias="HN_JOB_TIMEOUT", gt=0, description="Longest any job may run, s (caps a job's own timeout)."
     )
+    job_retention: int = Field(
+        604_800,
+        alias="HN_JOB_RETENTION",
+        gt=0,
+        description="How long a settled job keeps its full record, s; then it shrinks to a tombstone.",
+    )
+    tombstone_retention: int = Field(
+        2_592_000,
+        alias="HN_TOMBSTONE_RETENTION",
+        gt=0,
+        description="How long a tombstone stops the job id running again, s; then the id is forgotten.",
+    )
     max_log_size: int = Field(
         10_000, alias="HN_MAX_LOG_SIZE", ge=256, description="Characters of logs sent per job (head and tail)."
     )

@@ -6,6 +6,7 @@ pass and checks what it did: a new message exactly when the job has none and nob
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 
@@ -23,6 +24,8 @@ from hypernode_host.tasks.reconcile import GRACE_MS, Reconciler
 
 QUEUE = "hn-cpu"
 HOST = "node-a"
+RETENTION_S = 3600
+TOMBSTONE_S = 7200
 
 
 class Fakes:
@@ -57,7 +60,7 @@ def fakes() -> Fakes:
 @pytest.fixture
 def reconciler(store: Store, redis_server: RedisProcess, fakes: Fakes) -> Iterator[Reconciler]:
     queues = Queues(redis.Redis.from_url(redis_server.url, decode_responses=True))
-    yield Reconciler(store, queues, HOST, fakes.has_container, fakes.refuse)
+    yield Reconciler(store, queues, HOST, fakes.has_container, fakes.refuse, RETENTION_S, TOMBSTONE_S)
     queues.close()
 
 
@@ -140,7 +143,68 @@ def test_a_job_refused_at_intake_whose_result_was_never_stored_is_finished(
 
 
 def test_only_one_process_takes_each_turn(reconciler: Reconciler, store: Store, redis_server: RedisProcess) -> None:
-    other = Reconciler(store, reconciler.queues, "node-b", lambda _: False, lambda _: False)
+    other = Reconciler(store, reconciler.queues, "node-b", lambda _: False, lambda _: False, 1, 1)
     assert reconciler.due()
     assert not other.due()
     assert not reconciler.due()
+
+
+# retention -------------------------------------------------------------------------------------
+
+
+def finished(store: Store, redis_client: redis.Redis, job_id: str) -> str:
+    """A job that ran, its result in the outbox: the entry id."""
+    received(store, redis_client, job_id)
+    claimed(store, job_id)
+    assert store.jobs.finish(job_id, {"id": job_id, "status": "completed", "durationMs": 5, "logs": "x" * 5000})
+    return str(redis_client.hget(keys.JOB.format(job_id=job_id), "entry"))
+
+
+def test_a_settled_job_shrinks_to_a_tombstone_after_the_retention_then_is_forgotten(
+    reconciler: Reconciler, store: Store, redis_client: redis.Redis
+) -> None:
+    old = now_ms() - RETENTION_S * 1000 - 1000
+    entry = finished(store, redis_client, "old")
+    result = redis_client.hget(keys.JOB.format(job_id="old"), "result") or ""
+    assert store.outbox.acknowledge(entry, "old", at_ms=old)
+    store.outbox.reject(finished(store, redis_client, "refused"), "refused", "Job not found", old)
+    store.outbox.acknowledge(finished(store, redis_client, "recent"), "recent")
+    finished(store, redis_client, "unsettled")  # its result still waits for the backend: never touched
+    redis_client.hset(keys.JOB.format(job_id="unsettled"), "finished_at", old)
+
+    done = reconciler.run()
+
+    assert (done.compacted, done.forgotten) == (2, 0)
+    tombstone = redis_client.hgetall(keys.JOB.format(job_id="old"))
+    assert set(tombstone) == {
+        "id",
+        "state",
+        "status",
+        "received_at",
+        "finished_at",
+        "settled_at",
+        "compacted_at",
+        "result_sha256",
+    }
+    assert tombstone["result_sha256"] == hashlib.sha256(result.encode()).hexdigest()
+    record = store.jobs.get("old")
+    assert record is not None and record.state == "reported" and record.compacted_at is not None
+    assert store.jobs.get("refused").state == "rejected"  # type: ignore[union-attr]
+    assert not store.jobs.record("old", {"id": "old"}, QUEUE)  # the id still cannot run again
+    assert store.jobs.claim("old", HOST, 0, "hn-job-old") == 0
+    assert not store.outbox.acknowledge(entry, "old")  # a late second ack leaves the tombstone as it is
+    assert redis_client.hgetall(keys.JOB.format(job_id="old")) == tombstone
+    assert "result" in redis_client.hgetall(keys.JOB.format(job_id="recent"))
+    assert "result" in redis_client.hgetall(keys.JOB.format(job_id="unsettled"))
+    assert store.jobs.retained() == (1, 2)
+    assert [r.id for r in store.jobs.recent(10) if r.compacted_at] == ["refused", "old"]
+
+    redis_client.zadd(keys.TOMBSTONES, {"old": now_ms() - TOMBSTONE_S * 1000 - 1000})  # as if compacted long ago
+    done = reconciler.run()
+
+    assert (done.compacted, done.forgotten) == (0, 1)
+    assert not redis_client.exists(keys.JOB.format(job_id="old"))
+    assert redis_client.zscore(keys.JOB_INDEX, "old") is None
+    assert redis_client.zscore(keys.FINISHED_INDEX, "old") is None
+    stats = store.reconciler.stats()
+    assert (stats.compacted, stats.forgotten) == (2, 1)

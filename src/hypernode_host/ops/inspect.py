@@ -56,6 +56,7 @@ class JobRow:
     exit_code: int | None
     duration_ms: int | None  # the container's run time (finished jobs)
     rejection: str | None = None  # the backend's text, when it refused the result (state rejected)
+    compacted_at: int | None = None  # when retention shrank it to a tombstone (HN_JOB_RETENTION)
 
 
 def _slot_gpus(slots: Sequence[Slot]) -> dict[int, list[str]]:
@@ -91,6 +92,7 @@ def _row(record: JobRecord, gpus: dict[int, list[str]]) -> JobRow:
         exit_code=result.get("exitCode"),
         duration_ms=result.get("durationMs"),
         rejection=record.rejection,
+        compacted_at=record.compacted_at,
     )
 
 
@@ -114,6 +116,10 @@ class JobDetail:
     truncated: bool | None
     log_tail: list[str] = field(default_factory=list)
     rejection: str | None = None  # the backend's text, when it refused the result
+    # Retention (HN_JOB_RETENTION) shrank the record to a tombstone: the job, its result and its logs
+    # are gone; what is left is its final state and status, its times and the result's SHA-256.
+    compacted_at: int | None = None
+    result_sha256: str | None = None
 
 
 PROOF_FIELDS = ("jobDigest", "image", "logsHash", "fullLogsHash", "executionHash", "signature", "nodePublicKey")
@@ -145,6 +151,8 @@ def job_detail(store: Store, job_id: str, tail_lines: int = 20) -> JobDetail:
         truncated=result.get("truncated"),
         log_tail=lines[-tail_lines:] if tail_lines > 0 else [],
         rejection=record.rejection,
+        compacted_at=record.compacted_at,
+        result_sha256=record.result_sha256,
     )
 
 
@@ -157,6 +165,8 @@ def _timeline(record: JobRecord, result: dict[str, Any]) -> dict[str, int | None
     }
     if record.rejected_at is not None:  # the backend refused the result
         timeline["rejected"] = record.rejected_at
+    if record.compacted_at is not None:
+        timeline["compacted"] = record.compacted_at
     return timeline
 
 

@@ -1,5 +1,12 @@
 """Job records (keys.JOB) and their indexes: the one atomic claim of a job id, a worker's claim of a
-job, its result stored once, and the reads listings need.
+job, its result stored once, retention, and the reads listings need.
+
+Retention: a settled job (acknowledged or rejected: keys.SETTLED) keeps its full record for
+HN_JOB_RETENTION, then ``compact`` shrinks it to a tombstone of a few hundred bytes (id, final state
+and status, SHA-256 of the result, its times) that still stops a second run and still answers the
+job id sent again; HN_TOMBSTONE_RETENTION later ``forget`` removes the tombstone and the job's index
+entries. A job that is queued, running or finished with its result still in the outbox is never
+touched: so Redis holds the unsettled jobs plus a bounded window of settled ones.
 
 Listings cost a few pipelined round trips whatever the backlog: queued and running jobs come from
 their sets, finished ones from the index of finished jobs (newest result first), and a listing
@@ -9,6 +16,7 @@ records, so it stays fast on a huge backlog.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
@@ -23,10 +31,13 @@ from hypernode_host.state.stats import DURATION_BUCKETS_S, bucket_bound
 
 # What the reconciler reads of each queued or running job (never its script or result).
 ACTIVE = ("state", "queue", "host", "slot", "received_at", "enqueued", "refusal", "refusal_reason", "pending_result")
-LISTED = ("state", "status", "queue", "slot", "attempt", "received_at", "finished_at", "result", "rejection")
+LISTED = (
+    "state", "status", "queue", "slot", "attempt", "received_at", "finished_at", "result", "rejection", "compacted_at",
+)  # fmt: skip
 PAGE = 1000  # most records read per pipeline while filtering the job index
 SCAN_LIMIT = 20_000  # newest records a filtered listing looks at
 SET_LIMIT = 10_000  # a queued/running set up to this size is read whole and sorted by receipt
+RETENTION_BATCH = 500  # records compacted (or tombstones forgotten) per call
 
 
 def _key(job_id: str) -> str:
@@ -39,6 +50,8 @@ class Jobs:
         self._record = scripts.register(client, "record")
         self._claim = scripts.register(client, "claim")
         self._finish = scripts.register(client, "finish")
+        self._compact = scripts.register(client, "compact")
+        self._forget = scripts.register(client, "forget")
 
     # A job's life ----------------------------------------------------------------------------
 
@@ -108,6 +121,43 @@ class Jobs:
         args: list[str | int] = [job_id, payload, status, now_ms(), counter, repr(seconds)]
         args += [bucket_bound(b) for b in DURATION_BUCKETS_S]
         return bool(self._finish(keys=touched, args=args))
+
+    # Retention ---------------------------------------------------------------------------------
+
+    def compact(self, settled_before_ms: int, at_ms: int, limit: int = RETENTION_BATCH) -> int:
+        """Shrink to tombstones (compact.lua) the records of up to ``limit`` jobs settled before
+        ``settled_before_ms``, oldest first; how many it shrank."""
+        ids = cast(list[str], self._client.zrangebyscore(keys.SETTLED, "-inf", settled_before_ms, start=0, num=limit))
+        if not ids:
+            return 0
+        pipe = self._client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(_key(job_id), "result")
+        results = cast(list[str | None], pipe.execute())
+        pipe = self._client.pipeline(transaction=False)
+        for job_id, result in zip(ids, results, strict=True):
+            digest = hashlib.sha256(result.encode()).hexdigest() if result is not None else ""
+            self._compact(keys=[_key(job_id), keys.SETTLED, keys.TOMBSTONES], args=[job_id, at_ms, digest], client=pipe)
+        return sum(int(done) for done in pipe.execute())
+
+    def forget(self, compacted_before_ms: int, limit: int = RETENTION_BATCH) -> int:
+        """Remove up to ``limit`` tombstones made before ``compacted_before_ms`` and their index entries."""
+        ids = cast(
+            list[str], self._client.zrangebyscore(keys.TOMBSTONES, "-inf", compacted_before_ms, start=0, num=limit)
+        )
+        pipe = self._client.pipeline(transaction=False)
+        for job_id in ids:
+            touched = [_key(job_id), keys.JOB_INDEX, keys.FINISHED_INDEX, keys.TOMBSTONES]
+            self._forget(keys=touched, args=[job_id], client=pipe)
+        return sum(int(done) for done in pipe.execute()) if ids else 0
+
+    def retained(self) -> tuple[int, int]:
+        """(settled jobs with their full record, tombstones)."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zcard(keys.SETTLED)
+        pipe.zcard(keys.TOMBSTONES)
+        full, tombstones = pipe.execute()
+        return int(full), int(tombstones)
 
     # Reads -------------------------------------------------------------------------------------
 

@@ -22,6 +22,10 @@ under compose (where the bridge may have no Docker socket and `up`'s supervisor 
 
 A pass costs three pipelined round trips when nothing is queued or running; otherwise, when some
 job is old enough to be suspect, one MULTI reading the messages of the queues those jobs are on.
+
+Each pass also applies retention (state/jobs.py): settled records older than HN_JOB_RETENTION
+shrink to tombstones, tombstones older than HN_TOMBSTONE_RETENTION go; a few hundred per call,
+repeated while there are more, so a backlog drains within a few passes without a long one.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from hypernode_host.core.clock import now_ms
 from hypernode_host.core.jobs import JobState
 from hypernode_host.errors import ContainerError
 from hypernode_host.state import Store
+from hypernode_host.state.jobs import RETENTION_BATCH
 from hypernode_host.state.records import JobRecord
 from hypernode_host.tasks.broker import job_message
 from hypernode_host.tasks.dramatiq_redis import Queues, RestoredJob
@@ -43,6 +48,7 @@ from hypernode_host.tasks.dramatiq_redis import Queues, RestoredJob
 log = logging.getLogger(__name__)
 
 RECONCILE_EVERY_S = 5.0
+RETENTION_CALLS = 10  # at most this many batches of compaction (and of forgetting) per pass
 # A job younger than this may still be between its record and its message (the bridge's intake).
 GRACE_MS = 10_000
 
@@ -52,6 +58,8 @@ class Pass:
     candidates: int  # queued or running jobs old enough and with no live holder
     requeued: list[str]
     finished: list[str]
+    compacted: int = 0
+    forgotten: int = 0
 
 
 class Reconciler:
@@ -64,12 +72,16 @@ class Reconciler:
         node_name: str,
         has_container: Callable[[str], bool],
         refuse: Callable[[JobRecord], bool],
+        retention_s: int,
+        tombstone_retention_s: int,
     ) -> None:
         self.store = store
         self.queues = queues
         self.node_name = node_name
         self.has_container = has_container  # is there a container of this job on this host
         self.refuse = refuse  # store the error result of a job refused at intake; False if it was stored
+        self.retention_ms = retention_s * 1000
+        self.tombstone_ms = tombstone_retention_s * 1000
         self.owner = f"{node_name}:{uuid.uuid4()}"
 
     def due(self) -> bool:
@@ -94,9 +106,22 @@ class Reconciler:
                 elif self._restore(record):
                     log.warning("job %s: %s with no message and nobody holding it; requeued", record.id, record.state)
                     requeued.append(record.id)
+        compacted = self._repeat(lambda: self.store.jobs.compact(at - self.retention_ms, at))
+        forgotten = self._repeat(lambda: self.store.jobs.forget(at - self.tombstone_ms))
         took = int((time.monotonic() - started) * 1000)
-        self.store.reconciler.record(at, took, len(suspects), len(requeued), len(finished))
-        return Pass(len(suspects), requeued, finished)
+        counts = {"requeued": len(requeued), "finished": len(finished), "compacted": compacted, "forgotten": forgotten}
+        self.store.reconciler.record(at, took, len(suspects), **counts)
+        return Pass(len(suspects), requeued, finished, compacted, forgotten)
+
+    @staticmethod
+    def _repeat(batch: Callable[[], int]) -> int:
+        done = 0
+        for _ in range(RETENTION_CALLS):
+            count = batch()
+            done += count
+            if count < RETENTION_BATCH:
+                break
+        return done
 
     def _suspect(self, record: JobRecord, holder_alive: bool, at: int) -> bool:
         if record.state is JobState.QUEUED:

@@ -198,6 +198,8 @@ class SlotWorker:
             settings.node_name,
             has_container=lambda job_id: self.runtime.find(container_name(job_id)) is not None,
             refuse=self.runner.refuse,
+            retention_s=settings.job_retention,
+            tombstone_retention_s=settings.tombstone_retention,
         )
         self._reconciling = threading.Thread(target=self._reconcile, name="reconciler", daemon=True)
 
