@@ -13,6 +13,7 @@ HypernodeError
 ├── RequirementsFailed   a job's requirements could not be installed (pip's reason)
 ├── KeyFileError         the node key file is unreadable or malformed
 ├── GpuError             NVML or GPU inventory trouble
+├── StorageRefused       the node's Redis refuses writes: a new job cannot be taken in
 ├── UnknownJob           an operator named a job (or dead letter) this node does not have
 ├── Stopping             the bridge was asked to stop while it waited (for Redis)
 ├── RequestRefused       the reference backend turns a peer's request down (the text it sends)
@@ -92,6 +93,13 @@ class RequirementsFailed(HypernodeError):
     """The requirements could not be installed; the message is pip's reason in one line."""
 
     reason = "requirements_failed"
+
+
+class StorageRefused(HypernodeError):
+    """The node's Redis refuses writes (out of memory under noeviction, a disk it cannot persist to):
+    a new job cannot be recorded, so it is refused; the message is the server's reason."""
+
+    reason = "node_storage_full"
 
 
 class UnknownJob(HypernodeError):

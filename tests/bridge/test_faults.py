@@ -358,6 +358,43 @@ def test_a_job_whose_message_redis_lost_is_requeued_by_the_reconciler_and_runs_o
     assert int(stack.redis.hget(keys.RECONCILER, "requeued") or 0) >= 1
 
 
+def test_redis_refusing_writes_refuses_new_jobs_with_an_error_and_loses_none_accepted_before(
+    stack: Stack, worker: NodeProcess
+) -> None:
+    before = stack.job(script="import time\ntime.sleep(3)\nprint('accepted before')")
+    during = stack.job(script="print('never runs')")
+    after = stack.job(script="print('after')")
+    with BridgeThread(stack.env):
+        node_id = stack.wait_registered()
+        stack.backend.send_job(before)
+        wait_for(lambda: stack.record(before["id"]).get("state") == "running", timeout=60)
+        stack.redis.config_set("maxmemory-policy", "noeviction")
+        stack.redis.config_set("maxmemory", 1)  # every write refused: out of memory
+        try:
+            stack.backend.send_job(during)
+            refused = results_of(stack, [during], worker)[during["id"]]
+            assert (refused["status"], refused["reason"]) == ("error", "node_storage_full")
+            assert "Redis refuses writes" in refused["logs"] and "OOM" in refused["logs"]
+            beats = len(stack.backend.heartbeats(node_id))
+
+            def said_why() -> bool:
+                fresh = stack.backend.heartbeats(node_id)[beats:]
+                return any("Redis refuses writes" in line for b in fresh for line in b.stats["unhealthy_slots"])
+
+            wait_for(said_why, timeout=60)  # still beating, and saying why
+            assert stack.record(before["id"]).get("state") == "running"  # its result waits for room
+        finally:
+            stack.redis.config_set("maxmemory", 0)
+
+        results = results_of(stack, [before], worker)
+        assert "accepted before" in results[before["id"]]["logs"]
+        stack.backend.send_job(after)
+        assert results_of(stack, [after], worker)[after["id"]]["status"] == "completed"
+        assert_ran_once_and_settled(stack, [before, after])
+    assert not stack.redis.exists(keys.JOB.format(job_id=during["id"]))  # never taken in: sent again, it runs
+    assert len(stack.backend.results(during["id"])) == 1
+
+
 def aof_redis_queued(server: RedisProcess) -> int:
     with redis.Redis.from_url(server.url, decode_responses=True) as client:
         return int(client.scard(keys.QUEUED))

@@ -74,6 +74,7 @@ class Reason(enum.StrEnum):
     ENGINE_ERROR = "engine_error"  # the Docker engine failed to run it (not the job's own failure)
     ENGINE_RESTARTED = "engine_restarted"  # the Docker engine restarted while it ran
     NODE_SHUTDOWN = "node_shutdown"  # the node stopped before it could run
+    NODE_STORAGE_FULL = "node_storage_full"  # the node's Redis refused to store it (out of memory, disk full)
     OUTPUT_TOO_LARGE = "output_too_large"  # it wrote more output files than the node keeps
     OPERATOR_DROPPED = "operator_dropped"  # the node's operator dropped it (dead letters purged)
     INTERNAL = "internal"  # a fault of the agent itself; its log says more

@@ -166,7 +166,7 @@ class Jobs:
         ids = sorted(cast(set[str], self._client.smembers(keys.RUNNING)))
         if host is None:
             return ids
-        pipe = self._client.pipeline()
+        pipe = self._client.pipeline(transaction=False)  # reads: no MULTI, which Redis refuses when out of memory
         for job_id in ids:
             pipe.hmget(_key(job_id), ["host", "slot"])
         holders = cast(list[list[str | None]], pipe.execute())
@@ -202,7 +202,7 @@ class Jobs:
 
     def active_counts(self) -> tuple[int, int]:
         """(queued, running) job counts."""
-        pipe = self._client.pipeline()
+        pipe = self._client.pipeline(transaction=False)  # reads: no MULTI, which Redis refuses when out of memory
         pipe.scard(keys.QUEUED)
         pipe.scard(keys.RUNNING)
         queued, running = pipe.execute()

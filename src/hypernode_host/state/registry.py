@@ -42,7 +42,7 @@ class Registry:
     def all(self) -> list[Registration]:
         """Every live registration, of every host, by host and slot (expired ones are gone)."""
         members = sorted(cast(set[str], self._client.smembers(keys.WORKERS)))
-        pipe = self._client.pipeline()
+        pipe = self._client.pipeline(transaction=False)  # reads: no MULTI, which Redis refuses when out of memory
         for member in members:
             host, _, slot = member.rpartition(":")
             pipe.hgetall(_key(host, slot))

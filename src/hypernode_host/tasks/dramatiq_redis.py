@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -38,7 +39,7 @@ from dramatiq.errors import ConnectionClosed
 
 from hypernode_host.core.clock import now_ms
 from hypernode_host.settings import Settings
-from hypernode_host.state import connect, keys, redis_url, scripts
+from hypernode_host.state import connect, keys, redis_url, scripts, write_refusal
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,27 @@ HEARTBEATS = f"{NAMESPACE}:__heartbeats__"
 # An enqueue pushes a token on its queue's wake list (keys.WAKE); spare tokens only cost an idle
 # consumer one empty fetch, and the list is trimmed to this many.
 WAKE_TOKENS_MAX = 64
+# An idle consumer looks at its broker's ack set this often too: a message whose ack or nack Redis
+# refused (out of memory) stays there, released by the worker, until someone puts it back.
+RESTORE_EVERY_S = 30.0
+REFUSED_WAIT_MAX_S = 5.0  # the longest wait between two tries of a write Redis refused
+
+
+def _wait_while_refused(write: Any, *args: Any) -> Any:
+    """``write(*args)``, tried again while Redis refuses writes (out of memory, a full disk): such a
+    refusal ends when room is freed, and a fetched message must not be dropped meanwhile."""
+    delay = 0.25
+    while True:
+        try:
+            return write(*args)
+        except redis.ResponseError as exc:
+            why = write_refusal(exc)
+            if why is None:
+                raise
+            if delay < REFUSED_WAIT_MAX_S:  # said while the waits grow, not at every try
+                log.warning("Redis refuses writes (%s); trying again in %.1f s", why, delay)
+        time.sleep(delay)
+        delay = min(delay * 2, REFUSED_WAIT_MAX_S)
 
 
 def queue_key(queue: str, suffix: str = "") -> str:
@@ -76,13 +98,32 @@ class WakingConsumer(_RedisConsumer):
         self.waking_broker = broker
         self._freed = threading.Event()
         self._restored = False
+        self._restore_at = 0.0
+        self._refused = False  # the last fetch was refused (logged once per refusal)
 
     def __next__(self) -> MessageProxy | None:
-        if not self._restored:
+        if not self._restored or (not self.message_cache and time.monotonic() >= self._restore_at):
             try:
                 self.restore()
             except redis.ConnectionError as exc:
                 raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+            except redis.ResponseError as exc:  # refusing writes: the next call tries again
+                if write_refusal(exc) is None:
+                    raise
+        try:
+            found = self._next()
+        except redis.ResponseError as exc:
+            if (why := write_refusal(exc)) is None:
+                raise
+            if not self._refused:
+                log.warning("queue %s: Redis refuses writes (%s); not fetching meanwhile", self.queue_name, why)
+                self._refused = True
+            time.sleep(self.timeout / 1000)
+            return None
+        self._refused = False
+        return found
+
+    def _next(self) -> MessageProxy | None:
         if not self.message_cache:
             if self.outstanding_message_count >= self.prefetch:
                 self._freed.wait(self.timeout / 1000)
@@ -105,7 +146,9 @@ class WakingConsumer(_RedisConsumer):
     def restore(self) -> list[str]:
         """Put back on the queue every message of this broker's ack set that the worker does not hold.
 
-        Called before the consumer's first fetch. The ack set is read before the held ids: a
+        Called before the consumer's first fetch, and every RESTORE_EVERY_S while it has nothing
+        fetched and not handed out (so no message is both in the ack set and not yet held because it
+        is on its way to the worker). The ack set is read before the held ids: a
         message acked in between is no longer in the ack set, and Dramatiq's requeue moves only
         ids it removes from the ack set, so it is never put back twice. The ids put back.
         """
@@ -119,18 +162,19 @@ class WakingConsumer(_RedisConsumer):
             log.warning("queue %s: putting back %d message(s) fetched but never run", self.queue_name, len(orphans))
             broker.do_requeue(self.queue_name, *orphans)
         self._restored = True
+        self._restore_at = time.monotonic() + RESTORE_EVERY_S
         return orphans
 
     def ack(self, message: MessageProxy) -> None:
         try:
-            super().ack(message)  # type: ignore[no-untyped-call]
+            _wait_while_refused(super().ack, message)
         finally:
             self.waking_broker.release(self.queue_name, _redis_id(message))
             self._freed.set()
 
     def nack(self, message: MessageProxy) -> None:
         try:
-            super().nack(message)  # type: ignore[no-untyped-call]
+            _wait_while_refused(super().nack, message)
         finally:
             self.waking_broker.release(self.queue_name, _redis_id(message))
             self._freed.set()

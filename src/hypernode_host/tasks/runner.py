@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from hypernode_host.core.admission import admit
 from hypernode_host.core.jobs import JobSpec, Reason, Status, reason_of
@@ -29,7 +29,7 @@ from hypernode_host.core.slots import Slot, gpus_for
 from hypernode_host.errors import ContainerError, JobRejected, NameTaken, RequirementsFailed
 from hypernode_host.logs import job_context
 from hypernode_host.settings import Settings
-from hypernode_host.state import Store
+from hypernode_host.state import RedisError, Store, write_refusal
 from hypernode_host.state.records import JobRecord
 from hypernode_host.tasks.containers import (
     LABEL_ATTEMPT,
@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 LOG_DRAIN_S = 10.0  # after exit, how long the output stream may take to deliver its last bytes
 WAIT_SLICE_S = 1.0  # the longest a wait for exit goes without looking at the deadline and the cancel flag
 STOP_GRACE_S = 5  # between SIGTERM and SIGKILL when a job is stopped
+REFUSED_FIRST_S, REFUSED_MAX_S = 0.25, 5.0  # waits between tries of a write Redis refused
+
+T = TypeVar("T")
 
 
 class Runtime(ImageRuntime, PrepRuntime, Protocol):
@@ -205,7 +208,7 @@ class JobRunner:
 
     def claim(self, job_id: str, record: JobRecord, name: str) -> int:
         """The attempt number once this slot holds the job; 0 or -1 (logged) when it must leave it."""
-        attempt = self.store.jobs.claim(job_id, self.settings.node_name, self.slot.id, name)
+        attempt = self._stored(self.store.jobs.claim, job_id, self.settings.node_name, self.slot.id, name)
         if attempt == -1:
             holder = f"{record.host or '?'} slot {'?' if record.slot is None else record.slot}"
             log.info("job %s: running on %s, whose worker is alive; duplicate delivery ignored", job_id, holder)
@@ -332,9 +335,26 @@ class JobRunner:
         Kept first, so a worker dying at any point never loses a result nor runs the job again;
         removed before publishing, so whoever reads a result finds the container gone.
         """
-        self.store.jobs.keep_result(job_id, result)
+        self._stored(self.store.jobs.keep_result, job_id, result)
         self._remove(name, container_id)
-        self.store.jobs.finish(job_id, result)
+        self._stored(self.store.jobs.finish, job_id, result)
+
+    def _stored(self, write: Callable[..., T], *args: Any) -> T:
+        """``write(*args)``, tried again while Redis refuses writes (out of memory, a full disk): the job's
+        claim and result wait for room instead of failing the job, and nothing is stored twice (each
+        write is idempotent)."""
+        delay = REFUSED_FIRST_S
+        while True:
+            try:
+                return write(*args)
+            except RedisError as exc:
+                why = write_refusal(exc)
+                if why is None:
+                    raise
+                if delay < REFUSED_MAX_S:  # said while the waits grow, not at every try
+                    log.warning("Redis refuses writes (%s); trying again in %.1f s", why, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, REFUSED_MAX_S)
 
     def _result(self, job_id: str, job: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
         result = make_result(

@@ -34,7 +34,7 @@ from hypernode_host.errors import ConfigError, ContainerError, GpuError, JobReje
 from hypernode_host.gpu.inventory import plan_node_slots
 from hypernode_host.gpu.monitor import SlotMonitor
 from hypernode_host.settings import Settings
-from hypernode_host.state import RedisError, Store, holders, redis_url
+from hypernode_host.state import RedisError, Store, holders, redis_url, write_refusal
 from hypernode_host.state.records import JobRecord, Registration
 from hypernode_host.tasks.broker import ACTOR_NAME, build_broker, enqueue_job
 from hypernode_host.tasks.containers import DockerRuntime
@@ -237,9 +237,16 @@ class SlotWorker:
             if time.monotonic() < next_check:
                 continue
             next_check = time.monotonic() + REGISTRATION_EVERY_S
-            if not self.leases.refresh():
-                raise GpuError("lost the lease on this slot's GPUs; stopping so that no two workers share a GPU")
-            self._check()
+            try:
+                if not self.leases.refresh():
+                    raise GpuError("lost the lease on this slot's GPUs; stopping so that no two workers share a GPU")
+                self._check()
+            except RedisError as exc:
+                # Refusing writes, Redis refuses every worker's: no lease can change hands meanwhile,
+                # and the registration is rewritten at the next check that Redis takes.
+                if (why := write_refusal(exc)) is None:
+                    raise
+                log.warning("Redis refuses writes (%s); the slot's registration waits for it", why)
 
     def _check(self) -> None:
         """Check the slot's health, stop consuming if it is unhealthy, and re-register."""
@@ -285,11 +292,19 @@ class SlotWorker:
             self.consumption.hand_back(job_id, queue)
             return
         count, memory = _gpu_need(record)
-        self.membership.update(job=job_id, job_gpus=gpus_for(self.slot, count), job_gpu_memory_mb=memory)
+        self._registered(job=job_id, job_gpus=gpus_for(self.slot, count), job_gpu_memory_mb=memory)
         try:
             self.runner.run(job_id)
         finally:
-            self.membership.update(job="", job_gpus=(), job_gpu_memory_mb=None)
+            self._registered(job="", job_gpus=(), job_gpu_memory_mb=None)
+
+    def _registered(self, **changes: Any) -> None:
+        """Say in the registration what the slot runs; while Redis refuses writes, at the next check."""
+        try:
+            self.membership.update(**changes)  # kept in memory first: the next check writes it
+        except RedisError as exc:
+            if write_refusal(exc) is None:
+                raise
 
 
 def _gpu_need(record: JobRecord | None) -> tuple[int, int | None]:
