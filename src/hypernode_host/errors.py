@@ -9,6 +9,7 @@ HypernodeError
 ├── JobRejected          a job refused at admission (bad id, limits, image, capacity)
 ├── ContainerError       the Docker engine failed us (not the job's own failure)
 │   ├── ImageUnavailable the image is missing and could not be pulled
+│   ├── EngineUnreachable the engine stopped answering (restarting, stopped) while a job ran
 │   └── NameTaken        the job's container name is taken: another worker holds the job
 ├── RequirementsFailed   a job's requirements could not be installed (pip's reason)
 ├── KeyFileError         the node key file is unreadable or malformed
@@ -75,6 +76,10 @@ class ImageUnavailable(ContainerError):
     """The image is not present and could not be pulled."""
 
     reason = "image_pull_failed"
+
+
+class EngineUnreachable(ContainerError):
+    """The Docker engine stopped answering while a job ran (it is restarting, or stopped)."""
 
 
 class KeyFileError(HypernodeError):

@@ -29,7 +29,7 @@ import requests
 import requests.exceptions
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
-from hypernode_host.errors import ContainerError, ImageUnavailable, NameTaken
+from hypernode_host.errors import ContainerError, EngineUnreachable, ImageUnavailable, NameTaken
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ WORK_DIR = "/work"
 PIDS_LIMIT = 1024
 SHM_SIZE = 256 << 20  # the largest each scratch tmpfs may get (scratch_bytes)
 NOFILE_LIMIT = 4096
+ENGINE_PROBE_S = 2.0  # how long a "does the engine answer at all" probe waits
 # Labels every job container carries: they are how a restarted worker finds its containers.
 LABEL_JOB = "hypernode.job_id"
 LABEL_NODE = "hypernode.node"
@@ -339,7 +340,7 @@ class DockerRuntime:
 
     def image_id(self, image: str) -> str | None:
         """The local image ID of ``image``; None when it is not here."""
-        with docker_errors(f"cannot inspect image {image}", ok=(404,)):
+        with docker_errors(f"cannot inspect image {image}", ok=(404,), transport=True):
             return str(self.client.api.inspect_image(image)["Id"])
         return None  # 404: not here
 
@@ -375,7 +376,7 @@ class DockerRuntime:
 
     def find(self, name: str) -> str | None:
         """The id of the container called ``name``, if any."""
-        with docker_errors(f"cannot inspect container {name}", name, ok=(404,)):
+        with docker_errors(f"cannot inspect container {name}", name, ok=(404,), transport=True):
             return str(self.client.api.inspect_container(name)["Id"])
         return None  # 404: no such container
 
@@ -405,7 +406,7 @@ class DockerRuntime:
 
     def _put(self, container_id: str, path: str, archive: bytes) -> None:
         try:
-            with docker_errors("cannot put files into the container", container_id):
+            with docker_errors("cannot put files into the container", container_id, transport=True):
                 self.client.api.put_archive(container_id, path, archive)
         except ContainerError:
             self.remove(container_id)  # a container without its files must never start
@@ -413,7 +414,7 @@ class DockerRuntime:
 
     def has_file(self, container_id: str, path: str) -> bool:
         """True when ``path`` exists in the container (created or not: its volumes are mounted for this)."""
-        with docker_errors(f"cannot read {path}", container_id, ok=(404,)):
+        with docker_errors(f"cannot read {path}", container_id, ok=(404,), transport=True):
             stream, _ = self.client.api.get_archive(container_id, path)
             for _ in stream:  # drain it, so the connection goes back to the pool
                 pass
@@ -421,17 +422,17 @@ class DockerRuntime:
         return False  # 404: no such file
 
     def ensure_volume(self, name: str, labels: Mapping[str, str]) -> None:
-        with docker_errors(f"cannot create volume {name}"):
+        with docker_errors(f"cannot create volume {name}", transport=True):
             self.client.api.create_volume(name, labels=dict(labels))
 
     def volume_created(self, name: str) -> str | None:
         """When the volume was created (its identity: a pruned and recreated one differs); None if absent."""
-        with docker_errors(f"cannot inspect volume {name}", ok=(404,)):
+        with docker_errors(f"cannot inspect volume {name}", ok=(404,), transport=True):
             return str(self.client.api.inspect_volume(name).get("CreatedAt", ""))
         return None  # 404: no such volume
 
     def start(self, container_id: str) -> None:
-        with docker_errors("start failed", container_id):
+        with docker_errors("start failed", container_id, transport=True):
             self.client.api.start(container_id)
 
     def attach(self, container_id: str) -> OutputStream:
@@ -458,20 +459,31 @@ class DockerRuntime:
 
     def output_tail(self, container_id: str, lines: int) -> bytes:
         """The last ``lines`` lines a finished container wrote."""
-        with docker_errors("cannot read the output", container_id):
+        with docker_errors("cannot read the output", container_id, transport=True):
             return bytes(self.client.api.logs(container_id, stdout=True, stderr=True, tail=lines))
 
     def wait(self, container_id: str, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s``; True when the container has exited (or is gone)."""
+        """Wait up to ``timeout_s``; True when the container has exited (or is gone). EngineUnreachable
+        when the engine itself no longer answers (restarting or stopped)."""
         try:
             with docker_errors("wait failed", container_id, ok=(404,)):
                 self.client.api.wait(container_id, timeout=timeout_s)
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+        except requests.exceptions.ReadTimeout:
             return False  # still running: docker-py raises requests' errors, not its own
+        except requests.exceptions.ConnectionError as exc:
+            # A read timeout can come as a ConnectionError too: only an engine that does not answer a
+            # fresh connection is gone.
+            if not self.probe(ENGINE_PROBE_S):
+                raise EngineUnreachable(f"the Docker engine stopped answering: {exc}", container=container_id) from None
+            return False
         return True
 
+    def reachable(self) -> bool:
+        """Whether the engine answers now (a fresh connection, a short timeout)."""
+        return bool(self.probe(ENGINE_PROBE_S))
+
     def state(self, container_id: str) -> ContainerState:
-        with docker_errors("inspect failed", container_id):
+        with docker_errors("inspect failed", container_id, transport=True):
             info = self.client.api.inspect_container(container_id)
         state = info["State"]
         return ContainerState(
@@ -493,12 +505,12 @@ class DockerRuntime:
             log.warning("container %s: stop did not answer in time; killing it", container_id[:12])
 
     def kill(self, container_id: str) -> None:
-        with docker_errors("kill failed", container_id, ok=(404, 409)):  # already gone or not running
+        with docker_errors("kill failed", container_id, ok=(404, 409), transport=True):  # gone or not running
             self.client.api.kill(container_id)
 
     def remove(self, container_id: str) -> None:
         try:
-            with docker_errors("remove failed", container_id, ok=(404,)):
+            with docker_errors("remove failed", container_id, ok=(404,), transport=True):
                 self.client.api.remove_container(container_id, force=True, v=True)
         except ContainerError as exc:
             if exc.status_code == 409 and "already in progress" in str(exc):
@@ -508,7 +520,7 @@ class DockerRuntime:
     def labelled(self, label: str, value: str | None = None) -> list[tuple[str, dict[str, str]]]:
         """(id, labels) of every container, running or not, that carries ``label`` (=value)."""
         selector = label if value is None else f"{label}={value}"
-        with docker_errors("list failed"):
+        with docker_errors("list failed", transport=True):
             found = self.client.api.containers(all=True, filters={"label": selector})
         return [(str(c["Id"]), dict(c.get("Labels") or {})) for c in found]
 

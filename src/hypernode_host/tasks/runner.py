@@ -26,7 +26,7 @@ from hypernode_host.core.jobs import JobSpec, Reason, Status, reason_of
 from hypernode_host.core.proofs import NodeKey
 from hypernode_host.core.results import CapturedLogs, error_result, make_result
 from hypernode_host.core.slots import Slot, gpus_for
-from hypernode_host.errors import ContainerError, JobRejected, NameTaken, RequirementsFailed
+from hypernode_host.errors import ContainerError, EngineUnreachable, JobRejected, NameTaken, RequirementsFailed
 from hypernode_host.logs import job_context
 from hypernode_host.settings import Settings
 from hypernode_host.state import RedisError, Store, write_refusal
@@ -39,6 +39,7 @@ from hypernode_host.tasks.containers import (
     LABEL_WORKER,
     SCRIPT_PATH,
     ContainerSpec,
+    ContainerState,
     OutputStream,
 )
 from hypernode_host.tasks.images import ImageRuntime, ensure_image
@@ -51,6 +52,9 @@ LOG_DRAIN_S = 10.0  # after exit, how long the output stream may take to deliver
 WAIT_SLICE_S = 1.0  # the longest a wait for exit goes without looking at the deadline and the cancel flag
 STOP_GRACE_S = 5  # between SIGTERM and SIGKILL when a job is stopped
 REFUSED_FIRST_S, REFUSED_MAX_S = 0.25, 5.0  # waits between tries of a write Redis refused
+SIGNAL_EXITS = (128 + 15, 128 + 9)  # the exit codes of a container ended by SIGTERM or SIGKILL
+ENGINE_WAIT_S = 120  # how long past a job's deadline the runner waits for a vanished engine
+ENGINE_POLL_MAX_S = 2.0  # the longest pause between two looks for it
 
 T = TypeVar("T")
 
@@ -63,6 +67,7 @@ class Runtime(ImageRuntime, PrepRuntime, Protocol):
     def logs(self, container_id: str) -> OutputStream: ...
     def stop(self, container_id: str, grace_s: int) -> None: ...
     def kill(self, container_id: str) -> None: ...
+    def reachable(self) -> bool: ...
 
 
 def container_name(job_id: str) -> str:
@@ -153,6 +158,7 @@ class JobRunner:
         slot: Slot,
         slots: list[Slot],
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -161,6 +167,7 @@ class JobRunner:
         self.slot = slot
         self.slots = slots
         self.clock = clock
+        self.sleep = sleep
         self.installer = RequirementsInstaller(runtime, settings, slot.id)
 
     def run(self, job_id: str) -> None:
@@ -254,9 +261,18 @@ class JobRunner:
         """Wait for the container while its output streams in; the outcome once it has exited."""
         follower = LogFollower(output, self.settings.max_log_size)
         try:
-            status = self._wait(job_id, container_id, deadline)
-            after_exit = self._now_ms()
-            state = self.runtime.state(container_id)
+            while True:
+                try:
+                    status = self._wait(job_id, container_id, deadline)
+                    after_exit = self._now_ms()
+                    state = self._exit_state(container_id, status)
+                    break
+                except EngineUnreachable as exc:
+                    log.warning("job %s: %s; waiting for it to come back", job_id, exc)
+                    self._outlast_engine(job_id, container_id, deadline)
+                    # live-restore kept the container: follow it again, from the log driver's start
+                    follower.finish(0)
+                    follower = LogFollower(self.runtime.logs(container_id), self.settings.max_log_size)
         finally:
             logs = follower.finish()
         if status is None:
@@ -275,6 +291,46 @@ class JobRunner:
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+    def _exit_state(self, container_id: str, status: Status | None) -> ContainerState:
+        """The exited container's state; EngineUnreachable when the engine went away as it exited.
+
+        A stopping engine stops its containers first (SIGTERM, then SIGKILL) and a wait in flight sees
+        that exit: a container killed by a signal that the runner did not send, on an engine that
+        answers no more, was stopped by the engine.
+        """
+        try:
+            state = self.runtime.state(container_id)
+        except ContainerError as exc:
+            if exc.status_code is None and not self.runtime.reachable():
+                raise EngineUnreachable(f"the Docker engine went away: {exc}", container=container_id) from None
+            raise
+        if status is None and state.exit_code in SIGNAL_EXITS and not self.runtime.reachable():
+            raise EngineUnreachable("the Docker engine stopped the container as it stopped", container=container_id)
+        return state
+
+    def _outlast_engine(self, job_id: str, container_id: str, deadline: float) -> None:
+        """The engine went away while the job ran: wait for it (up to the job's deadline and
+        ENGINE_WAIT_S more), then go on if live-restore kept the container running; else the job
+        ends with one error result (ContainerError, engine_restarted)."""
+        give_up = max(deadline, self.clock()) + ENGINE_WAIT_S
+        delay = 0.5
+        while not self.runtime.reachable():
+            if self.clock() >= give_up:
+                raise ContainerError(
+                    f"the Docker engine did not come back within {ENGINE_WAIT_S} s of the job's deadline",
+                    reason=Reason.ENGINE_ERROR,
+                    container=container_id,
+                )
+            self.sleep(delay)
+            delay = min(delay * 2, ENGINE_POLL_MAX_S)
+        try:
+            running = self.runtime.state(container_id).running
+        except ContainerError:  # removed meanwhile
+            running = False
+        if not running:
+            raise ContainerError("the Docker engine restarted", reason=Reason.ENGINE_RESTARTED, container=container_id)
+        log.warning("job %s: the Docker engine is back and kept the container running; reattached", job_id)
 
     def _never_started(self, job_id: str) -> Outcome:
         log.info("job %s: cancelled before it started", job_id)

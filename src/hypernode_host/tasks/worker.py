@@ -4,9 +4,9 @@ At start it takes the leases on its slot's GPUs (refused loudly if another worke
 reattaches to its slot's interrupted jobs and reaps its slot's leftover containers; then, every
 few seconds until SIGTERM, it refreshes the leases, checks its GPUs' health and rewrites its
 registration. It consumes its slot's queues only while the slot is healthy: when a GPU is lost
-or reports errors it stops consuming (the running job may finish, prefetched messages go back
-to the queue for other slots) and says why in its registration; it resumes by itself once the
-GPU is healthy again.
+or reports errors, or the Docker engine does not answer (restarting, stopped), it stops consuming
+(the running job may finish, prefetched messages go back to the queue for other slots) and says
+why in its registration; it resumes by itself once the GPU, or the engine, is back.
 
 Every worker also offers, every few seconds, to run the reconciler (tasks/reconcile.py); a lock in
 Redis lets one worker of all those sharing the Redis run each pass.
@@ -251,6 +251,9 @@ class SlotWorker:
     def _check(self) -> None:
         """Check the slot's health, stop consuming if it is unhealthy, and re-register."""
         healthy, reason = self.monitor.check()
+        docker = self.runtime.probe()
+        if healthy and not docker:  # restarting or stopped: no job could start; the running one waits for it
+            healthy, reason = False, "the Docker engine does not answer"
         if healthy != self.membership.registration.healthy:
             if healthy:
                 log.warning("%s is healthy again; taking jobs", self.slot.describe())
@@ -262,7 +265,7 @@ class SlotWorker:
             self.taking_jobs.clear()
             self.consumption.pause()
         # What the Docker engine says goes to the registration too, for a `check` that cannot reach it.
-        self.membership.update(healthy=healthy, health=reason, docker=self.runtime.probe())
+        self.membership.update(healthy=healthy, health=reason, docker=docker)
 
     def _consume(self) -> None:
         if self.consumption.start():

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hypernode_host.core.jobs import JobState
-from hypernode_host.errors import NameTaken
+from hypernode_host.errors import EngineUnreachable, NameTaken
 from hypernode_host.state.records import JobRecord
 from hypernode_host.tasks.containers import ContainerSpec, ContainerState, PrepSpec
 
@@ -89,6 +89,10 @@ class FakeRuntime:
         self.containers: dict[str, FakeContainer] = {}
         self.behaviours: dict[str, Behaviour] = {}  # by container name, for containers yet to be created
         self.failures: dict[str, Exception] = {}  # operation -> the error it raises
+        # An engine restart: (seconds after a container starts, seconds the engine is gone, whether
+        # live-restore keeps containers running), or None.
+        self.outage: tuple[float, float, bool] | None = None
+        self._back_at: float | None = None  # while the engine is gone: when it answers again
         self._ids = itertools.count(1)
 
     def _call(self, operation: str, *args: object) -> None:
@@ -147,11 +151,26 @@ class FakeRuntime:
         self._call("start")
         self.containers[container_id].started_at_ms = self.clock.ms()
 
+    def reachable(self) -> bool:
+        if self._back_at is not None and self.clock.now >= self._back_at:
+            self._back_at = None
+        return self._back_at is None
+
     def wait(self, container_id: str, timeout_s: float) -> bool:
         """Advance the clock until the container exits, or by ``timeout_s``; True when it has exited."""
+        if not self.reachable():
+            raise EngineUnreachable("the Docker engine stopped answering", container=container_id)
         container = self.containers.get(container_id)
         if container is None or not container.running:
             return True
+        if self.outage is not None:
+            after_s, for_s, live_restore = self.outage
+            at = container.started_at_ms / 1000 + after_s
+            if self.clock.now + timeout_s >= at:
+                self.clock.now, self.outage, self._back_at = max(at, self.clock.now), None, at + for_s
+                if not live_restore:  # stopping, the engine stops its containers
+                    self._exit(container, SIGKILL_EXIT)
+                raise EngineUnreachable("the Docker engine stopped answering", container=container_id)
         left_s = container.started_at_ms / 1000 + container.behaviour.runs_for_s - self.clock.now
         self.clock.now += max(min(timeout_s, left_s), 0)
         self._settle(container)
