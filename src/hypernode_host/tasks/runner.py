@@ -55,6 +55,12 @@ REFUSED_FIRST_S, REFUSED_MAX_S = 0.25, 5.0  # waits between tries of a write Red
 SIGNAL_EXITS = (128 + 15, 128 + 9)  # the exit codes of a container ended by SIGTERM or SIGKILL
 ENGINE_WAIT_S = 120  # how long past a job's deadline the runner waits for a vanished engine
 ENGINE_POLL_MAX_S = 2.0  # the longest pause between two looks for it
+ENGINE_RETRIES = 3  # starts over after the engine vanished before the container ran, at most
+
+
+class _EngineLost(ContainerError):
+    """The engine vanished while the job ran and did not come back in time: the job ends."""
+
 
 T = TypeVar("T")
 
@@ -194,7 +200,7 @@ class JobRunner:
             return
         job = record.job()  # a damaged record raises: Dramatiq dead-letters the message
         try:
-            outcome = self._execute(job_id, job, name, attempt)
+            outcome = self._execute_once_the_engine_answers(job_id, job, name, attempt)
         except NameTaken:
             log.warning("job %s: container %s belongs to another worker; leaving the job to it", job_id, name)
             return
@@ -222,6 +228,30 @@ class JobRunner:
         elif attempt == 0:
             log.info("job %s: already finished; duplicate delivery ignored", job_id)
         return attempt
+
+    def _execute_once_the_engine_answers(self, job_id: str, job: dict[str, Any], name: str, attempt: int) -> Outcome:
+        """``_execute``; when the engine stops answering before the job's container runs (it is
+        restarting), wait for it and start over, instead of failing a job the engine never saw."""
+        for _ in range(ENGINE_RETRIES):
+            try:
+                return self._execute(job_id, job, name, attempt)
+            except ContainerError as exc:
+                if isinstance(exc, _EngineLost) or exc.status_code is not None or self.runtime.reachable():
+                    raise
+                log.warning("job %s: %s; waiting for the Docker engine", job_id, exc)
+                if not self._engine_back(self.clock() + ENGINE_WAIT_S):
+                    raise
+        return self._execute(job_id, job, name, attempt)
+
+    def _engine_back(self, give_up: float) -> bool:
+        """Wait (until epoch ``give_up``) for the engine to answer; whether it did."""
+        delay = 0.5
+        while not self.runtime.reachable():
+            if self.clock() >= give_up:
+                return False
+            self.sleep(delay)
+            delay = min(delay * 2, ENGINE_POLL_MAX_S)
+        return True
 
     def _execute(self, job_id: str, job: dict[str, Any], name: str, attempt: int) -> Outcome:
         spec = JobSpec.parse(job)
@@ -313,17 +343,12 @@ class JobRunner:
         """The engine went away while the job ran: wait for it (up to the job's deadline and
         ENGINE_WAIT_S more), then go on if live-restore kept the container running; else the job
         ends with one error result (ContainerError, engine_restarted)."""
-        give_up = max(deadline, self.clock()) + ENGINE_WAIT_S
-        delay = 0.5
-        while not self.runtime.reachable():
-            if self.clock() >= give_up:
-                raise ContainerError(
-                    f"the Docker engine did not come back within {ENGINE_WAIT_S} s of the job's deadline",
-                    reason=Reason.ENGINE_ERROR,
-                    container=container_id,
-                )
-            self.sleep(delay)
-            delay = min(delay * 2, ENGINE_POLL_MAX_S)
+        if not self._engine_back(max(deadline, self.clock()) + ENGINE_WAIT_S):
+            raise _EngineLost(
+                f"the Docker engine did not come back within {ENGINE_WAIT_S} s of the job's deadline",
+                reason=Reason.ENGINE_ERROR,
+                container=container_id,
+            )
         try:
             running = self.runtime.state(container_id).running
         except ContainerError:  # removed meanwhile

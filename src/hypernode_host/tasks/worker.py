@@ -34,7 +34,7 @@ from hypernode_host.errors import ConfigError, ContainerError, GpuError, JobReje
 from hypernode_host.gpu.inventory import plan_node_slots
 from hypernode_host.gpu.monitor import SlotMonitor
 from hypernode_host.settings import Settings
-from hypernode_host.state import RedisError, Store, holders, redis_url, write_refusal
+from hypernode_host.state import RedisDown, RedisError, Store, holders, redis_url, write_refusal
 from hypernode_host.state.records import JobRecord, Registration
 from hypernode_host.tasks.broker import ACTOR_NAME, build_broker, enqueue_job
 from hypernode_host.tasks.containers import DockerRuntime
@@ -53,6 +53,7 @@ LEASE_TTL_S = 20  # a dead worker's GPUs are free again this long after its last
 SHUTDOWN_WAIT_MS = 15_000
 # An unhealthy slot's running job may run to its deadline (plus stop grace and log collection).
 DRAIN_MARGIN_S = 60
+REDIS_RETRY_FIRST_S, REDIS_RETRY_MAX_S = 0.5, 5.0  # waits while Redis fails a job's step
 WATCH_TICK_S = 0.2  # how soon a worker consumes after its start-up recovery, and stops after SIGTERM
 
 
@@ -287,7 +288,27 @@ class SlotWorker:
             log.warning("could not reap leftover containers: %s", exc)
 
     def serve(self, job_id: str) -> None:
-        """The ``run_job`` actor: run the job on this slot, or hand it back while the slot is unhealthy."""
+        """The ``run_job`` actor: run the job on this slot, or hand it back while the slot is unhealthy.
+
+        Redis going away (a restart, a dropped connection) or refusing writes is waited out and the
+        job taken up again (every step is idempotent: the claim, the reattach, the kept result), so
+        a passing Redis fault never dead-letters a message. A stop ends the wait: the message is
+        acknowledged, and the reconciler gives the job, queued or running with no holder, a new one.
+        """
+        delay = REDIS_RETRY_FIRST_S
+        while True:
+            try:
+                return self._serve(job_id)
+            except RedisError as exc:
+                if not (isinstance(exc, RedisDown) or write_refusal(exc)) or self.stop.is_set():
+                    raise
+                log.warning("job %s: Redis failed (%s); taking it up again in %.1f s", job_id, exc, delay)
+            if self.stop.wait(delay):
+                log.warning("job %s: stopping while Redis is unavailable; the reconciler requeues it", job_id)
+                return
+            delay = min(delay * 2, REDIS_RETRY_MAX_S)
+
+    def _serve(self, job_id: str) -> None:
         record = self.store.jobs.get(job_id)
         if not self.taking_jobs.is_set():
             queue = (record.queue if record else "") or self.slot.queue
