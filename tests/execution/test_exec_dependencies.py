@@ -188,7 +188,7 @@ def registry(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
     repository = f"127.0.0.1:{port}/hn/job-python"
     client = docker.from_env()
     try:
-        wait_for(lambda: _answers(port), timeout=20)
+        wait_for(lambda: _answers(port), timeout=60)
         client.images.get(TEST_IMAGE).tag(repository, "test")
         for event in client.images.push(repository, "test", stream=True, decode=True):
             assert "error" not in event, event

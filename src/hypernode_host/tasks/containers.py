@@ -403,6 +403,8 @@ class DockerRuntime:
             if exc.status_code == 409:
                 raise NameTaken(f"container {name} exists already", status_code=409, container=name) from None
             raise container_error(exc, "cannot create container", name) from None
+        except requests.exceptions.RequestException as exc:  # no answer: the engine is gone
+            raise ContainerError(f"cannot create container: {exc}", container=name) from None
 
     def _put(self, container_id: str, path: str, archive: bytes) -> None:
         try:
