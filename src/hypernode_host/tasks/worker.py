@@ -40,7 +40,7 @@ from hypernode_host.tasks.broker import ACTOR_NAME, build_broker, enqueue_job
 from hypernode_host.tasks.containers import DockerRuntime
 from hypernode_host.tasks.dramatiq_redis import Queues
 from hypernode_host.tasks.reconcile import RECONCILE_EVERY_S, Reconciler
-from hypernode_host.tasks.recovery import recover
+from hypernode_host.tasks.recovery import reap, recover
 from hypernode_host.tasks.runner import JobRunner, container_name
 
 log = logging.getLogger(__name__)
@@ -278,6 +278,8 @@ class SlotWorker:
             try:
                 if self.reconciler.due():
                     self.reconciler.run()
+                if not self._recovery.is_alive():
+                    reap(self.runner, self.runtime, self.store, prep=False)
             except (RedisError, ContainerError) as exc:  # Redis or the engine away: the next pass tries again
                 log.warning("reconciler pass skipped: %s", exc)
 
