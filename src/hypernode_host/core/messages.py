@@ -7,8 +7,8 @@ no clock.
 Strictness, per type. Every frame is bounded before it is parsed (size) and after (nesting depth and
 number of values); NaN, Infinity, a number too large to be finite (``1e999``), a lone surrogate in any
 string or key (valid JSON, but no UTF-8 encoder takes it: it could be neither hashed nor stored nor
-shown), duplicate keys and binary frames are refused, so every value after the codec can be encoded; an unknown ``type`` is
-refused; each known field is typed and bounded, and a missing required field is refused by name.
+shown), duplicate keys and binary frames are refused, so every value after the codec can be encoded;
+an unknown ``type`` is refused; each known field is typed and bounded, and a missing required field is refused by name.
 Unknown *fields* are ignored on every control message (``registered``, ``ack``, ``job_cancel``,
 ``ping``, ``error``): upstream's backend already adds fields such as ``message``, and refusing an
 ``ack`` or a ``registered`` for an extra field would strand a result or a registration. On ``job``

@@ -100,3 +100,9 @@ def error_result(
         image="",
         reason=reason,
     )
+
+
+def internal_detail(doing: str, exc: BaseException) -> str:
+    """The one line an error result (reason internal) gives for a fault of the node's own, met while
+    ``doing`` something for one job; the node's log has the traceback."""
+    return shown(f"node error while {doing}: {type(exc).__name__}: {exc}", MAX_DETAIL_CHARS - 100)
