@@ -161,9 +161,11 @@ def summary_line(node: NodeSummary, token_fix: str = "") -> Text:
         line.append(f" ({token_fix})\n" if token_fix else "\n")
     rejected = f", {node.results_rejected} results rejected by the backend" if node.results_rejected else ""
     line.append(
-        f"node {shown(node.node_id or '(not registered)', 128)}: {beat}, {node.reconnects} reconnects; "
-        f"jobs {node.jobs} (queued {node.queued}, running {node.running}; {counts}); "
-        f"outbox {node.outbox}{rejected}; workers alive {node.workers_alive}"
+        shown(
+            f"node {shown(node.node_id or '(not registered)', 128)}: {beat}, {node.reconnects} reconnects; "
+            f"jobs {node.jobs} (queued {node.queued}, running {node.running}; {counts}); "
+            f"outbox {node.outbox}{rejected}; workers alive {node.workers_alive}"
+        )
     )
     return line
 
