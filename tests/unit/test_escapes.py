@@ -5,12 +5,20 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hypernode_host.escapes import is_clean, shown, shown_text
 from hypernode_host.logs import ContextFilter, JsonFormatter, RedactingFormatter
+
+EXAMPLES = int(os.environ.get("HN_FUZZ_EXAMPLES", "100"))  # `make fuzz` runs many more
+LOTS = settings(max_examples=EXAMPLES, deadline=None)
+# Any code point, lone surrogates included, and often the ones that matter here.
+ANY_TEXT = st.text(
+    st.characters(exclude_categories=()) | st.sampled_from(list("\x00\x1b\x07\n\r\t\x85\x9b\u2028\u202e\ud800\udfff"))
+)
 
 # What a job or a backend can put in a value to act on the operator's terminal.
 TERMINAL_TRICKS = [
@@ -51,7 +59,8 @@ def test_a_value_is_cut_before_it_is_escaped_and_any_object_is_shown() -> None:
     assert shown(None) == "None" and shown(42) == "42"
 
 
-@given(st.text())
+@LOTS
+@given(ANY_TEXT)
 def test_any_text_is_shown_clean_and_encodable(text: str) -> None:
     for result, multiline in ((shown(text), False), (shown_text(text), True)):
         assert is_clean(result, multiline=multiline)
@@ -64,7 +73,8 @@ def _record(message: str, *args: object, exc_info: object = None) -> logging.Log
     return record
 
 
-@given(st.text())
+@LOTS
+@given(ANY_TEXT)
 def test_no_value_can_forge_a_log_line_or_reach_the_terminal(value: str) -> None:
     line = RedactingFormatter([]).format(_record("cancel ignored: job %s", value))
     assert "\n" not in line and is_clean(line)

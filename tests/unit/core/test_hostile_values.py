@@ -29,6 +29,7 @@ from hypernode_host.ops.views import job_view, jobs_table, summary_line
 from hypernode_host.settings import Settings
 
 SETTINGS = Settings.from_env({"HN_JOB_IMAGE": "img"})
+EXAMPLES = int(os.environ.get("HN_FUZZ_EXAMPLES", "150"))  # `make fuzz` runs many more
 CPU_ONLY = plan_slots([], 1)
 JOB_FIELDS = ["id", "script", "command", "requirements", "image", "memoryLimit", "env", "datasets", "extra"]
 HOST = HostInfo(hostname="h", os="Linux", os_version="6", arch="x86_64", gpus=[], docker_version="1", agent_version="0")
@@ -125,7 +126,7 @@ JSON_VALUES = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.text(max_size=12), JSON_VALUES, max_size=8))
 def test_whatever_the_codec_admits_is_hashed_signed_and_summarised(job: dict[str, Any]) -> None:
     try:
@@ -144,6 +145,7 @@ def test_whatever_the_codec_admits_is_hashed_signed_and_summarised(job: dict[str
 KEY = NodeKey.generate()
 
 
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(st.dictionaries(st.text(max_size=6), st.text() | st.floats() | st.integers(), max_size=5))
 def test_a_job_digest_never_raises_even_outside_the_codec(job: dict[str, Any]) -> None:
     assert len(proofs.job_digest(job)) == 64  # surrogates, NaN, infinity: an old record, a caller's bug
