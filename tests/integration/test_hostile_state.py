@@ -173,3 +173,30 @@ def test_the_cli_shows_a_hostile_job_escaped_and_takes_ids_beginning_with_a_dash
         json.loads(done.stdout)
     cancel = _cli(redis_server.url, "cancel", "-x1")
     assert cancel.returncode == 1 and "already finished" in cancel.stderr
+
+
+def test_dead_letters_with_damaged_messages_are_listed_and_purged(redis_server: RedisProcess, store: Store) -> None:
+    from hypernode_host.ops.deadletters import dead_letters, purge_dead
+    from hypernode_host.tasks.dramatiq_redis import Queues, queue_key
+
+    client = redis.Redis.from_url(redis_server.url)
+    store.jobs.record("stuck", job("stuck"), CPU_QUEUE)
+    store.jobs.claim("stuck", "rig", 0, "hn-job-stuck")
+    bodies = {"m1": {"args": {"not": "a list"}}, "m2": {"args": "stuck"}, "m3": "[]", "m4": {"args": ["stuck"]}}
+    for number, (redis_id, body) in enumerate(bodies.items()):
+        client.zadd(queue_key(CPU_QUEUE, ".XQ"), {redis_id: number + 1})
+        client.hset(queue_key(CPU_QUEUE, ".XQ.msgs"), redis_id, body if isinstance(body, str) else json.dumps(body))
+    queues = Queues(client)
+
+    listed = dead_letters(store, queues, [CPU_QUEUE])
+    assert sorted((bytes(d.redis_id), d.job_id) for d in listed) == [  # Dramatiq's ids, read as bytes
+        (b"m1", None),
+        (b"m2", None),
+        (b"m3", None),
+        (b"m4", "stuck"),
+    ]
+    assert len(purge_dead(store, queues, [CPU_QUEUE], NodeKey.generate())) == 4
+    assert dead_letters(store, queues, [CPU_QUEUE]) == []
+    record = store.jobs.get("stuck")
+    assert record is not None and record.result()["reason"] == "operator_dropped"
+    client.close()
