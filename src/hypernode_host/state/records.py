@@ -124,8 +124,10 @@ class JobRecord:
             return {"id": self.id}
 
     def pending(self) -> dict[str, Any] | None:
-        """The result a worker kept before removing the container; None when there is none (or it is damaged)."""
-        return _object(self.pending_json) if self.pending_json is not None else None
+        """The result a worker kept before removing the container; None when there is none (or it is damaged:
+        then the job is claimed and finished again rather than publishing half a result)."""
+        kept = _object(self.pending_json) if self.pending_json is not None else None
+        return kept if kept is not None and isinstance(kept.get("status"), str) else None
 
     def result(self) -> dict[str, Any]:
         """The stored result's fields ({} before there is one)."""
