@@ -69,6 +69,7 @@ REDIS_RETRY_FIRST_S = 0.1
 REDIS_RETRY_MAX_S = 2.0
 AUTH_STATUSES = (401, 403)  # answers to the handshake that retrying cannot change
 MAX_REFUSAL_CHARS = 300  # of the backend's text, kept for `check` and `top`
+WIRE_QUEUE_FRAMES = 4
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,9 @@ class Bridge:
                 # Far above the session's own cap (MAX_FRAME_BYTES): a frame between the two gets one error
                 # reply and the connection stays up; websockets would close it (1009) without a word.
                 max_size=MAX_WIRE_BYTES,
+                # Frames read ahead of the session, at most: with max_size that bounds what a backend can make
+                # the bridge hold (4 x 64 MiB) while it works through a burst.
+                max_queue=WIRE_QUEUE_FRAMES,
                 compression=None,  # a deflate bomb could inflate far past max_size
                 open_timeout=self.tuning.open_timeout_s,
                 ping_interval=self.tuning.ping_interval_s,
