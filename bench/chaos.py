@@ -281,12 +281,12 @@ def _check(
 
 
 def table(report: Report) -> str:
-    lines = [f"jobs                  {report.jobs}"]
-    lines += [f"fault {kind:<16}{report.faults.get(kind, 0)}" for kind in KINDS]
-    lines += [f"jobs with {n} result(s)  {count}" for n, count in sorted(report.results_per_job.items())]
-    lines += [f"status {status:<15}{count}" for status, count in sorted(report.statuses.items())]
-    lines.append(f"credited exactly once {report.credited_once}")
-    lines.append(f"leftover containers   {report.leftover_containers}")
+    rows = [("jobs", report.jobs)]
+    rows += [(f"fault {kind}", report.faults.get(kind, 0)) for kind in KINDS]
+    rows += [(f"jobs with {n} result(s)", count) for n, count in sorted(report.results_per_job.items())]
+    rows += [(f"status {status}", count) for status, count in sorted(report.statuses.items())]
+    rows += [("credited exactly once", report.credited_once), ("leftover containers", report.leftover_containers)]
+    lines = [f"{name:<34} {value}" for name, value in rows]
     lines.append(f"{'process':<10} {'at the start':<40} at the end")
     lines += [f"{name:<10} {start:<40} {end}" for name, (start, end) in sorted(report.processes.items())]
     lines += [f"PROBLEM: {problem}" for problem in report.problems[:20]]
