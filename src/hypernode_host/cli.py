@@ -41,6 +41,9 @@ app = typer.Typer(
 )
 
 
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
@@ -151,6 +154,33 @@ def worker(slot: Annotated[int, typer.Option(help="Slot number (see `hypernode-h
     settings = load_settings()
     with exit_codes():
         worker_process(settings, slot)
+
+
+@app.command()
+def notify(
+    test: Annotated[
+        bool, typer.Option("--test", help="Send one test event to each URL now, say what each answered.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Deliver the node's events to HN_NOTIFY_URL (`up` runs this when a URL is set); --test checks the URLs."""
+    settings = load_settings()
+    if not settings.notify_url:
+        raise fail("HN_NOTIFY_URL is not set (--notify-url): no receiver to notify")
+    if test:
+        from hypernode_host.ops.notify import send_test
+
+        outcomes = send_test(settings)
+        if as_json:
+            _echo_json({"receivers": outcomes})
+        else:
+            for outcome in outcomes:
+                typer.echo(f"{'ok' if outcome.ok else 'FAILED'} {outcome.receiver}: {outcome.detail}")
+        raise typer.Exit(EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAILED)
+    from hypernode_host.node.child import notify_process
+
+    with exit_codes():
+        notify_process(settings)
 
 
 @app.command("dev-backend")
@@ -295,8 +325,6 @@ def gpus(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = 
 
 
 # Inspection: read the node's Redis with the layout the code writes ---------------------------
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 @contextmanager

@@ -175,6 +175,10 @@ class HeartbeatStats(Message):
     queued_jobs: int = 0
     free_slots: int = 0
     unhealthy_slots: list[str] = []  # (ext) one line per slot that takes no jobs, and why
+    # (ext) the share of the last 24 h, 7 and 30 days the node was registered (None: not observed yet)
+    uptime_24h: float | None = None
+    uptime_7d: float | None = None
+    uptime_30d: float | None = None
 
 
 class Heartbeat(Message):

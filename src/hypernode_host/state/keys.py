@@ -24,6 +24,12 @@ STATS = PREFIX + ":stats"  # hash: completed, failed: jobs finished (the heartbe
 STATUS_COUNTS = PREFIX + ":jobs-by-status"  # hash: final status -> jobs finished with it
 DURATIONS = PREFIX + ":durations"  # hash: "<status>|<bucket bound>", "<status>|count", "<status>|sum"
 
+# Events and uptime -----------------------------------------------------------------------------
+EVENTS = PREFIX + ":events"  # stream, capped (state/events.py): fields kind, at, node, data (JSON)
+NOTIFY_CURSORS = PREFIX + ":notify-cursors"  # hash: receiver id -> the last event entry it got (or gave up on)
+NOTIFY_COUNTS = PREFIX + ":notify-counts"  # hash: delivered, dropped, retries: the notifier's deliveries
+UPTIME = PREFIX + ":uptime"  # hash: "<hour start ms>" -> ms registered in it, first_seen, total_ms
+
 # Workers and GPUs ------------------------------------------------------------------------------
 # A live worker's registration (hash, with a TTL), keyed by host AND slot: hosts sharing one Redis
 # all number their slots from 0.

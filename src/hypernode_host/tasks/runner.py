@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -177,7 +177,7 @@ class JobRunner:
         kept = record.pending()
         if kept is not None:  # the worker died between keeping the result and publishing it
             log.info("job %s: publishing the result its previous worker kept", job_id)
-            self._publish(job_id, name, None, kept)
+            self._publish(job_id, name, None, kept, self._gpus_of(record.received_job()))
             return
         attempt = self.claim(job_id, record, name)
         if attempt <= 0:
@@ -192,7 +192,8 @@ class JobRunner:
             log.warning("job %s: %s", job_id, exc)
             self._publish(job_id, name, None, self._error(job_id, job, reason_of(exc.reason), str(exc)))
             return
-        self._publish(job_id, name, outcome.container_id, self._result(job_id, job, outcome))
+        result = self._result(job_id, job, outcome)
+        self._publish(job_id, name, outcome.container_id, result, self._gpus_of(job))
 
     def claim(self, job_id: str, record: JobRecord, name: str) -> int:
         """The attempt number once this slot holds the job; 0 or -1 (logged) when it must leave it."""
@@ -317,7 +318,16 @@ class JobRunner:
         self.runtime.kill(container_id)
         self.runtime.wait(container_id, 10)
 
-    def _publish(self, job_id: str, name: str, container_id: str | None, result: dict[str, Any]) -> None:
+    def _gpus_of(self, job: dict[str, Any]) -> tuple[str, ...]:
+        """The GPUs the job runs on (its job.finished event names them); none when its spec does not parse."""
+        try:
+            return gpus_for(self.slot, JobSpec.parse(job).gpus)
+        except Exception:  # a spec that does not parse never ran on a GPU
+            return ()
+
+    def _publish(
+        self, job_id: str, name: str, container_id: str | None, result: dict[str, Any], gpus: Sequence[str] = ()
+    ) -> None:
         """Keep the result, remove the container, then put the result in the outbox.
 
         Kept first, so a worker dying at any point never loses a result nor runs the job again;
@@ -325,7 +335,7 @@ class JobRunner:
         """
         self.store.jobs.keep_result(job_id, result)
         self._remove(name, container_id)
-        self.store.jobs.finish(job_id, result)
+        self.store.jobs.finish(job_id, result, gpus=gpus, node=self.settings.node_name)
 
     def _result(self, job_id: str, job: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
         result = make_result(

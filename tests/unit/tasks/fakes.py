@@ -252,7 +252,7 @@ class FakeJobs:
         self.events.append("keep_result")
         self.hashes[job_id]["pending_result"] = json.dumps(dict(result))
 
-    def finish(self, job_id: str, result: Mapping[str, Any]) -> bool:
+    def finish(self, job_id: str, result: Mapping[str, Any], **_: Any) -> bool:
         self.events.append("finish")
         fields = self.hashes[job_id]
         if fields["state"] in (JobState.FINISHED, JobState.REPORTED):
