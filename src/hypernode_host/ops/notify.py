@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import logging
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -209,8 +210,9 @@ def run_notifier(settings: Settings, stop: threading.Event, delivery: Delivery |
     try:
         stop.wait()
     finally:
+        deadline = time.monotonic() + delivery.timeout_s + 1  # a request in flight ends by its timeout
         for thread in threads:
-            thread.join(delivery.timeout_s + 2)
+            thread.join(max(deadline - time.monotonic(), 0))
         for store in stores:
             store.close()
 
