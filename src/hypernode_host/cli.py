@@ -570,6 +570,33 @@ def _snapshot(settings: Settings, store: Store, queues: Queues, slots: list[Slot
     )
 
 
+@app.command()
+def ledger(
+    since: Annotated[
+        str | None, typer.Option(help="Jobs received from then: 2026-12-01, 2026-12-01T10:00Z, 7d.")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Jobs received before then (same forms).")] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the jobs as CSV.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the jobs and the summary as JSON.")] = False,
+) -> None:
+    """Every job the node took (its own record, kept in HN_STATE_DIR): export it, or see a summary."""
+    from hypernode_host.ops.ledger import read_ledger, to_csv
+
+    if as_csv and as_json:
+        raise fail("give --csv or --json, not both")
+    settings = quiet_settings()
+    with exit_codes():
+        export = read_ledger(settings, since, until)
+    if as_csv:
+        typer.echo(to_csv(export.rows), nl=False)
+    elif as_json:
+        _echo_json({"jobs": export.rows, "summary": export.summary})
+    else:
+        from hypernode_host.ops.views import ledger_view
+
+        _console().print(ledger_view(export))
+
+
 # Health ---------------------------------------------------------------------------------------
 
 

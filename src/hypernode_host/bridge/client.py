@@ -22,6 +22,7 @@ import signal
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -60,6 +61,7 @@ from hypernode_host.errors import ConfigError, ProtocolError, Stopping
 from hypernode_host.logs import wire_logger
 from hypernode_host.settings import Settings
 from hypernode_host.state import RedisDown, Store, redis_url
+from hypernode_host.state.ledger import Ledger
 from hypernode_host.state.records import Registration
 
 log = logging.getLogger(__name__)
@@ -128,8 +130,13 @@ class Bridge:
         gpus: Callable[[], list[GpuInfo]],
         docker_version: str,
         tuning: Tuning | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.settings = settings
+        # The ledger is written on a thread of its own, in the order of the events (one worker).
+        self.ledger = ledger or Ledger.in_dir(settings.state_dir)
+        self._ledger_pool = ThreadPoolExecutor(1, thread_name_prefix="ledger")
+        self._ledger_writes: set[asyncio.Future[None]] = set()
         self.store = store
         self.broker = broker
         self.key = key
@@ -169,6 +176,7 @@ class Bridge:
         try:
             await self._redis(self.intake.reconcile)
             await self._redis(self.store.uptime.seen, now_ms())
+            self._record(self.ledger.seen, now_ms())
             self.session.node_id = await self._redis(self.store.node.node_id)
             await self._redis(self.store.node.clear_refusal)  # this process tries its token again, once
             delays = self._delays()
@@ -195,8 +203,9 @@ class Bridge:
             if self._refresh is not None:
                 self._refresh.cancel()
             await self._credit_uptime()
-            if self._emits:  # the events of the last moments (node.offline on a stop, say) get a moment to go
-                await asyncio.wait(set(self._emits), timeout=2.0)
+            pending = {*self._emits, *self._ledger_writes}
+            if pending:  # the events and ledger writes of the last moments get a moment to finish
+                await asyncio.wait(pending, timeout=2.0)
 
     def _delays(self) -> Iterator[float]:
         return reconnect_delays(self.settings.reconnect_delay, self.settings.reconnect_max_delay)
@@ -308,6 +317,22 @@ class Bridge:
         self._registered_ids.add(node_id)
         self._last_error = ""
 
+    # The ledger ------------------------------------------------------------------------------
+
+    def _record(self, write: Callable[..., None], *args: Any) -> None:
+        """A ledger write, queued on the ledger's thread: never awaited, never on the event loop."""
+        future = asyncio.get_running_loop().run_in_executor(self._ledger_pool, write, *args)
+        self._ledger_writes.add(future)
+        future.add_done_callback(self._ledger_writes.discard)
+
+    def _ledger_sent(self, job_id: str, result: dict[str, Any], at_ms: int) -> None:
+        """On the ledger's thread: the result as sent, with the GPUs its record names."""
+        try:
+            gpus = self.store.jobs.gpus(job_id)
+        except RedisDown:
+            gpus = ()
+        self.ledger.sent(job_id, result, gpus, at_ms)
+
     # Uptime ----------------------------------------------------------------------------------
 
     def _uptime_span(self, registered: bool) -> tuple[int, int] | None:
@@ -322,6 +347,7 @@ class Bridge:
         span = self._uptime_span(registered=False)
         if span is None:
             return
+        self._record(self.ledger.credit_uptime, *span)
         try:
             await asyncio.to_thread(self.store.uptime.credit, *span)
         except RedisDown as exc:
@@ -452,10 +478,14 @@ class Bridge:
             case CancelRequested(job_id):
                 log.info("job %s: cancel requested by the backend", job_id)
                 await self._redis(self.store.cancels.request, job_id)
-            case ResultAcked(job_id, entry_id):
+            case ResultAcked(job_id, entry_id, credit):
                 await self._redis(self._acknowledged, job_id, entry_id)
+                if entry_id is not None:
+                    self._record(self.ledger.acknowledged, job_id, now_ms(), credit)
             case ResultRejected(job_id, entry_id, reason):
                 await self._redis(self._rejected, job_id, entry_id, plain(reason, MAX_REFUSAL_CHARS))
+                if entry_id is not None:
+                    self._record(self.ledger.rejected, job_id, now_ms(), plain(reason, MAX_REFUSAL_CHARS))
             case AuthFailed(reason):
                 link.refused = True
                 await self._refused(plain(reason, MAX_REFUSAL_CHARS))
@@ -504,6 +534,8 @@ class Bridge:
             self.session.refuse(f"job {job_id} was not taken in (node error); send it again")
             await self._flush(link)
             return
+        if known is None:
+            self._record(self.ledger.received, job_id, now_ms())
         if isinstance(known, Known):
             answer = self.session.repeat(job_id, known.state, known.result)
             log.info("job %s: sent again while %s, not run again; it gets %s", job_id, known.state, answer.value)
@@ -526,6 +558,7 @@ class Bridge:
                 last = entry.entry_id
                 if self.session.send_result(entry.job_id, entry.entry_id, entry.result):
                     await self._flush(link)
+                    self._record(self._ledger_sent, entry.job_id, entry.result, now_ms())
                     log.info("job %s: result sent (%s)", entry.job_id, entry.result.get("status"))
 
     def _acknowledged(self, job_id: str, entry_id: str | None) -> None:
@@ -568,6 +601,8 @@ class Bridge:
     async def _read_stats_async(self) -> None:
         refused, self._unsaved_refusals = self._unsaved_refusals, 0
         span = self._uptime_span(registered=self.session.state is State.REGISTERED)
+        if span is not None:
+            self._record(self.ledger.credit_uptime, *span)
         try:
             self._stats = await asyncio.to_thread(self._read_stats, refused, self._beat_sent_ms, span)
         except RedisDown as exc:
@@ -664,7 +699,9 @@ class Bridge:
         )
 
     def close(self) -> None:
-        """Close the Redis connections (the broker's and the store's)."""
+        """Close the Redis connections (the broker's and the store's) and the ledger, once its writes are done."""
+        self._ledger_pool.shutdown(wait=True)
+        self.ledger.close()
         self.broker.close()
         self.store.close()
 

@@ -79,6 +79,8 @@ class Ack(Message):
     type: Literal["ack"] = "ack"
     id: ShortStr | None = None
     message: ShortStr | None = None
+    # (ext) what the backend credits the node for the result it acknowledges, when it says (the ledger keeps it)
+    credit: float | None = Field(None, allow_inf_nan=False)
 
 
 class JobFrame(Message):

@@ -59,7 +59,9 @@ def uptime(hours: Mapping[int, int], first_seen_ms: int | None, now_ms: int, win
         inside = min(hour + HOUR_MS, now_ms) - max(hour, start)
         if inside > 0:
             up_ms += ms if hour >= start else ms * inside / HOUR_MS
-    begin = start if first_seen_ms is None else max(start, first_seen_ms)
+    if first_seen_ms is None:  # not kept: from the oldest hour credited, or nothing observed at all
+        first_seen_ms = min(hours, default=now_ms)
+    begin = max(start, first_seen_ms)
     observed_s = max(now_ms - begin, 0) / 1000
     return Uptime(window, min(up_ms / 1000, observed_s), observed_s)
 

@@ -60,6 +60,11 @@ class Jobs:
         flat = [str(x) for pair in fields.items() for x in pair]
         return bool(self._record(keys=[_key(job_id), keys.JOB_INDEX, keys.QUEUED], args=[at, *flat]))
 
+    def gpus(self, job_id: str) -> tuple[str, ...]:
+        """The GPUs the job ran on, as its finish kept them (none for a CPU job)."""
+        value = cast(str | None, self._client.hget(_key(job_id), "gpus"))
+        return tuple(g for g in (value or "").split(",") if g)
+
     def mark_enqueued(self, job_id: str) -> None:
         self._client.hset(_key(job_id), "enqueued", 1)
 

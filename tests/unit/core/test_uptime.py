@@ -28,7 +28,9 @@ def test_a_new_node_is_not_down_before_it_existed() -> None:
     first = NOW - 2 * HOUR_MS
     week = uptime(split_by_hour(first, NOW), first, NOW, "7d")
     assert week.observed_s == 2 * 3600 and week.ratio == pytest.approx(1.0)
-    assert uptime({}, None, NOW, "30d").ratio == 0.0
+    assert uptime({}, None, NOW, "30d").ratio is None  # never ran
+    hour = NOW - HOUR_MS // 2  # the hour now, half gone: a quarter hour up in it is half of what was observed
+    assert uptime({hour: HOUR_MS // 4}, None, NOW, "30d").ratio == pytest.approx(0.5)
     assert uptime({}, NOW, NOW, "24h").ratio is None  # nothing observed yet
 
 
