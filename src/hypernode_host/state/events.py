@@ -57,7 +57,10 @@ class Events:
             "data": json.dumps(dict(fields), separators=(",", ":"), default=str),
         }
         try:
-            self._client.xadd(keys.EVENTS, cast(Any, entry), maxlen=MAX_EVENTS, approximate=True)
+            pipe = self._client.pipeline()
+            pipe.xadd(keys.EVENTS, cast(Any, entry), maxlen=MAX_EVENTS, approximate=True)
+            pipe.hincrby(keys.EVENT_COUNTS, str(kind), 1)
+            pipe.execute()
         except redis.RedisError as exc:
             log.warning("event %s not queued (Redis: %s)", kind, exc)
 
@@ -97,6 +100,11 @@ class Events:
     def counts(self) -> dict[str, int]:
         found = cast(dict[str, str], self._client.hgetall(keys.NOTIFY_COUNTS))
         return {name: int(value) for name, value in found.items() if value.lstrip("-").isdigit()}
+
+    def emitted(self) -> dict[str, int]:
+        """Events emitted so far, by kind (the stream keeps only the newest)."""
+        found = cast(dict[str, str], self._client.hgetall(keys.EVENT_COUNTS))
+        return {kind: int(value) for kind, value in found.items() if value.isdigit()}
 
     def size(self) -> int:
         return int(self._client.xlen(keys.EVENTS))

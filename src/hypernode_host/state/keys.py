@@ -28,6 +28,7 @@ DURATIONS = PREFIX + ":durations"  # hash: "<status>|<bucket bound>", "<status>|
 EVENTS = PREFIX + ":events"  # stream, capped (state/events.py): fields kind, at, node, data (JSON)
 NOTIFY_CURSORS = PREFIX + ":notify-cursors"  # hash: receiver id -> the last event entry it got (or gave up on)
 NOTIFY_COUNTS = PREFIX + ":notify-counts"  # hash: delivered, dropped, retries: the notifier's deliveries
+EVENT_COUNTS = PREFIX + ":event-counts"  # hash: event kind -> events emitted (the metrics' hn_events_total)
 UPTIME = PREFIX + ":uptime"  # hash: "<hour start ms>" -> ms registered in it, first_seen, total_ms
 
 # Workers and GPUs ------------------------------------------------------------------------------
