@@ -9,6 +9,7 @@ import io
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bridgekit import BridgeThread, Stack
@@ -64,7 +65,10 @@ def test_every_job_taken_is_in_the_ledger_with_what_the_backend_said(stack: Stac
     assert summary["by_status"] == {"error": 2} and summary["success_rate"] == 0
     assert [u["window"] for u in summary["uptime"]] == ["24h", "7d", "30d"]
     assert summary["uptime"][0]["up_s"] > 0  # the bridge was registered meanwhile
-    table = list(csv.DictReader(io.StringIO(cli(stack, "--csv", "--since", "1h"))))
+    table = list(csv.DictReader(io.StringIO(cli(stack, "--since", "7d", "--csv"))))
     assert {r["id"] for r in table} == {taken["id"], stray["id"]}
     assert cli(stack, "--csv", "--until", "2000-01-01").count("\n") == 1  # the header alone
+    today = datetime.now(UTC).date()
+    ranged = json.loads(cli(stack, "--since", str(today), "--until", str(today + timedelta(days=1)), "--json"))
+    assert len(ranged["jobs"]) == 2
     assert "success rate" in cli(stack)

@@ -3,6 +3,9 @@ receivers that are down, slow or failing delay nobody but themselves, with retri
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,3 +110,23 @@ def test_only_the_chosen_events_are_sent(redis_server: RedisProcess, store: Stor
         wait_for(lambda: ok.received, timeout=20)
         wait_for(lambda: store.events.counts().get("skipped", 0) == 2, timeout=20)
     assert ok.events() == ["node.offline"]
+
+
+def test_notify_test_says_what_each_receiver_answered_without_its_secret(redis_server: RedisProcess) -> None:
+    with Receiver() as ok:
+        down = down_url()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HN_")}
+        env |= {"HN_REDIS_URL": redis_server.url, "HN_NOTIFY_URL": f"{ok.url},{down}", "HN_NODE_NAME": "rig"}
+        done = subprocess.run(
+            [sys.executable, "-m", "hypernode_host", "notify", "--test"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1  # one receiver failed
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("ok http://127.0.0.1:") and lines[0].endswith("/...: HTTP 204")
+    assert lines[1].startswith("FAILED http://127.0.0.1:") and "SECRET" not in done.stdout + done.stderr
+    assert ok.events() == ["test"]
