@@ -64,13 +64,6 @@ class Events:
         except redis.RedisError as exc:
             log.warning("event %s not queued (Redis: %s)", kind, exc)
 
-    def after(self, entry_id: str, count: int = BATCH) -> list[tuple[str, Event]]:
-        """Events strictly after ``entry_id`` ("0-0": from the oldest kept), oldest first."""
-        rows = cast(
-            list[tuple[str, dict[str, str]]], self._client.xrange(keys.EVENTS, f"({entry_id}", "+", count=count)
-        )
-        return [(entry_id, _event(fields)) for entry_id, fields in rows]
-
     def wait(self, entry_id: str, block_ms: int, count: int = BATCH) -> list[tuple[str, Event]]:
         """Block up to ``block_ms`` for events after ``entry_id``."""
         reply = cast(
