@@ -347,11 +347,16 @@ class Bridge:
         span = self._uptime_span(registered=False)
         if span is None:
             return
-        self._record(self.ledger.credit_uptime, *span)
         try:
-            await asyncio.to_thread(self.store.uptime.credit, *span)
+            await asyncio.to_thread(self._credit, *span)
         except RedisDown as exc:
             self._redis_unavailable(exc)
+
+    def _credit(self, start_ms: int, end_ms: int) -> None:
+        """In a thread: a registered stretch, credited once: to the ledger, then to Redis (where a Redis
+        that is down loses it; the ledger keeps it)."""
+        self.ledger.credit_uptime(start_ms, end_ms)
+        self.store.uptime.credit(start_ms, end_ms)
 
     # One connection --------------------------------------------------------------------------
 
@@ -601,14 +606,12 @@ class Bridge:
     async def _read_stats_async(self) -> None:
         refused, self._unsaved_refusals = self._unsaved_refusals, 0
         span = self._uptime_span(registered=self.session.state is State.REGISTERED)
-        if span is not None:
-            self._record(self.ledger.credit_uptime, *span)
+        if span is not None:  # counted now: a beat sent before the read below returns keeps it
+            self._uptime_total_ms += span[1] - span[0]
         try:
             self._stats = await asyncio.to_thread(self._read_stats, refused, self._beat_sent_ms, span)
         except RedisDown as exc:
             self._unsaved_refusals += refused
-            if span is not None and self._up_mark is not None:
-                self._up_mark = span[0]  # not credited: the next read credits it
             self._redis_unavailable(exc)
         except Exception:  # a background task: nobody else would ever see this
             log.exception("reading the heartbeat stats failed; sending the last ones")
@@ -619,7 +622,7 @@ class Bridge:
         if beat_sent_ms:
             self.store.node.heartbeat(beat_sent_ms)
         if span is not None:
-            self.store.uptime.credit(*span)
+            self._credit(*span)
         hours, first_seen, self._uptime_total_ms = self.store.uptime.read()
         self._uptime_ratios = {u.window: u.ratio for u in uptimes(hours, first_seen, now_ms())}
         queued, running = self.store.jobs.active_counts()
