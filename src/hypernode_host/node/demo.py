@@ -257,6 +257,7 @@ def run_demo(as_json: bool = False, upstream: bool = False) -> bool:
             "HN_REDIS_URL": redis_url,
             "HN_JOB_IMAGE": image,
             "HN_KEY_FILE": str(workdir / "node.key"),
+            "HN_STATE_DIR": str(workdir / "state"),  # the demo's ledger, not the operator's
             "HN_NODE_NAME": node_name,
             "HN_CPU_SLOTS": os.environ.get("HN_CPU_SLOTS", "2"),
             "HN_RECONNECT_DELAY": "0.5",
