@@ -186,6 +186,7 @@ class FakeRuntime:
             finished_at_ms=container.finished_at_ms,
             image_id=container.image,
             created_at_ms=container.created_at_ms,
+            labels=dict(container.labels),
         )
 
     def remove(self, container_id: str) -> None:
@@ -287,9 +288,15 @@ class FakeCancels:
         return job_id in self.flags
 
 
+NODE_IDENTITY = "0123456789ab"
+
+
 class FakeNode:
     def node_id(self) -> str | None:
         return "node-1"
+
+    def identity(self) -> str:
+        return NODE_IDENTITY
 
 
 class FakeStore:
