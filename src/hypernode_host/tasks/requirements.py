@@ -82,7 +82,7 @@ _INSTALL_SCRIPT = (
     "set -e; find {site} -mindepth 1 -delete; "
     "python -m pip install --disable-pip-version-check --no-input --progress-bar off --no-warn-script-location "
     '--no-index --find-links {wheels} --only-binary=:all: --target {site} "$@"; '
-    "rm -rf {tmp}; : > {marker}"
+    "find {tmp} -mindepth 1 -delete; : > {marker}"
 )
 
 
