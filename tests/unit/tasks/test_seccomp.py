@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
+from hypernode_host.errors import ConfigError
 from hypernode_host.tasks import seccomp
+from hypernode_host.tasks.containers import DockerRuntime
 
 
 def test_the_profile_denies_by_default_and_is_what_docker_is_handed() -> None:
@@ -60,3 +63,18 @@ def test_clone_never_makes_a_namespace_and_clone3_falls_back() -> None:
     assert clone["args"] == [{"index": 0, "value": 0x7E020000, "op": "SCMP_CMP_MASKED_EQ"}]
     (clone3,) = [g for g in groups if g["names"] == ["clone3"]]
     assert (clone3["action"], clone3["errnoRet"]) == ("SCMP_ACT_ERRNO", 38)  # ENOSYS: glibc then uses clone
+
+
+class _Engine(DockerRuntime):
+    def __init__(self, options: list[str]) -> None:
+        super().__init__()
+        self.options = options
+
+    def info(self) -> dict[str, Any]:
+        return {"SecurityOptions": self.options}
+
+
+def test_a_worker_refuses_to_start_on_an_engine_without_seccomp() -> None:
+    _Engine(["name=seccomp,profile=default", "name=cgroupns"]).check_seccomp()
+    with pytest.raises(ConfigError, match=r"no seccomp support .*name=apparmor"):
+        _Engine(["name=apparmor"]).check_seccomp()
