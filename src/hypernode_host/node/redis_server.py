@@ -1,5 +1,8 @@
 """A redis-server of our own: private ones for the demo and the tests, and the one `up` runs for a node.
 
+Every one has a password, random unless given: anything that reaches a Redis of the agent's can read
+every job's script and env, enqueue jobs and forge results, so none is ever open.
+
 Every option goes to redis-server in a config file (mode 0600, in the server's directory), never
 in its arguments, so a password never shows in a process list.
 
@@ -49,8 +52,10 @@ def _quoted(value: str) -> str:
 class RedisProcess:
     """``with RedisProcess() as r: r.url`` — started on enter, stopped (and its own files removed) on exit.
 
-    By default a loopback port of its own; with ``unix_socket`` that socket and no TCP port. With
-    ``log_level`` its log goes to our stdout at that level (else nowhere). ``pass_fds`` stay open in it.
+    By default a loopback port of its own; with ``unix_socket`` that socket and no TCP port. Always a
+    password: a fresh random one unless ``password`` names it (``""``: none, only for a test of what an
+    unauthenticated Redis gets). With ``log_level`` its log goes to our stdout at that level (else
+    nowhere). ``pass_fds`` stay open in it.
     """
 
     def __init__(
@@ -67,7 +72,7 @@ class RedisProcess:
         self.unix_socket = unix_socket
         self.port = 0 if unix_socket else port or free_port()
         self.appendonly = appendonly
-        self.password = password
+        self.password = secrets.token_hex(16) if password is None else password
         self.log_level = log_level
         self.pass_fds = pass_fds
         self._own_dir = directory is None

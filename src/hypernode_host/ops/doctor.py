@@ -19,7 +19,8 @@ from hypernode_host.gpu.inventory import discover
 from hypernode_host.ops.check import REDIS_TIMEOUT_S, docker_fix, redis_fix, shown_url
 from hypernode_host.ops.findings import Finding, Level
 from hypernode_host.settings import Settings
-from hypernode_host.state import RedisError, RedisRefused, Store
+from hypernode_host.state import RedisError, RedisRefused, Store, redis_url
+from hypernode_host.state.connect import exposure
 
 if TYPE_CHECKING:  # docker-py is imported only by the checks that talk to the engine
     from hypernode_host.tasks.containers import DockerRuntime
@@ -207,7 +208,7 @@ def check_redis(settings: Settings) -> list[Finding]:
     finally:
         store.close()
     appendonly, policy = config.appendonly, config.maxmemory_policy
-    findings = [Finding("redis", Level.OK, f"answers at {shown_url(settings)}")]
+    findings = [Finding("redis", Level.OK, f"answers at {shown_url(settings)}"), check_redis_auth(settings)]
     if appendonly == "yes":
         findings.append(Finding("redis-aof", Level.OK, "appendonly yes"))
     else:
@@ -221,6 +222,30 @@ def check_redis(settings: Settings) -> list[Finding]:
             Finding("redis-eviction", Level.FAIL, detail, "run redis-server with --maxmemory-policy noeviction")
         )
     return findings
+
+
+AUTH_FIX = (
+    "give Redis a password (requirepass; compose: REDIS_PASSWORD in .env) and put it in HN_REDIS_URL "
+    "(redis://:PASSWORD@host:6379/0, or rediss:// for TLS)"
+)
+
+
+def check_redis_auth(settings: Settings) -> Finding:
+    """Redis is the whole trust boundary: whoever reaches it reads every job's script and env, enqueues
+    jobs and forges results. Fail when it lets anyone in from the network; warn when only from here."""
+    try:
+        seen = exposure(redis_url(settings), REDIS_TIMEOUT_S)
+    except RedisError as exc:
+        return Finding("redis-auth", Level.WARN, f"cannot tell whether it requires a password: {exc}")
+    if seen is None:
+        return Finding("redis-auth", Level.WARN, "cannot tell whether it requires a password: no answer")
+    if not seen.anonymous:
+        return Finding("redis-auth", Level.OK, "a client without the password is refused")
+    if seen.loopback:
+        detail = f"{seen.where} lets in clients without a password: any local process can read and forge jobs"
+        return Finding("redis-auth", Level.WARN, detail, AUTH_FIX)
+    detail = f"{seen.where} lets in clients without a password from the network: anyone who reaches it owns the node"
+    return Finding("redis-auth", Level.FAIL, detail, AUTH_FIX)
 
 
 def check_token(settings: Settings) -> Finding:
