@@ -10,11 +10,12 @@ import json
 import secrets
 from collections.abc import Iterator
 
+import docker
 import pytest
 from execsupport import Node, running_node
 
 from hypernode_host.tasks.containers import LABEL_NODE_ID, DockerRuntime
-from support import wait_for
+from support import TEST_IMAGE, wait_for
 
 SECCOMP_PROBE = """
 import ctypes, errno, json, multiprocessing, subprocess, threading
@@ -38,10 +39,26 @@ print(json.dumps(report, sort_keys=True))
 """
 
 
+PINNED = f"127.0.0.1:1/hn/pinned-{secrets.token_hex(4)}"  # the job image, under a name pinned to its ID
+WRONG = f"127.0.0.1:1/hn/wrong-{secrets.token_hex(4)}"  # the job image, under a name pinned to another
+
+
 @pytest.fixture(scope="module")
 def node(docker_runtime: DockerRuntime) -> Iterator[Node]:
-    with running_node() as running:
-        yield running
+    image_id = docker_runtime.image_id(TEST_IMAGE)
+    assert image_id is not None
+    client = docker.from_env()
+    image = client.images.get(TEST_IMAGE)
+    for name in (PINNED, WRONG):
+        image.tag(name, "latest")
+    pins = f"{PINNED}@{image_id},{WRONG}@sha256:{'0' * 64}"
+    try:
+        with running_node(HN_ALLOWED_IMAGES=pins) as running:
+            yield running
+    finally:
+        for name in (PINNED, WRONG):
+            client.images.remove(f"{name}:latest")
+        client.close()
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +114,13 @@ def test_two_nodes_on_one_engine_running_the_same_job_id_each_get_their_own_run(
         assert result["logs"] == f"mine {mine[each.identity]}\ndone\n"  # its own run, its own output
     node.assert_unharmed()
     other.assert_unharmed()
+
+
+def test_an_image_pinned_by_digest_runs_only_as_that_image(node: Node) -> None:
+    pinned = node.run(script="print('the pinned one')", image=PINNED)
+    wrong = node.run(script="print('never')", image=WRONG)
+
+    assert pinned["status"] == "completed" and pinned["logs"] == "the pinned one\n"
+    assert (wrong["status"], wrong["reason"]) == ("error", "image_not_allowed")
+    assert wrong["logs"].startswith(f"image '{WRONG}' is not the one this node pins (sha256:000000000000")
+    node.assert_unharmed()

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hypernode_host.core.admission import open_patterns
 from hypernode_host.core.slots import GpuInfo
 from hypernode_host.errors import ConfigError, ContainerError, GpuError
 from hypernode_host.gpu.inventory import discover
@@ -59,9 +60,20 @@ def run_doctor(
     findings += check_toolkit(toolkit_config, real_gpus, info is not None and info.get("DefaultRuntime") == "nvidia")
     if real_gpus:
         findings.append(check_toolkit_version())
+    findings.append(check_image_patterns(settings))
     findings += check_redis(settings)
     findings += check_node_files(settings)
     return findings
+
+
+def check_image_patterns(settings: Settings) -> Finding:
+    """Allow-list entries a stranger can publish a matching image under: its code then runs as a job."""
+    found = open_patterns(settings.image_patterns())
+    if not found:
+        return Finding("image-patterns", Level.OK, f"{len(settings.image_patterns())} entries, none open to anyone")
+    detail = f"anyone may publish an image that matches {', '.join(found)}"
+    fix = "name registries and namespaces you control exactly, or pin digests (name@sha256:...) in HN_ALLOWED_IMAGES"
+    return Finding("image-patterns", Level.WARN, detail, fix)
 
 
 def _docker_info(runtime: DockerRuntime) -> dict[str, Any] | None:

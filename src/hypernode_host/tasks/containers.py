@@ -366,6 +366,13 @@ class DockerRuntime:
             return str(self.client.api.inspect_image(image)["Id"])
         return None  # 404: not here
 
+    def image_digests(self, image: str) -> frozenset[str]:
+        """Every digest that names the local ``image``: its registry digests (RepoDigests) and its ID."""
+        with docker_errors(f"cannot inspect image {image}"):
+            info = self.client.api.inspect_image(image)
+        digests = {str(entry).partition("@")[2] for entry in info.get("RepoDigests") or ()}
+        return frozenset({*digests, str(info["Id"])} - {""})
+
     def pull(self, image: str, stall_timeout_s: float) -> Generator[dict[str, Any], None, None]:
         """Pull ``image``, yielding dockerd's progress events; ImageUnavailable when it fails.
 

@@ -45,7 +45,7 @@ from hypernode_host.tasks.containers import (
     OutputStream,
     owned_by,
 )
-from hypernode_host.tasks.images import ImageRuntime, ensure_image
+from hypernode_host.tasks.images import ImageRuntime, check_pinned, ensure_image
 from hypernode_host.tasks.logcapture import LogCapture
 from hypernode_host.tasks.requirements import Limits, PrepRuntime, RequirementsInstaller
 
@@ -240,6 +240,7 @@ class JobRunner:
         if self.store.cancels.requested(job_id):
             return self._never_started(job_id)
         image_id = ensure_image(self.runtime, admission.image, self.settings.pull_timeout)
+        check_pinned(self.runtime, admission.image, image_id, admission.digests)
         deps = None
         job_deadline = None
         if admission.requirements:

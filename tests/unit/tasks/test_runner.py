@@ -239,3 +239,21 @@ def test_job_containers_are_named_after_the_nodes_identity(rig: Rig) -> None:
     rig.runner.run(job_id)
 
     assert f"create hn-job-{NODE_IDENTITY}-{job_id}" in rig.events
+
+
+@pytest.mark.parametrize(("pin", "status"), [("fa" * 32, "completed"), ("0b" * 32, "error")])
+def test_an_image_allowed_only_by_a_pinned_digest_runs_only_if_it_is_that_image(pin: str, status: str) -> None:
+    settings = Settings.from_env(
+        {"HN_JOB_IMAGE": "img", "HN_NODE_NAME": NODE, "HN_ALLOWED_IMAGES": f"ghcr.io/acme/train@sha256:{pin}"}
+    )
+    rig = Rig()
+    rig.runner = JobRunner(settings, rig.store, rig.runtime, NodeKey.generate(), SLOTS[0], SLOTS, clock=rig.clock)  # type: ignore[arg-type]
+    job_id = rig.job(image="ghcr.io/acme/train:1")
+
+    rig.runner.run(job_id)
+
+    result = rig.result(job_id)
+    assert result["status"] == status
+    if status == "error":
+        assert result["reason"] == "image_not_allowed" and "is not the one this node pins" in result["logs"]
+        assert not any(e.startswith("create") for e in rig.events)
