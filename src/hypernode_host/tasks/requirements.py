@@ -63,9 +63,11 @@ log = logging.getLogger(__name__)
 PREP_ROLE = "prep"
 READY_MARKER = PREP_SITE + "/.hypernode-ready"
 PREP_TMP = PREP_DEPS_DIR + "/tmp"  # pip unpacks here, in the volume: the job's /tmp is small
-# A step container that exited, or was never started, this long ago is left over by a dead worker:
-# a live one starts its container within seconds of creating it and removes it as soon as it exits.
-ABANDONED_AFTER_S = 120.0
+# A step container that exited this long ago is left over by a dead worker: a live one removes it as
+# soon as it exits. One never started may be a live worker's still downloading, which ends with that
+# job's deadline at the latest (HN_JOB_TIMEOUT caps it), so only past that plus this margin is it left
+# over. (A dead worker's slot reaps its step containers when it starts again, long before either.)
+ABANDONED_AFTER_S = 10.0
 _POLL_S = 0.5
 # A pip error is one line starting with ERROR:; the last one says why (not found, no wheel, conflict).
 _PIP_ERROR = re.compile(r"^ERROR:\s*(.+)$")
@@ -304,8 +306,10 @@ class RequirementsInstaller:
             return False  # another node's: never ours to remove
         if state.running:
             return False
-        since = state.finished_at_ms or state.created_at_ms  # exited, or created and never started
-        return bool(since) and self.wall_ms() - since > ABANDONED_AFTER_S * 1000
+        if state.finished_at_ms:
+            return self.wall_ms() - state.finished_at_ms > ABANDONED_AFTER_S * 1000
+        held_s = self.settings.job_timeout + ABANDONED_AFTER_S  # created, and never started
+        return bool(state.created_at_ms) and self.wall_ms() - state.created_at_ms > held_s * 1000
 
     def _check_deadline(self, deadline: float, what: str) -> None:
         if self.clock() > deadline:
