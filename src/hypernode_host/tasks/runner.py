@@ -406,11 +406,11 @@ class JobRunner:
 
     def _remove(self, name: str, container_id: str | None = None) -> None:
         try:
-            if container_id is None:
+            if not container_id:  # none made, or this worker did not make it: look, and touch only ours
                 container_id = self.runtime.find(name)
                 if container_id is not None and not owned_by(self.node, self.runtime.state(container_id).labels):
                     return  # another node's, under a name it took from us: never ours to remove
-            if container_id is not None:
+            if container_id:
                 self.runtime.remove(container_id)
         except ContainerError as exc:
             log.warning("container %s not removed: %s (it is reaped at the next worker start)", name, exc)

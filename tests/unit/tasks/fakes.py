@@ -193,6 +193,7 @@ class FakeRuntime:
         )
 
     def remove(self, container_id: str) -> None:
+        assert container_id, "docker-py raises NullResource for a remove without an id"
         self._call("remove")
         self.containers.pop(container_id, None)
 
