@@ -13,6 +13,8 @@ Kept on purpose, though a sandbox might want them gone: the SysV IPC calls (shar
 semaphores: multiprocessing, PyTorch's data loaders), ``mlock*`` (CUDA pins host memory),
 ``sched_setaffinity`` (OpenMP and BLAS thread pinning), ``memfd_create`` (JIT compilers), the
 legacy AIO calls (``io_setup``/``io_submit``: libaio users such as some data loaders).
+``get_mempolicy``, ``mbind`` and ``set_mempolicy`` stay refused, as in Docker's default without
+CAP_SYS_NICE: libnuma then reports no NUMA support, and CUDA does not need them.
 """
 
 from __future__ import annotations
