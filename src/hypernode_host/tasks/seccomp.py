@@ -88,6 +88,9 @@ NEVER_ALLOWED = (
     "fsmount",
     "move_mount",
     "open_tree",
+    "get_mempolicy",
+    "mbind",
+    "set_mempolicy",
 )
 
 
