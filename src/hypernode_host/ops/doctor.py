@@ -115,6 +115,12 @@ def docker_findings(info: dict[str, Any], real_gpus: bool) -> list[Finding]:
                 'set "live-restore": true in /etc/docker/daemon.json and reload dockerd',
             )
         )
+    options = [str(option) for option in info.get("SecurityOptions") or ()]
+    if any(option.startswith("name=seccomp") for option in options):
+        findings.append(Finding("seccomp", Level.OK, "supported: every job runs under the project's profile"))
+    else:
+        detail = "the engine has no seccomp support: workers refuse to start (jobs run only under the profile)"
+        findings.append(Finding("seccomp", Level.FAIL, detail, "use a kernel and a Docker built with seccomp"))
     runtimes = sorted(info.get("Runtimes") or {})
     if "nvidia" in runtimes:
         findings.append(Finding("nvidia-runtime", Level.OK, "registered with Docker"))

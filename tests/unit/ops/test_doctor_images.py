@@ -1,8 +1,8 @@
-"""doctor's word on the image allow-list: patterns a stranger can publish a matching image under."""
+"""doctor's word on the sandbox: allow-list patterns a stranger can publish a matching image under, seccomp."""
 
 from __future__ import annotations
 
-from hypernode_host.ops.doctor import check_image_patterns
+from hypernode_host.ops.doctor import check_image_patterns, docker_findings
 from hypernode_host.ops.findings import Level
 from hypernode_host.settings import Settings
 
@@ -24,3 +24,14 @@ def test_exact_names_private_namespaces_and_pinned_digests_pass() -> None:
     settings = Settings.from_env({"HN_JOB_IMAGE": "python:3.11-slim", "HN_ALLOWED_IMAGES": f"ghcr.io/acme/*,{pinned}"})
 
     assert check_image_patterns(settings).level is Level.OK
+
+
+def test_doctor_fails_an_engine_without_seccomp() -> None:
+    info = {"ServerVersion": "20.10.24", "Runtimes": {"runc": {}}, "DefaultRuntime": "runc"}
+    with_seccomp = {
+        f.part: f for f in docker_findings({**info, "SecurityOptions": ["name=seccomp,profile=default"]}, False)
+    }
+    without = {f.part: f for f in docker_findings({**info, "SecurityOptions": ["name=apparmor"]}, False)}
+
+    assert with_seccomp["seccomp"].level is Level.OK
+    assert without["seccomp"].level is Level.FAIL and "workers refuse to start" in without["seccomp"].detail
