@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from hypernode_host.backend.harness import BackendThread
 from hypernode_host.node.redis_server import RedisProcess, TlsFiles
+from hypernode_host.state.connect import Exposure, exposure
 from hypernode_host.tasks.containers import DockerRuntime
 from support import NodeProcess, job_containers, node_env
 
@@ -94,3 +95,5 @@ def test_plain_redis_and_a_missing_password_get_nothing_from_the_tls_port(tls_re
     trusted = redis.Redis.from_url(tls_redis.url, socket_timeout=5)
     assert trusted.ping() is True
     trusted.close()
+    # What doctor asks: the same over TLS, without the password.
+    assert exposure(tls_redis.url, 5) == Exposure(anonymous=False, loopback=True, where=f"127.0.0.1:{tls_redis.port}")

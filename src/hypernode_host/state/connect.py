@@ -90,7 +90,9 @@ def exposure(url: str, timeout_s: float) -> Exposure | None:
     path = options.get("path")
     host = str(options.get("host", "localhost"))
     where = str(path) if path else f"{host}:{options.get('port', 6379)}"
-    client = redis.Redis(socket_timeout=timeout_s, socket_connect_timeout=timeout_s, **options)
+    # A pool takes what parse_url gives for every scheme (a Unix socket's path, TLS's connection class).
+    pool = redis.ConnectionPool(socket_timeout=timeout_s, socket_connect_timeout=timeout_s, **options)
+    client = redis.Redis(connection_pool=pool)
     try:
         client.ping()
         anonymous = True
@@ -106,6 +108,7 @@ def exposure(url: str, timeout_s: float) -> Exposure | None:
         return None
     finally:
         client.close()
+        pool.disconnect()
     return Exposure(anonymous, bool(path) or _loopback(host), where)
 
 
