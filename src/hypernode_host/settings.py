@@ -98,7 +98,9 @@ class Settings(BaseModel):
         None, alias="HN_GPU_JOB_IMAGE", description="Image for GPU jobs that name none (unset: the job image)."
     )
     allowed_images: tuple[str, ...] = Field(
-        (), alias="HN_ALLOWED_IMAGES", description="Extra images jobs may name: comma-separated fnmatch patterns."
+        (),
+        alias="HN_ALLOWED_IMAGES",
+        description="Extra images jobs may name: comma-separated fnmatch patterns (name@sha256:... pins one).",
     )
     simulate_gpus: str | None = Field(
         None, alias="HN_SIMULATE_GPUS", description="Simulated GPUs: 4 or 2xRTX4090:24576 (unset: NVML)."
@@ -110,9 +112,11 @@ class Settings(BaseModel):
         description="The node's Ed25519 key file (created 0600 on first start).",
     )
     gpus_per_worker: int = Field(1, alias="HN_GPUS_PER_WORKER", ge=1, le=64, description="GPUs per worker slot.")
-    pip_index_url: str | None = Field(None, alias="HN_PIP_INDEX_URL", description="Package index for job requirements.")
+    pip_index_url: str | None = Field(
+        None, alias="HN_PIP_INDEX_URL", description="Package index for job requirements (the workers' own pip)."
+    )
     pip_find_links: str | None = Field(
-        None, alias="HN_PIP_FIND_LINKS", description="Wheel directory (or URL) for job requirements."
+        None, alias="HN_PIP_FIND_LINKS", description="Wheel directory the workers read (or URL) for job requirements."
     )
     memory_reserve: int = Field(
         1024,

@@ -19,7 +19,9 @@ CANCEL = PREFIX + ":cancel:{job_id}"  # string, with a TTL: present while a canc
 REPLY_STREAM = PREFIX + ":replies"  # stream: results waiting for the backend's ack (fields job_id, result)
 
 # The node and its counters ---------------------------------------------------------------------
-NODE = PREFIX + ":node"  # hash: node id, registration time, bridge heartbeat, token refusal, bridge counters
+# hash: the node's identity on Docker (state/node.py), node id, registration time, bridge heartbeat,
+# token refusal, bridge counters
+NODE = PREFIX + ":node"
 STATS = PREFIX + ":stats"  # hash: completed, failed: jobs finished (the heartbeat's counters)
 STATUS_COUNTS = PREFIX + ":jobs-by-status"  # hash: final status -> jobs finished with it
 DURATIONS = PREFIX + ":durations"  # hash: "<status>|<bucket bound>", "<status>|count", "<status>|sum"
