@@ -4,8 +4,8 @@ Each part owns its keys (state/keys.py names them all): ``jobs`` the job records
 indexes, ``outbox`` the results waiting for the backend's ack, ``node`` the bridge's view of its
 connection, ``registry`` the live workers, ``cancels`` the cancel flags, ``stats`` the counters
 and durations, ``gpuflags`` the simulated GPU faults, ``reconciler`` the reconciler's turn and its
-counters, and ``leases(...)`` the GPU leases. The
-client itself stays inside: nothing outside state/ talks to Redis directly.
+counters, ``events`` the node's events for the notifier, ``uptime`` the registered time per hour, and
+``leases(...)`` the GPU leases. The client itself stays inside: nothing outside state/ talks to Redis directly.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import redis
 from hypernode_host.settings import Settings
 from hypernode_host.state.cancels import Cancels
 from hypernode_host.state.connect import connect, redis_url
+from hypernode_host.state.events import Events
 from hypernode_host.state.gpuflags import GpuFlags
 from hypernode_host.state.jobs import Jobs
 from hypernode_host.state.leases import GpuLeases
@@ -27,6 +28,7 @@ from hypernode_host.state.outbox import Outbox
 from hypernode_host.state.reconciler import Reconciler
 from hypernode_host.state.registry import Registry
 from hypernode_host.state.stats import Stats
+from hypernode_host.state.uptime import UptimeRecord
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class Store:
         self.stats = Stats(client)
         self.gpuflags = GpuFlags(client)
         self.reconciler = Reconciler(client)
+        self.events = Events(client)
+        self.uptime = UptimeRecord(client)
 
     @classmethod
     def open(cls, settings: Settings, *, timeout_s: float | None = None) -> Store:

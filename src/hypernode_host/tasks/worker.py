@@ -197,7 +197,7 @@ class SlotWorker:
             self.store,
             self.queues,
             settings.node_name,
-            has_container=lambda job_id: self.runtime.find(container_name(job_id)) is not None,
+            has_container=lambda job_id: self.runtime.find(container_name(self.runner.node, job_id)) is not None,
             refuse=self.runner.refuse,
             retention_s=settings.job_retention,
             tombstone_retention_s=settings.tombstone_retention,
@@ -205,6 +205,10 @@ class SlotWorker:
         self._reconciling = threading.Thread(target=self._reconcile, name="reconciler", daemon=True)
 
     def run(self) -> None:
+        try:
+            self.runtime.check_seccomp()  # before any job: none may run without the project's profile
+        except ContainerError as exc:  # the engine is down: every job fails with that until it is back
+            log.warning("cannot ask the Docker engine whether it applies seccomp profiles: %s", exc)
         self.leases.acquire()  # before touching any container: this slot's GPUs are ours alone
         try:
             self.monitor.open()
