@@ -103,6 +103,18 @@ class Settings(BaseModel):
     simulate_gpus: str | None = Field(
         None, alias="HN_SIMULATE_GPUS", description="Simulated GPUs: 4 or 2xRTX4090:24576 (unset: NVML)."
     )
+    simulate_driver: str | None = Field(
+        None,
+        alias="HN_SIMULATE_DRIVER",
+        pattern=r"^[0-9]+(\.[0-9]+)*/[0-9]+(\.[0-9]+)*$",
+        description="The simulated GPUs' driver at start, VERSION/CUDA: 550.54/12.4 (unset: no CUDA version).",
+    )
+    poison_quarantine: int = Field(
+        3600,
+        alias="HN_POISON_QUARANTINE",
+        ge=0,
+        description="Seconds a workload whose GPU failed under it is refused on this node's other GPUs (0: off).",
+    )
     cpu_slots: int = Field(1, alias="HN_CPU_SLOTS", ge=0, le=256, description="CPU-only worker slots.")
     key_file: Path = Field(
         default_factory=_default_key_file,
@@ -161,6 +173,7 @@ class Settings(BaseModel):
     @field_validator(
         "redis_url",
         "simulate_gpus",
+        "simulate_driver",
         "gpu_job_image",
         "pip_index_url",
         "pip_find_links",

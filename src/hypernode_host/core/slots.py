@@ -5,6 +5,7 @@ Pure: discovery (gpu/inventory.py) finds the GPUs, everything here plans with th
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -33,10 +34,37 @@ class GpuInfo:
     healthy: bool = True
     health: str = "ok"  # one line: why the GPU is unhealthy
     simulated: bool = False
+    compute_processes: int = 0  # compute processes NVML lists on it (simulated: those `sim-gpu --busy` put there)
 
     def details(self) -> dict[str, Any]:
         """Every field, for `hypernode-host gpus --json` and the worker registration."""
         return asdict(self)
+
+
+class SlotState(enum.StrEnum):
+    """Whether a slot takes jobs, and if not, which kind of why (its registration's ``state``)."""
+
+    SERVING = "serving"  # takes jobs
+    BUSY = "busy"  # its GPU runs compute processes the node did not start: not a fault, no jobs until free
+    DRAINING = "draining"  # the driver changed under the node (or NVML disagrees with it): no new jobs
+    UNHEALTHY = "unhealthy"  # a GPU is lost, reported a critical Xid, or has memory errors
+
+
+@dataclass(frozen=True)
+class SlotCondition:
+    """What a slot's checks found: its state and one line saying why ("ok" while serving)."""
+
+    state: SlotState = SlotState.SERVING
+    reason: str = "ok"
+
+    @property
+    def serving(self) -> bool:
+        return self.state is SlotState.SERVING
+
+    @property
+    def healthy(self) -> bool:
+        """Its GPUs are fine (a busy or draining slot is not sick)."""
+        return self.state is not SlotState.UNHEALTHY
 
 
 @dataclass(frozen=True)

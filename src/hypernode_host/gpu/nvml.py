@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from hypernode_host.core.slots import GpuInfo
-from hypernode_host.errors import GpuError
+from hypernode_host.errors import DriverMismatch, GpuError
 from hypernode_host.gpu.health import Readings, judge
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ def session() -> Iterator[Any]:
     try:
         nvml.nvmlInit()
     except nvml.NVMLError as exc:
+        if exc.value == getattr(nvml, "NVML_ERROR_LIB_RM_VERSION_MISMATCH", None):
+            raise DriverMismatch(f"Failed to initialize NVML: Driver/library version mismatch ({exc})") from None
         raise GpuError(f"NVML unavailable ({exc}); this node runs CPU jobs only") from None
     try:
         yield nvml
@@ -61,6 +63,27 @@ def cuda_version(encoded: int | None) -> str | None:
     if not encoded:
         return None
     return f"{encoded // 1000}.{encoded % 1000 // 10}"
+
+
+def driver_versions() -> tuple[str | None, str | None]:
+    """(driver version, newest CUDA it supports) now; DriverMismatch after an upgrade without a reboot."""
+    with session() as nvml:
+        driver = _maybe(nvml, nvml.nvmlSystemGetDriverVersion)
+        return (_text(driver) if driver else None, cuda_version(_maybe(nvml, nvml.nvmlSystemGetCudaDriverVersion)))
+
+
+def compute_processes(uuids: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """The pids of the compute processes on each GPU (by UUID) that NVML lists; () where it cannot say."""
+    with session() as nvml:
+        found: dict[str, tuple[int, ...]] = {}
+        for uuid in uuids:
+            try:
+                handle = nvml.nvmlDeviceGetHandleByUUID(uuid.encode())
+                listed = _maybe(nvml, nvml.nvmlDeviceGetComputeRunningProcesses, handle) or []
+            except nvml.NVMLError:
+                listed = []  # an unreachable GPU is the health check's to report
+            found[uuid] = tuple(int(p.pid) for p in listed)
+        return found
 
 
 def list_gpus() -> list[GpuInfo]:

@@ -4,7 +4,10 @@
 ("2xRTX4090:24576,1xA100:81920"). UUIDs are stable: the same spec on the same node gives the
 same UUIDs, and two nodes (``HN_NODE_NAME``) sharing one Redis get different ones, as real
 GPUs would. Utilization, free memory, temperature and power follow the jobs the node's
-workers run on them (``with_load``); a GPU is lost on purpose with a mark in Redis (state/gpuflags.py).
+workers run on them (``with_load``); what `hypernode-host sim-gpu` injects through Redis
+(state/gpuflags.py: lost, Xids, foreign processes, another driver) shows as NVML would show it
+(``with_states``). ``HN_SIMULATE_DRIVER`` (550.54/12.4) is the driver they start with; unset, they
+read driver "simulated" with no CUDA version, and no image is refused for its CUDA requirement.
 """
 
 from __future__ import annotations
@@ -16,13 +19,16 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from hypernode_host.core.cuda import Driver, parse_driver
 from hypernode_host.core.slots import GpuInfo
 from hypernode_host.errors import ConfigError
 from hypernode_host.gpu.health import simulated_health
+from hypernode_host.state.gpuflags import SimulatedState
 
 _ENTRY = re.compile(r"^(\d+)x([A-Za-z0-9_.-]+):(\d+)$")
 DEFAULT_MODEL = ("Simulated-GPU", 24576)
 MAX_SIMULATED = 64
+UNSET_DRIVER = Driver("simulated", None)
 
 # What a busy and an idle simulated GPU read like (a data-centre card under a training job).
 IDLE_TEMPERATURE_C = 34
@@ -65,7 +71,12 @@ def parse_spec(spec: str) -> list[tuple[str, int]]:
     return models
 
 
-def simulated_gpus(spec: str, seed: str = "") -> list[GpuInfo]:
+def start_driver(simulate_driver: str | None) -> Driver:
+    """The driver simulated GPUs start with: HN_SIMULATE_DRIVER's (validated by Settings), else UNSET_DRIVER."""
+    return parse_driver(simulate_driver) if simulate_driver else UNSET_DRIVER
+
+
+def simulated_gpus(spec: str, seed: str = "", driver: Driver = UNSET_DRIVER) -> list[GpuInfo]:
     """Idle simulated GPUs; ``seed`` (the node name) makes the UUIDs differ between nodes."""
     return [
         GpuInfo(
@@ -76,7 +87,8 @@ def simulated_gpus(spec: str, seed: str = "") -> list[GpuInfo]:
             memory_free_mb=mib,
             temperature_c=IDLE_TEMPERATURE_C,
             power_w=IDLE_POWER_W,
-            driver_version="simulated",
+            driver_version=driver.version,
+            cuda_version=driver.cuda,
             simulated=True,
         )
         for i, (name, mib) in enumerate(parse_spec(spec))
@@ -99,7 +111,17 @@ def _loaded(gpu: GpuInfo, job: Busy) -> GpuInfo:
     )
 
 
-def with_lost(gpus: Sequence[GpuInfo], marks: Mapping[str, str]) -> list[GpuInfo]:
-    """The GPUs with those marked lost (``hn:gpu-lost:<uuid>``) unhealthy."""
-    health = simulated_health([g.uuid for g in gpus], marks)
-    return [dataclasses.replace(g, healthy=h.healthy, health=h.reason) for g, h in zip(gpus, health, strict=True)]
+def with_states(gpus: Sequence[GpuInfo], states: Mapping[str, SimulatedState]) -> list[GpuInfo]:
+    """The GPUs as what was injected makes them read: lost or with critical Xids unhealthy, foreign processes."""
+    health = simulated_health([g.uuid for g in gpus], states)
+    return [
+        dataclasses.replace(
+            g, healthy=h.healthy, health=h.reason, compute_processes=states.get(g.uuid, SimulatedState()).foreign
+        )
+        for g, h in zip(gpus, health, strict=True)
+    ]
+
+
+def with_driver(gpus: Sequence[GpuInfo], driver: Driver) -> list[GpuInfo]:
+    """The GPUs reading ``driver`` (after `sim-gpu --driver`)."""
+    return [dataclasses.replace(g, driver_version=driver.version, cuda_version=driver.cuda) for g in gpus]

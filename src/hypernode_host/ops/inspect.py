@@ -193,11 +193,12 @@ class WorkerRow:
     queues: list[str]
     gpus: list[str]
     alive: bool  # registered, and its registration has not expired
-    healthy: bool | None  # whether it takes jobs (its GPUs pass their checks); None when not alive
-    health: str
+    healthy: bool | None  # whether its GPUs pass their checks; None when not alive
+    health: str  # why it takes no jobs ("ok" while it serves)
     pid: int | None
     seen_at: int | None  # epoch ms of its last registration refresh
     current_job: str | None
+    state: str = "down"  # serving, busy, draining, unhealthy (core/slots.py SlotState), or down
 
 
 def workers_view(store: Store, slots: Sequence[Slot], host: str) -> list[WorkerRow]:
@@ -234,6 +235,7 @@ def _worker_row(key: tuple[str, int], worker: Registration | None, plan: Slot | 
         pid=worker.pid or None,
         seen_at=worker.seen_at,
         current_job=worker.job or None,
+        state=worker.state.value,
     )
 
 

@@ -18,6 +18,7 @@ from hypernode_host.core.slots import GpuInfo, Slot
 from hypernode_host.ops.deadletters import DeadLetter
 from hypernode_host.ops.findings import Finding, Level
 from hypernode_host.ops.inspect import JobDetail, JobRow, NodeSummary, WorkerRow
+from hypernode_host.state.quarantine import Quarantined
 from hypernode_host.tasks.dramatiq_redis import QueueStats
 
 LEVEL_STYLE = {Level.OK: "green", Level.WARN: "yellow", Level.FAIL: "bold red"}
@@ -122,10 +123,10 @@ def workers_table(rows: Sequence[WorkerRow], now_ms: int) -> Table:
     for w in rows:
         if not w.alive:
             state = Text("down", style="bold red")
-        elif w.healthy:
+        elif w.state == "serving":
             state = Text("alive", style="green")
-        else:
-            state = Text(f"unhealthy: {w.health}", style="yellow")
+        else:  # busy, draining or unhealthy, and why (the driver's fix included)
+            state = Text(f"{w.state}: {w.health}", style="yellow" if w.state == "busy" else "bold yellow")
         table.add_row(
             _text(w.host),
             str(w.slot),
@@ -167,7 +168,7 @@ def summary_line(node: NodeSummary, token_fix: str = "") -> Text:
 
 def gpus_view(gpus: Sequence[GpuInfo], slots: Sequence[Slot]) -> RenderableType:
     """The GPUs found and the worker slots planned on them."""
-    table = Table("index", "name", "uuid", "memory MiB", "util %", "driver", "health")
+    table = Table("index", "name", "uuid", "memory MiB", "util %", "driver", "CUDA", "processes", "health")
     for g in gpus:
         table.add_row(
             str(g.index),
@@ -176,10 +177,21 @@ def gpus_view(gpus: Sequence[GpuInfo], slots: Sequence[Slot]) -> RenderableType:
             str(g.memory_total_mb),
             str(g.utilization_pct),
             _text(g.driver_version),
+            _text(g.cuda_version),
+            str(g.compute_processes),
             _text(g.health),
         )
     found: RenderableType = table if gpus else Text("no GPUs: this node runs CPU jobs only")
     return Group(found, *(Text(f"{s.describe()} → {', '.join(s.queues)}") for s in slots))
+
+
+def quarantine_lines(held: Sequence[Quarantined]) -> list[str]:
+    """The workloads the poison-job breaker refuses, one line each (their texts escaped)."""
+    lines = [
+        plain(f"quarantined workload {q.workload}: {q.ttl_s} s left, after job {q.job_id} on {q.gpu} ({q.reason})", 400)
+        for q in held
+    ]
+    return lines + (["clear with: hypernode-host gpus --clear-quarantine"] if held else [])
 
 
 def findings_table(findings: Sequence[Finding]) -> Table:

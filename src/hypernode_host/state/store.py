@@ -3,7 +3,8 @@
 Each part owns its keys (state/keys.py names them all): ``jobs`` the job records and their
 indexes, ``outbox`` the results waiting for the backend's ack, ``node`` the bridge's view of its
 connection, ``registry`` the live workers, ``cancels`` the cancel flags, ``stats`` the counters
-and durations, ``gpuflags`` the simulated GPU faults, and ``leases(...)`` the GPU leases. The
+and durations, ``gpuflags`` the simulated GPU faults,
+``quarantine`` the workloads refused after their GPU failed, and ``leases(...)`` the GPU leases. The
 client itself stays inside: nothing outside state/ talks to Redis directly.
 """
 
@@ -23,6 +24,7 @@ from hypernode_host.state.jobs import Jobs
 from hypernode_host.state.leases import GpuLeases
 from hypernode_host.state.node import Node
 from hypernode_host.state.outbox import Outbox
+from hypernode_host.state.quarantine import Quarantine
 from hypernode_host.state.registry import Registry
 from hypernode_host.state.stats import Stats
 
@@ -45,6 +47,7 @@ class Store:
         self.cancels = Cancels(client)
         self.stats = Stats(client)
         self.gpuflags = GpuFlags(client)
+        self.quarantine = Quarantine(client)
 
     @classmethod
     def open(cls, settings: Settings, *, timeout_s: float | None = None) -> Store:

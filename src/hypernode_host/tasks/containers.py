@@ -343,6 +343,12 @@ class DockerRuntime:
             return str(self.client.api.inspect_image(image)["Id"])
         return None  # 404: not here
 
+    def image_env(self, image: str) -> list[str]:
+        """The ``KEY=value`` environment of the image's config (where it states its CUDA requirement)."""
+        with docker_errors(f"cannot inspect image {image}"):
+            env = (self.client.api.inspect_image(image).get("Config") or {}).get("Env") or []
+        return [str(item) for item in env]
+
     def pull(self, image: str, stall_timeout_s: float) -> Generator[dict[str, Any], None, None]:
         """Pull ``image``, yielding dockerd's progress events; ImageUnavailable when it fails.
 

@@ -10,7 +10,14 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
-ERRORS = {"NOT_SUPPORTED": 3, "DRIVER_NOT_LOADED": 9, "TIMEOUT": 10, "GPU_IS_LOST": 15, "UNKNOWN": 999}
+ERRORS = {
+    "NOT_SUPPORTED": 3,
+    "DRIVER_NOT_LOADED": 9,
+    "TIMEOUT": 10,
+    "GPU_IS_LOST": 15,
+    "LIB_RM_VERSION_MISMATCH": 18,
+    "UNKNOWN": 999,
+}
 
 
 class NVMLError(Exception):
@@ -39,6 +46,13 @@ class FakeGpu:
     lost: bool = False  # every call about it fails with GPU_IS_LOST
     xid_events: bool = True
     pending_xids: list[int] = field(default_factory=list)
+    processes: list[int] = field(default_factory=list)  # pids of the compute processes on it
+
+
+@dataclass
+class Process:
+    pid: int
+    usedGpuMemory: int
 
 
 @dataclass
@@ -56,6 +70,8 @@ class FakeNvml:
         self.init_error: int | None = None
         self.initialised = 0
         self.registered: list[str] = []
+        self.driver = "550.54.15"
+        self.cuda = 12040
 
     def module(self) -> types.ModuleType:
         m = types.ModuleType("pynvml")
@@ -87,10 +103,13 @@ class FakeNvml:
         self.initialised -= 1
 
     def nvmlSystemGetDriverVersion(self) -> str:
-        return "550.54.15"
+        return self.driver
 
     def nvmlSystemGetCudaDriverVersion(self) -> int:
-        return 12040
+        return self.cuda
+
+    def nvmlDeviceGetComputeRunningProcesses(self, gpu: FakeGpu) -> list[Process]:
+        return [Process(pid, 1 << 30) for pid in self._alive(gpu).processes]
 
     def nvmlDeviceGetCount(self) -> int:
         return len(self.gpus)

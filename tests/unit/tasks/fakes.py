@@ -18,6 +18,7 @@ from typing import Any
 
 from hypernode_host.core.jobs import JobState
 from hypernode_host.errors import NameTaken
+from hypernode_host.state.quarantine import Quarantined
 from hypernode_host.state.records import JobRecord
 from hypernode_host.tasks.containers import ContainerSpec, ContainerState, PrepSpec
 
@@ -89,6 +90,7 @@ class FakeRuntime:
         self.containers: dict[str, FakeContainer] = {}
         self.behaviours: dict[str, Behaviour] = {}  # by container name, for containers yet to be created
         self.failures: dict[str, Exception] = {}  # operation -> the error it raises
+        self.image_envs: dict[str, list[str]] = {}  # image (id) -> its config's Env
         self._ids = itertools.count(1)
 
     def _call(self, operation: str, *args: object) -> None:
@@ -122,6 +124,9 @@ class FakeRuntime:
 
     def image_id(self, image: str) -> str | None:
         return "sha256:fake"
+
+    def image_env(self, image: str) -> list[str]:
+        return list(self.image_envs.get(image, ()))
 
     def pull(self, image: str, stall_timeout_s: float) -> Iterator[dict[str, Any]]:
         raise AssertionError("the fake runtime has every image")
@@ -292,6 +297,25 @@ class FakeNode:
         return "node-1"
 
 
+class FakeQuarantine:
+    """The breaker's quarantine (state/quarantine.py) in memory, with a TTL that never runs out."""
+
+    def __init__(self) -> None:
+        self.held: dict[tuple[str, str], Quarantined] = {}
+
+    def add(self, host: str, workload: str, *, job_id: str, gpu: str, reason: str, at_ms: int, ttl_s: int) -> None:
+        self.held[(host, workload)] = Quarantined(workload, job_id, gpu, reason, at_ms, ttl_s)
+
+    def get(self, host: str, workload: str) -> Quarantined | None:
+        return self.held.get((host, workload))
+
+    def clear(self, host: str) -> int:
+        gone = [key for key in self.held if key[0] == host]
+        for key in gone:
+            del self.held[key]
+        return len(gone)
+
+
 class FakeStore:
     """What the runner and the recovery use of the Store."""
 
@@ -299,3 +323,4 @@ class FakeStore:
         self.jobs = FakeJobs(events)
         self.cancels = FakeCancels()
         self.node = FakeNode()
+        self.quarantine = FakeQuarantine()
