@@ -101,7 +101,9 @@ class Settings(BaseModel):
         (), alias="HN_ALLOWED_IMAGES", description="Extra images jobs may name: comma-separated fnmatch patterns."
     )
     simulate_gpus: str | None = Field(
-        None, alias="HN_SIMULATE_GPUS", description="Simulated GPUs: 4 or 2xRTX4090:24576 (unset: NVML)."
+        None,
+        alias="HN_SIMULATE_GPUS",
+        description="Simulated GPUs: 4, 2xRTX4090:24576 or 1xA100:81920:mig=3g.40gb+3g.40gb (unset: NVML).",
     )
     simulate_driver: str | None = Field(
         None,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from hypernode_host.core.cuda import Driver
 from hypernode_host.core.slots import SlotCondition, SlotState
@@ -45,13 +45,16 @@ class SlotMonitor:
         simulated: bool,
         host: str = "",
         simulated_driver: Driver = UNSET_DRIVER,
+        parents: Mapping[str, str] | None = None,
     ) -> None:
         self.flags = flags
         self.uuids = list(uuids)
         self.simulated = simulated
         self.host = host
         self.simulated_driver = simulated_driver
-        self._xids = nvml.XidWatch(self.uuids) if self.uuids and not simulated else None
+        # A MIG instance's health and Xids are its GPU's: NVML reports them for the physical GPU.
+        self.physical = list(dict.fromkeys((parents or {}).get(u, u) for u in self.uuids))
+        self._xids = nvml.XidWatch(self.physical) if self.uuids and not simulated else None
         self._critical: dict[str, tuple[int, ...]] = {}
         self._lock = threading.Lock()  # the watch thread and the job's runner both check
         self.start_driver: Driver | None = None  # the driver when the worker started (None: unreadable then)
@@ -107,7 +110,7 @@ class SlotMonitor:
             return summarize(simulated_health(self.uuids, self.flags.states(self.uuids)))
         self._collect_xids()
         try:
-            readings = nvml.read_health(self.uuids)
+            readings = nvml.read_health(self.physical)
         except DriverMismatch:
             return True, "ok"  # the GPUs are not at fault: the driver check drains the slot
         except GpuError as exc:

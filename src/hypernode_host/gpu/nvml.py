@@ -7,6 +7,7 @@ which keeps one open: NVML reports an Xid only to an event set registered before
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -107,8 +108,50 @@ def list_gpus() -> list[GpuInfo]:
             except nvml.NVMLError as exc:
                 log.warning("GPU %d cannot be read (%s); it gets no slot", index, exc)
                 continue
-            gpus.append(_describe(nvml, index, handle, uuid, versions))
+            gpu = _describe(nvml, index, handle, uuid, versions)
+            gpus.append(gpu)
+            if gpu.mig_enabled:
+                gpus += _instances(nvml, handle, gpu)
         return gpus
+
+
+def _instances(nvml: Any, handle: Any, gpu: GpuInfo) -> list[GpuInfo]:
+    """The MIG instances carved from ``gpu``: each a GPU of its own, by MIG UUID (its profile named)."""
+    try:
+        count = int(nvml.nvmlDeviceGetMaxMigDeviceCount(handle))
+    except nvml.NVMLError as exc:
+        log.warning("GPU %d (%s): its MIG instances cannot be listed (%s)", gpu.index, gpu.uuid, exc)
+        return []
+    found = []
+    for slot in range(count):
+        try:
+            mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+        except nvml.NVMLError:
+            continue  # no instance in this position
+        try:
+            uuid = _text(nvml.nvmlDeviceGetUUID(mig))
+            memory = nvml.nvmlDeviceGetMemoryInfo(mig)
+            attributes = _maybe(nvml, nvml.nvmlDeviceGetAttributes, mig)
+        except nvml.NVMLError as exc:
+            log.warning("GPU %d: MIG instance %d cannot be read (%s); it gets no slot", gpu.index, slot, exc)
+            continue
+        total = int(memory.total) // (1 << 20)
+        profile = (
+            f"{int(attributes.gpuInstanceSliceCount)}g.{round(total / 1024)}gb" if attributes is not None else "mig"
+        )
+        found.append(
+            dataclasses.replace(
+                gpu,
+                uuid=uuid,
+                name=f"{gpu.name} MIG {profile}",
+                memory_total_mb=total,
+                memory_free_mb=int(memory.free) // (1 << 20),
+                mig_enabled=None,
+                parent_uuid=gpu.uuid,
+                mig_profile=profile,
+            )
+        )
+    return found
 
 
 def _describe(nvml: Any, index: int, handle: Any, uuid: str, versions: tuple[str | None, str | None]) -> GpuInfo:
@@ -118,6 +161,7 @@ def _describe(nvml: Any, index: int, handle: Any, uuid: str, versions: tuple[str
         temp = _maybe(nvml, nvml.nvmlDeviceGetTemperature, handle, nvml.NVML_TEMPERATURE_GPU)
         power = _maybe(nvml, nvml.nvmlDeviceGetPowerUsage, handle)
         mig = _maybe(nvml, nvml.nvmlDeviceGetMigMode, handle)
+        processes = _maybe(nvml, nvml.nvmlDeviceGetComputeRunningProcesses, handle)
         health = judge(_readings(nvml, handle, uuid))
         name = _text(nvml.nvmlDeviceGetName(handle))
     except nvml.NVMLError as exc:
@@ -136,6 +180,7 @@ def _describe(nvml: Any, index: int, handle: Any, uuid: str, versions: tuple[str
         driver_version=versions[0],
         cuda_version=versions[1],
         mig_enabled=bool(mig[0] == nvml.NVML_DEVICE_MIG_ENABLE) if mig is not None else None,
+        compute_processes=len(processes) if processes is not None else 0,
         healthy=health.healthy,
         health=health.reason,
     )

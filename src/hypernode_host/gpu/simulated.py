@@ -1,7 +1,9 @@
 """A simulated GPU inventory for hosts without GPUs (tests, demos, CI).
 
 ``HN_SIMULATE_GPUS`` is either a count ("4") or a mixed spec of COUNTxNAME:MiB entries
-("2xRTX4090:24576,1xA100:81920"). UUIDs are stable: the same spec on the same node gives the
+("2xRTX4090:24576,1xA100:81920"); an entry may put its GPUs in MIG mode with the instances each one
+is carved into ("1xA100:81920:mig=3g.40gb+2g.20gb+1g.10gb"): every instance is then a GPU of its
+own, with a MIG UUID, the profile's memory and one slot. UUIDs are stable: the same spec on the same node gives the
 same UUIDs, and two nodes (``HN_NODE_NAME``) sharing one Redis get different ones, as real
 GPUs would. Utilization, free memory, temperature and power follow the jobs the node's
 workers run on them (``with_load``); what `hypernode-host sim-gpu` injects through Redis
@@ -25,7 +27,9 @@ from hypernode_host.errors import ConfigError
 from hypernode_host.gpu.health import simulated_health
 from hypernode_host.state.gpuflags import SimulatedState
 
-_ENTRY = re.compile(r"^(\d+)x([A-Za-z0-9_.-]+):(\d+)$")
+_ENTRY = re.compile(r"^(\d+)x([A-Za-z0-9_.-]+):(\d+)(?::mig=([0-9]+g\.[0-9]+gb(?:\+[0-9]+g\.[0-9]+gb)*))?$")
+_PROFILE = re.compile(r"^([0-9]+)g\.([0-9]+)gb$")
+MAX_MIG = 7  # instances of one GPU (an A100 or H100 makes at most seven)
 DEFAULT_MODEL = ("Simulated-GPU", 24576)
 MAX_SIMULATED = 64
 UNSET_DRIVER = Driver("simulated", None)
@@ -52,20 +56,25 @@ def _uuid(index: int, name: str, seed: str) -> str:
     return f"GPU-{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
 
 
-def parse_spec(spec: str) -> list[tuple[str, int]]:
-    """The (name, MiB) of each simulated GPU in index order."""
+def parse_spec(spec: str) -> list[tuple[str, int, tuple[str, ...]]]:
+    """The (name, MiB, MIG profiles) of each simulated GPU in index order (no profiles: no MIG mode)."""
     spec = spec.strip()
-    models: list[tuple[str, int]] = []
+    models: list[tuple[str, int, tuple[str, ...]]] = []
     if spec.isdigit():
-        models = [DEFAULT_MODEL] * int(spec)
+        models = [(*DEFAULT_MODEL, ())] * int(spec)
     else:
         for part in spec.split(","):
             match = _ENTRY.match(part.strip())
             if not match:
                 raise ConfigError(
-                    f"HN_SIMULATE_GPUS: bad entry {part.strip()!r} (use a count like 4 or 2xRTX4090:24576,1xA100:81920)"
+                    f"HN_SIMULATE_GPUS: bad entry {part.strip()!r} (use a count like 4 or "
+                    "2xRTX4090:24576,1xA100:81920:mig=3g.40gb+3g.40gb)"
                 )
-            models += [(match.group(2), int(match.group(3)))] * int(match.group(1))
+            profiles = tuple(match.group(4).split("+")) if match.group(4) else ()
+            mib = int(match.group(3))
+            if len(profiles) > MAX_MIG or sum(_profile_mib(p) for p in profiles) > mib:
+                raise ConfigError(f"HN_SIMULATE_GPUS: {part.strip()!r}: at most {MAX_MIG} instances, within its memory")
+            models += [(match.group(2), mib, profiles)] * int(match.group(1))
     if len(models) > MAX_SIMULATED:
         raise ConfigError(f"HN_SIMULATE_GPUS: {len(models)} GPUs is more than the {MAX_SIMULATED} simulated at most")
     return models
@@ -76,10 +85,18 @@ def start_driver(simulate_driver: str | None) -> Driver:
     return parse_driver(simulate_driver) if simulate_driver else UNSET_DRIVER
 
 
+def _profile_mib(profile: str) -> int:
+    match = _PROFILE.match(profile)
+    assert match is not None  # _ENTRY admits only profiles of this form
+    return int(match.group(2)) * 1024
+
+
 def simulated_gpus(spec: str, seed: str = "", driver: Driver = UNSET_DRIVER) -> list[GpuInfo]:
-    """Idle simulated GPUs; ``seed`` (the node name) makes the UUIDs differ between nodes."""
-    return [
-        GpuInfo(
+    """Idle simulated GPUs (each MIG instance after its GPU); ``seed`` (the node name) makes the UUIDs
+    differ between nodes."""
+    gpus: list[GpuInfo] = []
+    for i, (name, mib, profiles) in enumerate(parse_spec(spec)):
+        gpu = GpuInfo(
             index=i,
             uuid=_uuid(i, name, seed),
             name=name,
@@ -89,10 +106,26 @@ def simulated_gpus(spec: str, seed: str = "", driver: Driver = UNSET_DRIVER) -> 
             power_w=IDLE_POWER_W,
             driver_version=driver.version,
             cuda_version=driver.cuda,
+            mig_enabled=bool(profiles),
             simulated=True,
         )
-        for i, (name, mib) in enumerate(parse_spec(spec))
-    ]
+        gpus.append(gpu)
+        for n, profile in enumerate(profiles):
+            instance = "MIG-" + _uuid(n, f"{gpu.uuid}/{profile}", seed).removeprefix("GPU-")
+            memory = _profile_mib(profile)
+            gpus.append(
+                dataclasses.replace(
+                    gpu,
+                    uuid=instance,
+                    name=f"{name} MIG {profile}",
+                    memory_total_mb=memory,
+                    memory_free_mb=memory,
+                    mig_enabled=None,
+                    parent_uuid=gpu.uuid,
+                    mig_profile=profile,
+                )
+            )
+    return gpus
 
 
 def with_load(gpus: Sequence[GpuInfo], busy: Mapping[str, Busy]) -> list[GpuInfo]:

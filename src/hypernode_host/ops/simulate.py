@@ -50,25 +50,28 @@ def simulate(settings: Settings, store: Store, index: int, change: Change) -> st
     gpus = simulated_gpus(
         settings.simulate_gpus, seed=settings.node_name, driver=start_driver(settings.simulate_driver)
     )
-    found = next((g for g in gpus if g.index == index), None)
-    if found is None:
-        raise ConfigError(f"GPU {index}: this node's simulated GPUs are 0..{len(gpus) - 1}")
-    uuid, flags = found.uuid, store.gpuflags
-    name = f"GPU {index} ({uuid})"
+    # The GPU and, in MIG mode, each of its instances: what befalls a GPU befalls its instances.
+    targets = [g.uuid for g in gpus if g.index == index]
+    count = len({g.index for g in gpus})
+    if not targets:
+        raise ConfigError(f"GPU {index}: this node's simulated GPUs are 0..{count - 1}")
+    flags = store.gpuflags
+    name = f"GPU {index} ({targets[0]}{f' and its {len(targets) - 1} MIG instance(s)' if len(targets) > 1 else ''})"
     if change.xid is not None:
-        flags.add_xid(uuid, change.xid)
+        for uuid in targets:
+            flags.add_xid(uuid, change.xid)
         return f"{name}: Xid {change.xid} reported"
     if change.lost:
-        flags.mark_lost(uuid, LOST_REASON)
+        for uuid in targets:
+            flags.mark_lost(uuid, LOST_REASON)
         return f"{name}: lost (fallen off the bus)"
-    if change.busy:
-        flags.set_foreign(uuid, 1)
-        return f"{name}: a compute process the node did not start runs on it"
-    if change.idle:
-        flags.set_foreign(uuid, 0)
-        return f"{name}: no foreign compute process on it"
+    if change.busy or change.idle:
+        for uuid in targets:
+            flags.set_foreign(uuid, 1 if change.busy else 0)
+        return f"{name}: {'a' if change.busy else 'no'} compute process the node did not start on it"
     if change.healthy:
-        flags.heal(uuid)
+        for uuid in targets:
+            flags.heal(uuid)
         return f"{name}: healthy (reachable, its Xids cleared as by a reset)"
     assert change.driver is not None and change.cuda is not None
     driver = parse_driver(f"{change.driver}/{change.cuda}")  # ValueError: a usage error

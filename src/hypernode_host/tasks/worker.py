@@ -182,6 +182,7 @@ class SlotWorker:
             simulated=settings.simulate_gpus is not None,
             host=settings.node_name,
             simulated_driver=start_driver(settings.simulate_driver),
+            parents={g.uuid: g.parent_uuid for g in self.slot.gpus if g.parent_uuid},
         )
         self._condition = SlotCondition()
         self.runner = JobRunner(settings, self.store, self.runtime, key, self.slot, slots, watch=self)

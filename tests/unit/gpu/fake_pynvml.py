@@ -16,6 +16,7 @@ ERRORS = {
     "TIMEOUT": 10,
     "GPU_IS_LOST": 15,
     "LIB_RM_VERSION_MISMATCH": 18,
+    "NOT_FOUND": 6,
     "UNKNOWN": 999,
 }
 
@@ -47,6 +48,8 @@ class FakeGpu:
     xid_events: bool = True
     pending_xids: list[int] = field(default_factory=list)
     processes: list[int] = field(default_factory=list)  # pids of the compute processes on it
+    instances: list[FakeGpu] = field(default_factory=list)  # its MIG instances (with mig=1)
+    slices: int = 0  # a MIG instance: its compute slices
 
 
 @dataclass
@@ -120,10 +123,21 @@ class FakeNvml:
 
     def nvmlDeviceGetHandleByUUID(self, uuid: bytes) -> FakeGpu:
         assert isinstance(uuid, bytes), "pynvml's c_char_p wants bytes"
-        for gpu in self.gpus:
+        for gpu in [*self.gpus, *(m for g in self.gpus for m in g.instances)]:
             if gpu.uuid == uuid.decode():
                 return self._alive(gpu)
         raise NVMLError(ERRORS["UNKNOWN"])
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, gpu: FakeGpu) -> int:
+        return 7 if self._alive(gpu).mig else 0
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, gpu: FakeGpu, index: int) -> FakeGpu:
+        if index >= len(gpu.instances):
+            raise NVMLError(ERRORS["NOT_FOUND"])
+        return gpu.instances[index]
+
+    def nvmlDeviceGetAttributes(self, gpu: FakeGpu) -> Any:
+        return types.SimpleNamespace(gpuInstanceSliceCount=gpu.slices, memorySizeMB=gpu.total_mib)
 
     def _alive(self, gpu: FakeGpu) -> FakeGpu:
         if gpu.lost:
