@@ -128,6 +128,16 @@ class Settings(BaseModel):
     pip_find_links: str | None = Field(
         None, alias="HN_PIP_FIND_LINKS", description="Wheel directory (or URL) for job requirements."
     )
+    disk_floor: str = Field(
+        "5g",
+        alias="HN_DISK_FLOOR",
+        pattern=r"^\s*\d+(\.\d+)?\s*[bkmgtBKMGT]?\s*$",
+        description="Free disk kept on the Docker data root (5g): least recently used images and requirements "
+        "volumes are removed to keep it; below it with nothing to remove, jobs are refused (0: off).",
+    )
+    prepull: tuple[str, ...] = Field(
+        (), alias="HN_PREPULL", description="Images pulled at start and never collected: comma-separated."
+    )
     pull_timeout: int = Field(600, alias="HN_PULL_TIMEOUT", gt=0, description="Longest an image pull may take, s.")
     metrics_port: int = Field(
         0, alias="HN_METRICS_PORT", ge=0, le=65535, description="Prometheus metrics port, 0 = off."
@@ -165,7 +175,7 @@ class Settings(BaseModel):
     def _default_when_empty(cls, value: Any) -> Any:
         return _default_state_dir() if value == "" else value
 
-    @field_validator("allowed_images", mode="before")
+    @field_validator("allowed_images", "prepull", mode="before")
     @classmethod
     def _split_patterns(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -222,6 +232,13 @@ class Settings(BaseModel):
     def own_redis(self) -> bool:
         """HN_REDIS_URL is not set: the node runs its own Redis (`up` starts it)."""
         return self.redis_url is None
+
+    @property
+    def disk_floor_bytes(self) -> int:
+        """HN_DISK_FLOOR in bytes (0: off)."""
+        text = self.disk_floor.strip().lower()
+        unit = text[-1] if text[-1] in "bkmgt" else ""
+        return int(float(text.removesuffix(unit).strip()) * (1 << (10 * "bkmgt".index(unit) if unit else 0)))
 
     def gpu_image(self) -> str:
         return self.gpu_job_image or self.job_image

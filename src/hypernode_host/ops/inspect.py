@@ -56,6 +56,7 @@ class JobRow:
     exit_code: int | None
     duration_ms: int | None  # the container's run time (finished jobs)
     rejection: str | None = None  # the backend's text, when it refused the result (state rejected)
+    pull: str | None = None  # its image pull now, with bytes and percent (a running job's first phase)
 
 
 def _slot_gpus(slots: Sequence[Slot]) -> dict[int, list[str]]:
@@ -73,10 +74,18 @@ def recent_jobs(
     """The newest ``limit`` jobs, optionally only those in ``state`` or ended with ``status`` (state/jobs.py
     says how few records that reads)."""
     gpus = _slot_gpus(slots)
-    return [_row(record, gpus) for record in store.jobs.recent(limit, state, status)]
+    return [_row(record, gpus, _pull(store, record)) for record in store.jobs.recent(limit, state, status)]
 
 
-def _row(record: JobRecord, gpus: dict[int, list[str]]) -> JobRow:
+def _pull(store: Store, record: JobRecord) -> str | None:
+    """The image pull a running job is in, in one line; None when it pulls nothing."""
+    if record.state is not JobState.RUNNING:
+        return None
+    phase = store.images.pull(record.id)
+    return phase.describe() if phase is not None else None
+
+
+def _row(record: JobRecord, gpus: dict[int, list[str]], pull: str | None = None) -> JobRow:
     result = record.result()
     return JobRow(
         id=record.id,
@@ -91,6 +100,7 @@ def _row(record: JobRecord, gpus: dict[int, list[str]]) -> JobRow:
         exit_code=result.get("exitCode"),
         duration_ms=result.get("durationMs"),
         rejection=record.rejection,
+        pull=pull,
     )
 
 
@@ -114,6 +124,7 @@ class JobDetail:
     truncated: bool | None
     log_tail: list[str] = field(default_factory=list)
     rejection: str | None = None  # the backend's text, when it refused the result
+    pull: str | None = None  # its image pull now, with bytes and percent
 
 
 PROOF_FIELDS = ("jobDigest", "image", "logsHash", "fullLogsHash", "executionHash", "signature", "nodePublicKey")
@@ -145,6 +156,7 @@ def job_detail(store: Store, job_id: str, tail_lines: int = 20) -> JobDetail:
         truncated=result.get("truncated"),
         log_tail=lines[-tail_lines:] if tail_lines > 0 else [],
         rejection=record.rejection,
+        pull=_pull(store, record),
     )
 
 

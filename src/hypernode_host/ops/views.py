@@ -73,7 +73,7 @@ def jobs_table(rows: Sequence[JobRow], now_ms: int) -> Table:
     for job in rows:
         table.add_row(
             _text(job.id),
-            _text(job.state),
+            _text(f"{job.state} ({job.pull})" if job.pull else job.state),
             _text(job.status),
             _text(job.slot),
             _text(", ".join(short_uuid(g) for g in job.gpus)),
@@ -105,6 +105,8 @@ def job_view(job: JobDetail) -> RenderableType:
     ]
     if job.rejection is not None:
         rows.append(("rejected by the backend", job.rejection))
+    if job.pull is not None:
+        rows.append(("image", job.pull))
     rows += [(f"spec {name}", value) for name, value in job.spec.items()]
     rows += [(name, clock(at)) for name, at in job.timeline.items()]
     rows += [(name, value) for name, value in job.proofs.items()]

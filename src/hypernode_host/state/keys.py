@@ -37,6 +37,11 @@ SIM_DRIVER = PREFIX + ":sim-driver:{host}"  # hash: driver, cuda: the driver a h
 # string, with a TTL: a workload (image + script digest) whose GPU failed under it, refused on this host
 QUARANTINE = PREFIX + ":quarantine:{host}:{workload}"
 
+# The image cache (tasks/imagecache.py) -------------------------------------------------------
+IMAGE_USE = PREFIX + ":image-use:{host}"  # zset: image a job pulled or ran -> last use (epoch ms), for LRU collection
+VOLUME_USE = PREFIX + ":volume-use:{host}"  # zset: requirements volume -> last use (epoch ms)
+PULL = PREFIX + ":pull:{job_id}"  # hash, with a TTL: a job's image pull now: image, done, total (bytes), attempt
+
 # Queues ----------------------------------------------------------------------------------------
 DRAMATIQ_NAMESPACE = "hn-dramatiq"  # the prefix of Dramatiq's own keys, apart from ours and other apps'
 WAKE = PREFIX + ":wake:{queue}"  # list: tokens an enqueue pushes to wake an idle consumer of the queue

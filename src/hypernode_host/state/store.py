@@ -4,7 +4,8 @@ Each part owns its keys (state/keys.py names them all): ``jobs`` the job records
 indexes, ``outbox`` the results waiting for the backend's ack, ``node`` the bridge's view of its
 connection, ``registry`` the live workers, ``cancels`` the cancel flags, ``stats`` the counters
 and durations, ``gpuflags`` the simulated GPU faults,
-``quarantine`` the workloads refused after their GPU failed, and ``leases(...)`` the GPU leases. The
+``quarantine`` the workloads refused after their GPU failed, ``images`` the image cache's
+LRU and pull phases, and ``leases(...)`` the GPU leases. The
 client itself stays inside: nothing outside state/ talks to Redis directly.
 """
 
@@ -20,6 +21,7 @@ from hypernode_host.settings import Settings
 from hypernode_host.state.cancels import Cancels
 from hypernode_host.state.connect import connect, redis_url
 from hypernode_host.state.gpuflags import GpuFlags
+from hypernode_host.state.imagecache import ImageUse
 from hypernode_host.state.jobs import Jobs
 from hypernode_host.state.leases import GpuLeases
 from hypernode_host.state.node import Node
@@ -48,6 +50,7 @@ class Store:
         self.stats = Stats(client)
         self.gpuflags = GpuFlags(client)
         self.quarantine = Quarantine(client)
+        self.images = ImageUse(client)
 
     @classmethod
     def open(cls, settings: Settings, *, timeout_s: float | None = None) -> Store:

@@ -343,6 +343,16 @@ class DockerRuntime:
             return str(self.client.api.inspect_image(image)["Id"])
         return None  # 404: not here
 
+    def remove_image(self, image: str) -> None:
+        """Remove a local image (never forced: one a container uses stays, with a 409 ContainerError)."""
+        with docker_errors(f"cannot remove image {image}"):
+            self.client.api.remove_image(image)
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume (never forced: one a container mounts stays, with a 409 ContainerError)."""
+        with docker_errors(f"cannot remove volume {name}"):
+            self.client.api.remove_volume(name)
+
     def image_env(self, image: str) -> list[str]:
         """The ``KEY=value`` environment of the image's config (where it states its CUDA requirement)."""
         with docker_errors(f"cannot inspect image {image}"):

@@ -7,7 +7,8 @@ pip-installs them with ``--target`` into a Docker volume named after the SHA-256
 ID and the normalized requirements; its name (``hn-prep-<hash>``) is the lock that makes two
 workers needing the same new requirements install them once. Later jobs with the same pair
 reuse the volume. The job container mounts it read-only on its PYTHONPATH and keeps network
-none. Cache volumes are labelled ``hypernode.requirements``; nothing evicts them yet.
+none. Cache volumes are labelled ``hypernode.requirements``; the image cache (tasks/imagecache.py)
+collects them least recently used first.
 
 Where the wheels come from:
 

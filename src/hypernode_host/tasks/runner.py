@@ -1,7 +1,7 @@
 """Run one job in its container, from the job record to a signed result in the outbox.
 
-claim → quarantine (GPU jobs) → image (pulled if absent) → CUDA requirement against the driver
-(GPU jobs) → requirements (cached volume) → create → put script →
+claim → quarantine (GPU jobs) → disk floor → image (pulled if absent, a visible phase, retried) →
+CUDA requirement against the driver (GPU jobs) → requirements (cached volume) → create → put script →
 attach → start → wait in slices (deadline, cancel) → stop(grace) → kill → exit code and
 OOMKilled → logs → result kept in the record → container removed → result published to the
 outbox. The worker enforces the deadline itself: Dramatiq's TimeLimit cannot interrupt a
@@ -45,7 +45,7 @@ from hypernode_host.tasks.containers import (
     ContainerSpec,
     OutputStream,
 )
-from hypernode_host.tasks.images import ImageRuntime, ensure_image
+from hypernode_host.tasks.imagecache import CacheRuntime, ImageCache
 from hypernode_host.tasks.logcapture import LogCapture
 from hypernode_host.tasks.requirements import PrepRuntime, RequirementsInstaller
 
@@ -82,7 +82,7 @@ class PlannedGpus:
         return None
 
 
-class Runtime(ImageRuntime, PrepRuntime, Protocol):
+class Runtime(CacheRuntime, PrepRuntime, Protocol):
     """The container operations the runner needs (DockerRuntime in production)."""
 
     def create(self, spec: ContainerSpec) -> str: ...
@@ -193,6 +193,7 @@ class JobRunner:
         self.watch = watch or PlannedGpus(slot)
         self._fault_seen: str | None = None  # the GPU fault that stopped the job being followed
         self.installer = RequirementsInstaller(runtime, settings, slot.id)
+        self.images = ImageCache(settings, store.images, runtime)
 
     def run(self, job_id: str) -> None:
         """Run (or reattach to) the job and store exactly one result for it."""
@@ -254,7 +255,8 @@ class JobRunner:
             return self._never_started(job_id)
         if spec.gpus:
             self._refuse_quarantined(spec, admission.image)
-        image_id = ensure_image(self.runtime, admission.image, self.settings.pull_timeout)
+        self.images.ensure_floor()  # disk_full when the floor cannot be kept
+        image_id = self.images.obtain(job_id, admission.image, lambda: self.store.cancels.requested(job_id))
         if spec.gpus:
             self._check_cuda(admission.image, image_id)
         deps = None
@@ -262,6 +264,8 @@ class JobRunner:
             deps = self.installer.ensure(
                 image_id, admission.requirements, should_stop=lambda: self.store.cancels.requested(job_id)
             )
+            if deps is not None:
+                self.images.used_volume(deps)
         if self.store.cancels.requested(job_id):
             return self._never_started(job_id)
         container_id = self.runtime.create(self._spec(job_id, spec, image_id, name, attempt, deps))

@@ -269,6 +269,8 @@ class SlotWorker:
             recover(self.runner, self.runtime, self.store)
         except ContainerError as exc:
             log.warning("could not reap leftover containers: %s", exc)
+        if self.slot.id == 0:  # one worker per host pulls HN_PREPULL; the others find the images there
+            self.runner.images.prepull()
 
     def serve(self, job_id: str) -> None:
         """The ``run_job`` actor: run the job on this slot, or hand it back while the slot is unhealthy."""

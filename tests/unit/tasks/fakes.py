@@ -18,6 +18,7 @@ from typing import Any
 
 from hypernode_host.core.jobs import JobState
 from hypernode_host.errors import NameTaken
+from hypernode_host.state.imagecache import PullPhase
 from hypernode_host.state.quarantine import Quarantined
 from hypernode_host.state.records import JobRecord
 from hypernode_host.tasks.containers import ContainerSpec, ContainerState, PrepSpec
@@ -127,6 +128,15 @@ class FakeRuntime:
 
     def image_env(self, image: str) -> list[str]:
         return list(self.image_envs.get(image, ()))
+
+    def info(self) -> dict[str, Any]:
+        return {"DockerRootDir": "/"}
+
+    def remove_image(self, image: str) -> None:
+        self._call("remove_image", image)
+
+    def remove_volume(self, name: str) -> None:
+        self._call("remove_volume", name)
 
     def pull(self, image: str, stall_timeout_s: float) -> Iterator[dict[str, Any]]:
         raise AssertionError("the fake runtime has every image")
@@ -316,6 +326,40 @@ class FakeQuarantine:
         return len(gone)
 
 
+class FakeImageUse:
+    """The image cache's records (state/imagecache.py) in memory."""
+
+    def __init__(self) -> None:
+        self.image_use: dict[str, int] = {}
+        self.volume_use: dict[str, int] = {}
+        self.phases: dict[str, list[PullPhase]] = {}  # job id -> every phase written, in order
+        self.ended: list[str] = []
+
+    def touch_image(self, host: str, image: str, at_ms: int) -> None:
+        self.image_use[image] = at_ms
+
+    def touch_volume(self, host: str, volume: str, at_ms: int) -> None:
+        self.volume_use[volume] = at_ms
+
+    def images(self, host: str) -> list[tuple[str, int]]:
+        return sorted(self.image_use.items(), key=lambda item: item[1])
+
+    def volumes(self, host: str) -> list[tuple[str, int]]:
+        return sorted(self.volume_use.items(), key=lambda item: item[1])
+
+    def forget_image(self, host: str, image: str) -> None:
+        self.image_use.pop(image, None)
+
+    def forget_volume(self, host: str, volume: str) -> None:
+        self.volume_use.pop(volume, None)
+
+    def set_pull(self, job_id: str, phase: PullPhase) -> None:
+        self.phases.setdefault(job_id, []).append(phase)
+
+    def end_pull(self, job_id: str) -> None:
+        self.ended.append(job_id)
+
+
 class FakeStore:
     """What the runner and the recovery use of the Store."""
 
@@ -324,3 +368,4 @@ class FakeStore:
         self.cancels = FakeCancels()
         self.node = FakeNode()
         self.quarantine = FakeQuarantine()
+        self.images = FakeImageUse()
