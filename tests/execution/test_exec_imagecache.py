@@ -12,12 +12,16 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+from rich.console import Console
 
 from hypernode_host.core.proofs import NodeKey
 from hypernode_host.core.slots import CPU_QUEUE, plan_slots
 from hypernode_host.node.redis_server import RedisProcess
+from hypernode_host.ops.inspect import job_detail, recent_jobs
+from hypernode_host.ops.views import jobs_table
 from hypernode_host.settings import Settings
 from hypernode_host.state import Store
+from hypernode_host.state.imagecache import PullPhase
 from hypernode_host.tasks.containers import DockerRuntime
 from hypernode_host.tasks.runner import JobRunner
 from support import TEST_IMAGE
@@ -76,5 +80,27 @@ def test_images_jobs_used_are_collected_oldest_first_then_jobs_end_disk_full(
         assert [docker_runtime.image_id(image) for image in images] == [None, None]  # collected
         assert docker_runtime.image_id(TEST_IMAGE) is not None  # the default image is kept
         assert [name for name, _ in store.images.images(env["HN_NODE_NAME"])] == [TEST_IMAGE]
+    finally:
+        store.close()
+
+
+def test_a_running_jobs_pull_shows_in_jobs_job_and_top(redis_server: RedisProcess) -> None:
+    store = Store.from_url(redis_server.url)
+    try:
+        job_id = f"p-{secrets.token_hex(6)}"
+        assert store.jobs.record(job_id, {"id": job_id, "command": "true"}, CPU_QUEUE)
+        assert store.jobs.claim(job_id, "rig", 0, f"hn-job-{job_id}") == 1
+        store.images.set_pull(job_id, PullPhase("python:3.12", 120 << 20, 300 << 20, 2))
+
+        [row] = recent_jobs(store, plan_slots([], 1))
+        shown = "pulling python:3.12 (attempt 2): 40% (120 of 300 MiB)"
+        assert (row.state, row.pull) == ("running", shown)
+        assert job_detail(store, job_id).pull == shown
+        console = Console(width=240, record=True)
+        console.print(jobs_table([row], 0))
+        assert f"running ({shown})" in console.export_text()
+
+        store.images.end_pull(job_id)
+        assert recent_jobs(store, plan_slots([], 1))[0].pull is None
     finally:
         store.close()
