@@ -458,13 +458,13 @@ def job(
 def workers(as_json: JsonOption = False) -> None:
     """Each worker slot: its queues and GPUs, whether it is alive, the job it runs, its last heartbeat."""
     from hypernode_host.core.clock import now_ms
-    from hypernode_host.ops.inspect import workers_view
+    from hypernode_host.ops.inspect import hosts_view, workers_view
     from hypernode_host.ops.views import workers_table
 
     with inspecting() as (settings, store, _queues, slots):
         rows = workers_view(store, slots, settings.node_name)
     if as_json:
-        _echo_json({"workers": rows})
+        _echo_json({"workers": rows, "hosts": hosts_view(rows)})
     else:
         _console().print(workers_table(rows, now_ms()))
 
@@ -571,7 +571,8 @@ def top(
                 {
                     "node": inspection.node_summary(store),
                     "queues": queues.stats(inspection.known_queues(store, slots)),
-                    "workers": inspection.workers_view(store, slots, settings.node_name),
+                    "workers": (rows := inspection.workers_view(store, slots, settings.node_name)),
+                    "hosts": inspection.hosts_view(rows),
                     "jobs": inspection.recent_jobs(store, slots, limit=limit),
                 }
             )

@@ -214,18 +214,53 @@ class WorkerRow:
 
 
 def workers_view(store: Store, slots: Sequence[Slot], host: str) -> list[WorkerRow]:
-    """Every slot of this node (``host``) and every live worker of any host, with the job each one runs."""
+    """Every slot of this node (``host``), every live worker of any host, and every worker of another
+    host that vanished without a clean stop (down), grouped by host, with the job each one runs."""
     registered = worker_registrations(store)
     planned = {(host, s.id): s for s in slots}
-    return [
-        _worker_row(key, registered.get(key), planned.get(key)) for key in sorted(planned.keys() | registered.keys())
-    ]
+    vanished = set(store.registry.members()) - registered.keys() - planned.keys()
+    keys = sorted(planned.keys() | registered.keys() | vanished)
+    return [_worker_row(key, registered.get(key), planned.get(key)) for key in keys]
+
+
+@dataclass(frozen=True)
+class HostRow:
+    """One host of the node and the health of its workers, for `workers` and `top`."""
+
+    host: str
+    workers: int
+    serving: int
+    down: int
+    other: dict[str, int]  # busy, draining, unhealthy: how many
+
+    def describe(self) -> str:
+        if self.down == self.workers:
+            return f"{self.host}: lost: none of its {self.workers} worker(s) is alive"
+        parts = [f"{self.serving} of {self.workers} serving"]
+        parts += [f"{n} {state}" for state, n in sorted(self.other.items())]
+        parts += [f"{self.down} down"] if self.down else []
+        return f"{self.host}: {', '.join(parts)}"
+
+
+def hosts_view(rows: Sequence[WorkerRow]) -> list[HostRow]:
+    """The workers' rows summed up per host."""
+    hosts: dict[str, list[WorkerRow]] = {}
+    for row in rows:
+        hosts.setdefault(row.host, []).append(row)
+    summary = []
+    for host, mine in sorted(hosts.items()):
+        other: dict[str, int] = {}
+        for row in mine:
+            if row.alive and row.state != "serving":
+                other[row.state] = other.get(row.state, 0) + 1
+        serving = sum(1 for r in mine if r.alive and r.state == "serving")
+        summary.append(HostRow(host, len(mine), serving, sum(1 for r in mine if not r.alive), other))
+    return summary
 
 
 def _worker_row(key: tuple[str, int], worker: Registration | None, plan: Slot | None) -> WorkerRow:
     if worker is None:
-        assert plan is not None  # every key is planned or registered
-        queues, gpus = list(plan.queues), list(plan.gpu_uuids)
+        queues, gpus = (list(plan.queues), list(plan.gpu_uuids)) if plan is not None else ([], [])
         return WorkerRow(
             *key,
             queues,

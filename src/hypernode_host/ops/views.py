@@ -17,7 +17,7 @@ from hypernode_host.core.messages import plain
 from hypernode_host.core.slots import GpuInfo, Slot
 from hypernode_host.ops.deadletters import DeadLetter
 from hypernode_host.ops.findings import Finding, Level
-from hypernode_host.ops.inspect import JobDetail, JobRow, NodeSummary, WorkerRow
+from hypernode_host.ops.inspect import JobDetail, JobRow, NodeSummary, WorkerRow, hosts_view
 from hypernode_host.state.quarantine import Quarantined
 from hypernode_host.tasks.dramatiq_redis import QueueStats
 
@@ -122,6 +122,8 @@ def job_view(job: JobDetail) -> RenderableType:
 def workers_table(rows: Sequence[WorkerRow], now_ms: int) -> Table:
     table = Table("host", "slot", "queues", "GPUs", "state", "job", "last seen", "pid", title="workers")
     table.title_justify = "left"
+    table.caption = plain("; ".join(h.describe() for h in hosts_view(rows)), 2000)  # each host's health
+    table.caption_justify = "left"
     for w in rows:
         if not w.alive:
             state = Text("down", style="bold red")
