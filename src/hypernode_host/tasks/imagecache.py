@@ -4,7 +4,7 @@ A job's image that is not here is pulled (tasks/images.py ``ensure_image``); the
 of the pull are written to Redis as it goes (state/imagecache.py), so `jobs`, `job` and `top` show
 the job pulling. A pull that fails is tried again after a backoff (PULL_BACKOFF_S, doubling), at most
 PULL_ATTEMPTS times, then the job ends ``image_pull_failed``; a pull that outlives HN_PULL_TIMEOUT is
-not retried (``image_pull_timeout``).
+not retried (``image_pull_timeout``), nor one the registry refuses for good (no such image, access denied).
 
 Before a job pulls, the free space of the Docker data root is kept at HN_DISK_FLOOR: the images jobs
 used and the requirements volumes are removed least recently used first, never the default images
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 PULL_ATTEMPTS = 3
 PULL_BACKOFF_S = 2.0  # before the second attempt; doubles after each failure
 PHASE_EVERY_S = 1.0  # a pull's bytes are written to Redis at most this often
+# What the registry says when trying again cannot help: the image is not there, or not for us.
+PERMANENT = ("not found", "manifest unknown", "pull access denied", "unauthorized", "invalid reference", "denied")
 
 
 class CacheRuntime(ImageRuntime, Protocol):
@@ -136,7 +138,8 @@ class ImageCache:
                 try:
                     return ensure_image(self._reporting(job_id, image, attempt), image, self.settings.pull_timeout)
                 except ImageUnavailable as exc:
-                    if exc.reason != Reason.IMAGE_PULL_FAILED or attempt == PULL_ATTEMPTS or should_stop():
+                    final = exc.reason != Reason.IMAGE_PULL_FAILED or any(p in str(exc).lower() for p in PERMANENT)
+                    if final or attempt == PULL_ATTEMPTS or should_stop():
                         if attempt > 1:
                             raise ImageUnavailable(f"{exc} (after {attempt} attempts)", reason=exc.reason) from None
                         raise

@@ -139,3 +139,16 @@ def test_prepull_pulls_the_missing_images_of_the_list() -> None:
     assert image_cache.prepull() == [] and engine.pulls == 0
     engine.local.clear()
     assert image_cache.prepull() == [] and engine.pulls == 1 and "kept-too" in engine.local
+
+
+def test_an_image_the_registry_does_not_have_is_not_tried_again() -> None:
+    class Missing(Engine):
+        def pull(self, image: str, stall_timeout_s: float) -> Generator[dict[str, Any], None, None]:
+            self.pulls += 1
+            yield {"error": "manifest for py:9 not found: manifest unknown"}
+
+    engine = Missing()
+    image_cache, _, slept = cache(engine)
+    with pytest.raises(ImageUnavailable, match=r"manifest unknown$"):
+        image_cache.obtain("j1", "py:9")
+    assert slept == [] and engine.pulls == 1
