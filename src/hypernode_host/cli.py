@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast, get_args
 import typer
 
 from hypernode_host.core.jobs import JobState, Status
+from hypernode_host.escapes import shown, shown_text
 from hypernode_host.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE, describe_exit
 from hypernode_host.settings import Flag, Settings
 
@@ -41,8 +42,11 @@ app = typer.Typer(
 )
 
 
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {shown(message)}", err=True)
     return typer.Exit(code)
 
 
@@ -153,6 +157,33 @@ def worker(slot: Annotated[int, typer.Option(help="Slot number (see `hypernode-h
         worker_process(settings, slot)
 
 
+@app.command()
+def notify(
+    test: Annotated[
+        bool, typer.Option("--test", help="Send one test event to each URL now, say what each answered.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Deliver the node's events to HN_NOTIFY_URL (`up` runs this when a URL is set); --test checks the URLs."""
+    settings = load_settings()
+    if not settings.notify_url:
+        raise fail("HN_NOTIFY_URL is not set (--notify-url): no receiver to notify")
+    if test:
+        from hypernode_host.ops.notify import send_test
+
+        outcomes = send_test(settings)
+        if as_json:
+            _echo_json({"receivers": outcomes})
+        else:
+            for outcome in outcomes:
+                typer.echo(f"{'ok' if outcome.ok else 'FAILED'} {outcome.receiver}: {outcome.detail}")
+        raise typer.Exit(EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAILED)
+    from hypernode_host.node.child import notify_process
+
+    with exit_codes():
+        notify_process(settings)
+
+
 @app.command("dev-backend")
 def dev_backend(
     token: Annotated[list[str], typer.Option("--token", help="A node token it accepts (repeatable).")],
@@ -244,10 +275,11 @@ def _print_outcome(outcome: dict[str, Any], as_json: bool) -> None:
         typer.echo(json.dumps(outcome))
         return
     result, verification = outcome.get("result"), outcome.get("verification")
-    typer.echo(f"job {outcome['id']}")
-    if result:
-        typer.echo(f"status {result['status']}, exit code {result['exitCode']}, {result.get('durationMs', 0)} ms")
-        typer.echo(result.get("logs", ""))
+    typer.echo(f"job {shown(outcome['id'])}")
+    if result:  # the backend's and the job's values: escaped, the output cannot act on the terminal
+        line = f"status {result['status']}, exit code {result['exitCode']}, {result.get('durationMs', 0)} ms"
+        typer.echo(shown(line))
+        typer.echo(shown_text(result.get("logs", "")))
     if verification:
         failed = [name for name, ok in verification["checks"].items() if not ok]
         typer.echo("verified" if verification["verified"] else f"NOT verified: {', '.join(failed)}")
@@ -358,8 +390,6 @@ def sim_gpu(
 
 # Inspection: read the node's Redis with the layout the code writes ---------------------------
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
 
 @contextmanager
 def inspecting() -> Iterator[tuple[Settings, Store, Queues, list[Slot]]]:
@@ -436,7 +466,12 @@ def jobs(
         _console().print(jobs_table(rows, now_ms()))
 
 
-@app.command()
+# A job id may begin with '-' ("-x" is a valid id): one that is no option of the command is taken as the
+# id; one that is (`--json`) is given after `--`, as in `hypernode-host job -- --json`.
+IDS_MAY_BEGIN_WITH_DASH = {"ignore_unknown_options": True}
+
+
+@app.command(context_settings=IDS_MAY_BEGIN_WITH_DASH)
 def job(
     job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
     lines: Annotated[int, typer.Option(min=0, help="Log lines to show from the end.")] = 20,
@@ -491,7 +526,7 @@ def dead(ctx: typer.Context, as_json: JsonOption = False) -> None:
         _console().print(dead_table(rows, now_ms()))
 
 
-@dead_app.command("requeue")
+@dead_app.command("requeue", context_settings=IDS_MAY_BEGIN_WITH_DASH)
 def dead_requeue(
     job_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="The job to run again.")] = None,
     requeue_all: Annotated[bool, typer.Option("--all", help="Requeue every dead-lettered job.")] = False,
@@ -508,7 +543,7 @@ def dead_requeue(
     if as_json:
         _echo_json({"requeued": moved})
     else:
-        typer.echo(f"requeued {len(moved)} job(s)" + (f": {', '.join(moved)}" if moved else ""))
+        typer.echo(f"requeued {len(moved)} job(s)" + (f": {shown(', '.join(moved))}" if moved else ""))
 
 
 @dead_app.command("purge")
@@ -528,10 +563,10 @@ def dead_purge(
     if as_json:
         _echo_json({"purged": dropped})
     else:
-        typer.echo(f"purged {len(dropped)} job(s)" + (f": {', '.join(dropped)}" if dropped else ""))
+        typer.echo(f"purged {len(dropped)} job(s)" + (f": {shown(', '.join(dropped))}" if dropped else ""))
 
 
-@app.command()
+@app.command(context_settings=IDS_MAY_BEGIN_WITH_DASH)
 def cancel(
     job_id: Annotated[str, typer.Argument(metavar="ID", help="The job to cancel.")], as_json: JsonOption = False
 ) -> None:
@@ -544,9 +579,9 @@ def cancel(
     if as_json:
         typer.echo(json.dumps({"id": job_id, "state": state, "cancel_requested": requested}))
     elif requested:
-        typer.echo(f"job {job_id}: cancel requested ({state})")
+        typer.echo(f"job {shown(job_id)}: cancel requested ({state})")
     else:
-        typer.echo(f"job {job_id}: already {state}; nothing to cancel", err=True)
+        typer.echo(f"job {shown(job_id)}: already {state}; nothing to cancel", err=True)
     raise typer.Exit(EXIT_OK if requested else EXIT_FAILED)
 
 
@@ -603,6 +638,33 @@ def _snapshot(settings: Settings, store: Store, queues: Queues, slots: list[Slot
         views.workers_table(inspection.workers_view(store, slots, settings.node_name), now),
         views.jobs_table(inspection.recent_jobs(store, slots, limit=limit), now),
     )
+
+
+@app.command()
+def ledger(
+    since: Annotated[
+        str | None, typer.Option(help="Jobs received from then: 2026-12-01, 2026-12-01T10:00Z, 7d.")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Jobs received before then (same forms).")] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the jobs as CSV.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the jobs and the summary as JSON.")] = False,
+) -> None:
+    """Every job the node took (its own record, kept in HN_STATE_DIR): export it, or see a summary."""
+    from hypernode_host.ops.ledger import read_ledger, to_csv
+
+    if as_csv and as_json:
+        raise fail("give --csv or --json, not both")
+    settings = quiet_settings()
+    with exit_codes():
+        export = read_ledger(settings, since, until)
+    if as_csv:
+        typer.echo(to_csv(export.rows), nl=False)
+    elif as_json:
+        _echo_json({"jobs": export.rows, "summary": export.summary})
+    else:
+        from hypernode_host.ops.views import ledger_view
+
+        _console().print(ledger_view(export))
 
 
 # Health ---------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 from hypernode_host.core.clock import now_ms
 from hypernode_host.core.jobs import JobState, Status
 from hypernode_host.core.slots import CPU_QUEUE, Slot
+from hypernode_host.core.uptime import uptimes
 from hypernode_host.errors import UnknownJob
 from hypernode_host.state import Store
 from hypernode_host.state.records import JobRecord, Registration
@@ -176,7 +177,7 @@ def summarize_spec(job: dict[str, Any]) -> dict[str, Any]:
     """What an operator needs to know about a job's spec without its payload (scripts and env values stay out)."""
     summary: dict[str, Any] = {}
     if isinstance(job.get("script"), str):
-        script = job["script"].encode()
+        script = job["script"].encode("utf-8", "surrogatepass")  # total: a record from before the codec refused them
         summary |= {"kind": "script", "script_bytes": len(script), "script_sha256": hashlib.sha256(script).hexdigest()}
     elif job.get("command") is not None:
         command = job["command"] if isinstance(job["command"], str) else " ".join(map(str, job["command"]))
@@ -189,8 +190,8 @@ def summarize_spec(job: dict[str, Any]) -> dict[str, Any]:
     if job.get("requirements"):
         summary["requirements"] = len(str(job["requirements"]).split())
     if isinstance(job.get("env"), dict) and job["env"]:
-        summary["env"] = sorted(job["env"])  # names only: values may be secrets
-    if job.get("datasets"):
+        summary["env"] = sorted(map(str, job["env"]))  # names only: values may be secrets
+    if isinstance(job.get("datasets"), list | dict | str) and job["datasets"]:
         summary["datasets"] = len(job["datasets"])
     return summary
 
@@ -303,12 +304,16 @@ class NodeSummary:
     workers_alive: int
     refused: str | None = None  # the backend's text while it refuses the node token
     results_rejected: int = 0  # results the backend answered with an error
+    # window ("24h", "7d", "30d") -> the share of it the node was registered (None: not observed yet)
+    uptime: dict[str, float | None] = field(default_factory=dict)
+    uptime_total_s: int = 0  # registered in all (the heartbeat's total_uptime)
 
 
 def node_summary(store: Store) -> NodeSummary:
     """The node at a glance: its hash, the job counts, the outbox and the live workers."""
     node = store.node.get()
     queued, running = store.jobs.active_counts()
+    hours, first_seen, total_ms = store.uptime.read()
     return NodeSummary(
         node_id=node.node_id,
         registered_at=node.registered_at,
@@ -322,4 +327,6 @@ def node_summary(store: Store) -> NodeSummary:
         workers_alive=len(store.registry.all()),
         refused=node.refused,
         results_rejected=node.results_rejected,
+        uptime={u.window: u.ratio for u in uptimes(hours, first_seen, now_ms())},
+        uptime_total_s=total_ms // 1000,
     )

@@ -1,7 +1,9 @@
 """How the operator commands look to a person: rich tables over the records of ops/ and Dramatiq's queues.
 
-Every value that comes from a job or a worker is shown as plain text (``Text``), never as
-rich markup, so a job cannot restyle or hide lines of the operator's terminal.
+Every value that comes from a job, a worker or the backend is shown as plain text (``Text``), never as
+rich markup, and with its control characters escaped (escapes.py): a job cannot restyle, retitle,
+hide or paint over lines of the operator's terminal, nor write to its clipboard. A log tail keeps its
+newlines and tabs, nothing else.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from rich.text import Text
 
 from hypernode_host.core.messages import plain
 from hypernode_host.core.slots import GpuInfo, Slot
+from hypernode_host.escapes import shown, shown_text
 from hypernode_host.ops.deadletters import DeadLetter
 from hypernode_host.ops.findings import Finding, Level
 from hypernode_host.ops.inspect import JobDetail, JobRow, NodeSummary, WorkerRow, hosts_view
+from hypernode_host.ops.ledger import LedgerExport
 from hypernode_host.state.quarantine import Quarantined
 from hypernode_host.tasks.dramatiq_redis import QueueStats
 
@@ -46,7 +50,7 @@ def clock(at_ms: int | None) -> str:
 
 
 def _text(value: object) -> Text:
-    return Text("-" if value is None or value == "" else str(value))
+    return Text("-" if value is None or value == "" else shown(value))
 
 
 def short_uuid(uuid: str) -> str:
@@ -115,7 +119,7 @@ def job_view(job: JobDetail) -> RenderableType:
     parts: list[RenderableType] = [facts]
     if job.log_tail:
         parts.append(Text(f"\nlast {len(job.log_tail)} log lines:", style="bold"))
-        parts.append(Text("\n".join(job.log_tail)))
+        parts.append(Text(shown_text("\n".join(job.log_tail))))
     return Group(*parts)
 
 
@@ -163,11 +167,24 @@ def summary_line(node: NodeSummary, token_fix: str = "") -> Text:
         line.append(f" ({token_fix})\n" if token_fix else "\n")
     rejected = f", {node.results_rejected} results rejected by the backend" if node.results_rejected else ""
     line.append(
-        f"node {node.node_id or '(not registered)'}: {beat}, {node.reconnects} reconnects; "
-        f"jobs {node.jobs} (queued {node.queued}, running {node.running}; {counts}); "
-        f"outbox {node.outbox}{rejected}; workers alive {node.workers_alive}"
+        shown(
+            f"node {shown(node.node_id or '(not registered)', 128)}: {beat}, {node.reconnects} reconnects; "
+            f"jobs {node.jobs} (queued {node.queued}, running {node.running}; {counts}); "
+            f"outbox {node.outbox}{rejected}; workers alive {node.workers_alive}"
+        )
     )
+    if node.uptime:
+        line.append(f"; uptime {uptime_text(node.uptime)}")
     return line
+
+
+def percent(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio * 100:.2f}%"
+
+
+def uptime_text(shares: dict[str, float | None]) -> str:
+    """24h 99.50%, 7d 98.10%, 30d - (not observed yet)."""
+    return ", ".join(f"{window} {percent(ratio)}" for window, ratio in shares.items())
 
 
 def gpus_view(gpus: Sequence[GpuInfo], slots: Sequence[Slot]) -> RenderableType:
@@ -186,7 +203,7 @@ def gpus_view(gpus: Sequence[GpuInfo], slots: Sequence[Slot]) -> RenderableType:
             _text(g.health),
         )
     found: RenderableType = table if gpus else Text("no GPUs: this node runs CPU jobs only")
-    return Group(found, *(Text(f"{s.describe()} → {', '.join(s.queues)}") for s in slots))
+    return Group(found, *(Text(shown(f"{s.describe()} → {', '.join(s.queues)}")) for s in slots))
 
 
 def quarantine_lines(held: Sequence[Quarantined]) -> list[str]:
@@ -205,6 +222,45 @@ def findings_table(findings: Sequence[Finding]) -> Table:
             Text(f.level.value, style=LEVEL_STYLE[f.level]),
             _text(f.part),
             _text(f.detail),
-            Text(f.fix if f.level is not Level.OK else ""),
+            Text(shown(f.fix) if f.level is not Level.OK else ""),
         )
     return table
+
+
+def ledger_view(export: LedgerExport) -> RenderableType:
+    """`ledger`: the summary, the days, busy hours per GPU and the jobs."""
+    summary = export.summary
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    statuses = ", ".join(f"{status} {n}" for status, n in summary.by_status.items()) or "none finished"
+    shares = {u["window"]: u["ratio"] for u in summary.uptime}
+    for name, value in (
+        ("jobs", f"{summary.jobs} ({statuses})"),
+        ("success rate", percent(summary.success_rate)),
+        ("backend", f"{summary.acknowledged} acknowledged, {summary.rejected} rejected, {summary.unsettled} unsettled"),
+        ("credit reported", f"{summary.credit:g}"),
+        ("uptime", uptime_text(shares)),
+    ):
+        facts.add_row(name, _text(value))
+    days = Table("day (UTC)", "jobs", "completed", "failed", "credit", title="per day", title_justify="left")
+    for d in summary.per_day:
+        days.add_row(d.day, str(d.jobs), str(d.completed), str(d.failed), f"{d.credit:g}")
+    busy = Table("GPU", "busy hours", title="busy hours", title_justify="left")
+    for gpu, hours in summary.busy_hours.items():
+        busy.add_row(_text(gpu), f"{hours:.3f}")
+    jobs = Table("job", "received", "status", "reason", "GPU", "duration", "backend", "credit", title="jobs")
+    jobs.title_justify = "left"
+    for row in export.rows:
+        said = "acknowledged" if row.acknowledged_ms else f"rejected: {row.rejection}" if row.rejected_ms else ""
+        jobs.add_row(
+            _text(row.id),
+            clock(row.received_ms),
+            _text(row.status),
+            _text(row.reason),
+            _text(", ".join(short_uuid(g) for g in row.gpus)),
+            seconds(row.duration_ms / 1000 if row.duration_ms is not None else None),
+            _text(said),
+            _text(row.credit),
+        )
+    return Group(facts, days, busy, jobs)

@@ -73,6 +73,9 @@ class Reporting:
     def image_env(self, image: str) -> list[str]:
         return self.runtime.image_env(image)
 
+    def image_digests(self, image: str) -> frozenset[str]:
+        return self.runtime.image_digests(image)
+
     def pull(self, image: str, stall_timeout_s: float) -> Generator[dict[str, Any], None, None]:
         layers: dict[str, tuple[int, int]] = {}
         events = self.runtime.pull(image, stall_timeout_s)

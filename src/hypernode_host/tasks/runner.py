@@ -18,42 +18,48 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol
 
 from hypernode_host.core.admission import admit
 from hypernode_host.core.clock import now_ms
 from hypernode_host.core.cuda import Driver, incompatibility
-from hypernode_host.core.jobs import JobSpec, Reason, Status, reason_of
+from hypernode_host.core.jobs import MIN_CPUS, JobSpec, Reason, Status, reason_of
 from hypernode_host.core.poison import quarantined_note, refusal, workload_of
 from hypernode_host.core.proofs import NodeKey
-from hypernode_host.core.results import CapturedLogs, error_result, make_result
+from hypernode_host.core.results import CapturedLogs, error_result, internal_detail, make_result
 from hypernode_host.core.slots import Slot, gpus_for
 from hypernode_host.errors import ContainerError, JobRejected, NameTaken, RequirementsFailed
 from hypernode_host.logs import job_context
 from hypernode_host.settings import Settings
-from hypernode_host.state import Store
+from hypernode_host.state import RedisDown, Store
 from hypernode_host.state.records import JobRecord
 from hypernode_host.tasks.containers import (
     LABEL_ATTEMPT,
+    LABEL_DEADLINE,
     LABEL_GPUS,
     LABEL_JOB,
     LABEL_NODE,
+    LABEL_NODE_ID,
     LABEL_WORKER,
     SCRIPT_PATH,
     ContainerSpec,
     OutputStream,
+    owned_by,
 )
 from hypernode_host.tasks.imagecache import CacheRuntime, ImageCache
+from hypernode_host.tasks.images import check_pinned
 from hypernode_host.tasks.logcapture import LogCapture
-from hypernode_host.tasks.requirements import PrepRuntime, RequirementsInstaller
+from hypernode_host.tasks.requirements import Limits, PrepRuntime, RequirementsInstaller
 
 log = logging.getLogger(__name__)
 
 LOG_DRAIN_S = 10.0  # after exit, how long the output stream may take to deliver its last bytes
 WAIT_SLICE_S = 1.0  # the longest a wait for exit goes without looking at the deadline and the cancel flag
 STOP_GRACE_S = 5  # between SIGTERM and SIGKILL when a job is stopped
+MIN_NANO_CPUS = round(MIN_CPUS * 1e9)
 
 
 class GpuWatch(Protocol):
@@ -92,9 +98,17 @@ class Runtime(CacheRuntime, PrepRuntime, Protocol):
     def kill(self, container_id: str) -> None: ...
 
 
-def container_name(job_id: str) -> str:
-    """Deterministic, so Docker's unique names make a second container for a job impossible."""
-    return f"hn-job-{job_id}"
+def container_name(node: str, job_id: str) -> str:
+    """Deterministic, so Docker's unique names make a second container for a job impossible; the
+    node's identity in it, so another node on the same engine running the same job id gets its own.
+    (Docker's names are ``[a-zA-Z0-9][a-zA-Z0-9_.-]+``: a job id is of those characters, 64 at most.)"""
+    return f"hn-job-{node}-{job_id}"
+
+
+def _deadline_label(labels: Mapping[str, str]) -> float | None:
+    """The epoch deadline (s) a container was created with, when its labels carry one."""
+    value = labels.get(LABEL_DEADLINE, "")
+    return int(value) / 1000 if value.isdigit() else None
 
 
 def job_times(docker_started: int, docker_finished: int, before_start: int | None, after_exit: int) -> tuple[int, int]:
@@ -192,8 +206,13 @@ class JobRunner:
         self.clock = clock
         self.watch = watch or PlannedGpus(slot)
         self._fault_seen: str | None = None  # the GPU fault that stopped the job being followed
-        self.installer = RequirementsInstaller(runtime, settings, slot.id)
+        self.installer = RequirementsInstaller(runtime, settings, slot.id, lambda: self.node)
         self.images = ImageCache(settings, store.images, runtime)
+
+    @cached_property
+    def node(self) -> str:
+        """The node's identity on the engine, asked of Redis once (state/node.py)."""
+        return self.store.node.identity()
 
     def run(self, job_id: str) -> None:
         """Run (or reattach to) the job and store exactly one result for it."""
@@ -208,16 +227,21 @@ class JobRunner:
         if record.done:
             log.info("job %s: already finished; duplicate delivery ignored", job_id)
             return
-        name = container_name(job_id)
+        name = container_name(self.node, job_id)
         kept = record.pending()
         if kept is not None:  # the worker died between keeping the result and publishing it
             log.info("job %s: publishing the result its previous worker kept", job_id)
-            self._publish(job_id, name, None, kept)
+            self._publish(job_id, name, None, kept, self._gpus_of(record.received_job()))
             return
         attempt = self.claim(job_id, record, name)
         if attempt <= 0:
             return
-        job = record.job()  # a damaged record raises: Dramatiq dead-letters the message
+        try:
+            job = record.job()
+        except ValueError as exc:  # a damaged record: the job ends, with what can be said of it
+            detail = f"the job's stored copy cannot be read: {exc}"
+            self._publish(job_id, name, None, self._error(job_id, record.received_job(), Reason.INVALID_JOB, detail))
+            return
         try:
             outcome = self._execute(job_id, job, name, attempt)
         except NameTaken:
@@ -227,7 +251,20 @@ class JobRunner:
             log.warning("job %s: %s", job_id, exc)
             self._publish(job_id, name, None, self._error(job_id, job, reason_of(exc.reason), str(exc)))
             return
-        self._publish(job_id, name, outcome.container_id, self._result(job_id, job, outcome))
+        except RedisDown:
+            raise  # the job stays running on this slot: the slot's next worker resumes it
+        except Exception as exc:  # a fault of ours, met by this job alone: it ends, the slot goes on
+            log.exception("job %s: running it failed", job_id)
+            self._publish(
+                job_id, name, None, self._error(job_id, job, Reason.INTERNAL, internal_detail("running it", exc))
+            )
+            return
+        try:
+            result = self._result(job_id, job, outcome)
+        except Exception as exc:
+            log.exception("job %s: its result could not be built", job_id)
+            result = self._error(job_id, job, Reason.INTERNAL, internal_detail("building its result", exc))
+        self._publish(job_id, name, outcome.container_id, result, self._gpus_of(job))
 
     def claim(self, job_id: str, record: JobRecord, name: str) -> int:
         """The attempt number once this slot holds the job; 0 or -1 (logged) when it must leave it."""
@@ -244,10 +281,15 @@ class JobRunner:
         admission = admit(spec, self.settings, self.slots)
         existing = self.runtime.find(name)
         if existing is not None:
-            started_ms = self.runtime.state(existing).started_at_ms
+            found = self.runtime.state(existing)
+            if not owned_by(self.node, found.labels):
+                raise ContainerError(f"container {name} exists but belongs to another node; left alone")
+            started_ms = found.started_at_ms
             if started_ms:
                 log.info("job %s: reattaching to container %s", job_id, existing[:12])
-                deadline = started_ms / 1000 + admission.timeout_s  # from its own start: survives restarts
+                # The deadline it was created with (its requirements took part of the timeout), else
+                # from its own start: either survives restarts.
+                deadline = _deadline_label(found.labels) or started_ms / 1000 + admission.timeout_s
                 outcome = self._follow(job_id, existing, self.runtime.logs(existing), deadline, None)
                 return self._breaker(job_id, spec, admission.image, outcome)
             self.runtime.remove(existing)  # created but never started: its files may be missing
@@ -257,18 +299,24 @@ class JobRunner:
             self._refuse_quarantined(spec, admission.image)
         self.images.ensure_floor()  # disk_full when the floor cannot be kept
         image_id = self.images.obtain(job_id, admission.image, lambda: self.store.cancels.requested(job_id))
+        check_pinned(self.runtime, admission.image, image_id, admission.digests)
         if spec.gpus:
             self._check_cuda(admission.image, image_id)
         deps = None
+        job_deadline = None
         if admission.requirements:
+            # Installing them is part of the job: it counts against the job's own timeout.
+            job_deadline = self.clock() + admission.timeout_s
+            limits = Limits(spec.memory_bytes, int(spec.cpuLimit * 1e9), admission.timeout_s)
             deps = self.installer.ensure(
-                image_id, admission.requirements, should_stop=lambda: self.store.cancels.requested(job_id)
+                image_id, admission.requirements, limits, should_stop=lambda: self.store.cancels.requested(job_id)
             )
             if deps is not None:
                 self.images.used_volume(deps)
         if self.store.cancels.requested(job_id):
             return self._never_started(job_id)
-        container_id = self.runtime.create(self._spec(job_id, spec, image_id, name, attempt, deps))
+        container_spec = self._spec(job_id, spec, image_id, name, attempt, deps, job_deadline)
+        container_id = self.runtime.create(container_spec)
         output = self.runtime.attach(container_id)
         before_start = self._now_ms()
         try:
@@ -276,7 +324,8 @@ class JobRunner:
         except ContainerError:
             output.close()
             raise
-        deadline = self.clock() + admission.timeout_s  # a hair after Docker's StartedAt: never early
+        # A hair after Docker's StartedAt: never early.
+        deadline = job_deadline if job_deadline is not None else self.clock() + admission.timeout_s
         outcome = self._follow(job_id, container_id, output, deadline, before_start)
         return self._breaker(job_id, spec, admission.image, outcome)
 
@@ -354,10 +403,18 @@ class JobRunner:
         return Outcome(Status.CANCELLED, -1, False, empty, at, at, "")
 
     def _spec(
-        self, job_id: str, spec: JobSpec, image_id: str, name: str, attempt: int, deps: str | None
+        self,
+        job_id: str,
+        spec: JobSpec,
+        image_id: str,
+        name: str,
+        attempt: int,
+        deps: str | None,
+        deadline: float | None = None,
     ) -> ContainerSpec:
         files = {"script.py": spec.script.encode()} if spec.script is not None else {}
         uuids = gpus_for(self.slot, spec.gpus)
+        extra = {LABEL_DEADLINE: str(int(deadline * 1000))} if deadline is not None else {}
         return ContainerSpec(
             name=name,
             image=image_id,
@@ -366,12 +423,14 @@ class JobRunner:
             labels={
                 LABEL_JOB: job_id,
                 LABEL_NODE: self.settings.node_name,
+                LABEL_NODE_ID: self.node,
                 LABEL_WORKER: str(self.slot.id),
                 LABEL_ATTEMPT: str(attempt),
                 LABEL_GPUS: ",".join(uuids),
+                **extra,
             },
             memory_bytes=spec.memory_bytes,
-            nano_cpus=int(spec.cpuLimit * 1e9),
+            nano_cpus=max(round(spec.cpuLimit * 1e9), MIN_NANO_CPUS),  # 0 would mean no limit at all
             gpu_uuids=uuids,
             real_gpus=bool(uuids) and not self.slot.gpus[0].simulated,
             files=files,
@@ -405,7 +464,16 @@ class JobRunner:
         self.runtime.kill(container_id)
         self.runtime.wait(container_id, 10)
 
-    def _publish(self, job_id: str, name: str, container_id: str | None, result: dict[str, Any]) -> None:
+    def _gpus_of(self, job: dict[str, Any]) -> tuple[str, ...]:
+        """The GPUs the job runs on (its job.finished event names them); none when its spec does not parse."""
+        try:
+            return gpus_for(self.slot, JobSpec.parse(job).gpus)
+        except Exception:  # a spec that does not parse never ran on a GPU
+            return ()
+
+    def _publish(
+        self, job_id: str, name: str, container_id: str | None, result: dict[str, Any], gpus: Sequence[str] = ()
+    ) -> None:
         """Keep the result, remove the container, then put the result in the outbox.
 
         Kept first, so a worker dying at any point never loses a result nor runs the job again;
@@ -413,7 +481,7 @@ class JobRunner:
         """
         self.store.jobs.keep_result(job_id, result)
         self._remove(name, container_id)
-        self.store.jobs.finish(job_id, result)
+        self.store.jobs.finish(job_id, result, gpus=gpus, node=self.settings.node_name)
 
     def _result(self, job_id: str, job: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
         result = make_result(
@@ -457,8 +525,11 @@ class JobRunner:
 
     def _remove(self, name: str, container_id: str | None = None) -> None:
         try:
-            container_id = container_id or self.runtime.find(name)
-            if container_id is not None:
+            if not container_id:  # none made, or this worker did not make it: look, and touch only ours
+                container_id = self.runtime.find(name)
+                if container_id is not None and not owned_by(self.node, self.runtime.state(container_id).labels):
+                    return  # another node's, under a name it took from us: never ours to remove
+            if container_id:
                 self.runtime.remove(container_id)
         except ContainerError as exc:
             log.warning("container %s not removed: %s (it is reaped at the next worker start)", name, exc)

@@ -40,6 +40,9 @@ def test_the_stats_count_jobs_free_slots_and_say_which_slots_take_no_jobs() -> N
         "busy_slots": [],
         "driver_version": None,
         "cuda_version": None,
+        "uptime_24h": None,
+        "uptime_7d": None,
+        "uptime_30d": None,
     }
 
 
