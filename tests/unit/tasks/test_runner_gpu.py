@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fakes import Behaviour, FakeClock, FakeRuntime, FakeStore
+from fakes import NODE_IDENTITY, Behaviour, FakeClock, FakeRuntime, FakeStore
 
 from hypernode_host.core.cuda import Driver
 from hypernode_host.core.proofs import NodeKey
@@ -55,7 +55,7 @@ class GpuRig:
         job = {"id": job_id, "command": "train", "gpuRequired": True, "memoryLimit": "128m", "cpuLimit": 1, **fields}
         self.store.jobs.record(job_id, job, "hn-gpu1")
         if behaviour is not None:
-            self.runtime.behaviours[container_name(job_id)] = behaviour
+            self.runtime.behaviours[container_name(NODE_IDENTITY, job_id)] = behaviour
         self.runners[slot].run(job_id)
         record = self.store.jobs.get(job_id)
         assert record is not None and record.done, record
