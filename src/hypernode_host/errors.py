@@ -90,6 +90,10 @@ class GpuError(HypernodeError):
     """NVML or the GPU inventory failed."""
 
 
+class DriverMismatch(GpuError):
+    """NVML's library and the loaded kernel driver differ: the driver was upgraded and the host not rebooted."""
+
+
 class NameTaken(ContainerError):
     """A container with this name exists already: another worker holds the job (the name is the lock)."""
 

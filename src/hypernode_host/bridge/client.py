@@ -58,6 +58,7 @@ from hypernode_host.core.proofs import NodeKey
 from hypernode_host.core.slots import GpuInfo, Slot
 from hypernode_host.core.uptime import uptimes
 from hypernode_host.errors import ConfigError, ProtocolError, Stopping, StorageRefused
+from hypernode_host.gpu.capacity import node_driver
 from hypernode_host.logs import wire_logger
 from hypernode_host.settings import Settings
 from hypernode_host.state import RedisDown, RedisError, Store, redis_url, write_refusal
@@ -734,14 +735,18 @@ class Bridge:
         return {"slots": len(self.slots), "gpus": sum(len(s.gpus) for s in self.slots)}
 
     def _host_info(self) -> HostInfo:
+        gpus = self.gpus()
+        driver = node_driver(gpus)
         return HostInfo(
             hostname=self.settings.node_name,
             os=platform.system(),
             os_version=platform.release(),
             arch=platform.machine(),
-            gpus=[wire_gpu(g) for g in self.gpus()],
+            gpus=[wire_gpu(g) for g in gpus],
             docker_version=self.docker_version,
             agent_version=AGENT_VERSION,
+            driver_version=driver.version,
+            cuda_version=driver.cuda,
         )
 
     def close(self) -> None:

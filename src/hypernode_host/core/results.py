@@ -39,6 +39,7 @@ def make_result(
     image: str,
     oom_killed: bool = False,
     reason: Reason | None = None,
+    gpu_fault: str | None = None,
 ) -> JobResult:
     """A signed result; ``job`` is the job exactly as received (it fixes jobDigest).
 
@@ -69,6 +70,7 @@ def make_result(
         signature=key.sign_hex_digest(digest),
         nodePublicKey=key.public_key_b58,
         reason=None if status is Status.COMPLETED else (reason or default_reason(status, oom_killed)),
+        gpuFault=gpu_fault,
     )
 
 

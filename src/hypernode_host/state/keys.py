@@ -44,6 +44,16 @@ WORKER = PREFIX + ":worker:{host}:{slot}"
 WORKERS = PREFIX + ":worker-slots"  # set: "<host>:<slot>" of every worker that has registered
 GPU_LEASE = PREFIX + ":gpu-lease:{uuid}"  # string, with a TTL: the owner id of the worker holding the GPU
 GPU_LOST = PREFIX + ":gpu-lost:{uuid}"  # string: a simulated GPU marked lost, and why (DEL heals it)
+# hash: what `sim-gpu` injected into a simulated GPU: xids (comma-separated), foreign (processes not ours)
+GPU_SIM = PREFIX + ":gpu-sim:{uuid}"
+SIM_DRIVER = PREFIX + ":sim-driver:{host}"  # hash: driver, cuda: the driver a host's simulated GPUs read now
+# string, with a TTL: a workload (image + script digest) whose GPU failed under it, refused on this host
+QUARANTINE = PREFIX + ":quarantine:{host}:{workload}"
+
+# The image cache (tasks/imagecache.py) -------------------------------------------------------
+IMAGE_USE = PREFIX + ":image-use:{host}"  # zset: image a job pulled or ran -> last use (epoch ms), for LRU collection
+VOLUME_USE = PREFIX + ":volume-use:{host}"  # zset: requirements volume -> last use (epoch ms)
+PULL = PREFIX + ":pull:{job_id}"  # hash, with a TTL: a job's image pull now: image, done, total (bytes), attempt
 
 # Queues ----------------------------------------------------------------------------------------
 DRAMATIQ_NAMESPACE = "hn-dramatiq"  # the prefix of Dramatiq's own keys, apart from ours and other apps'

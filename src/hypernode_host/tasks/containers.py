@@ -367,6 +367,17 @@ class DockerRuntime:
             return str(self.client.api.inspect_image(image)["Id"])
         return None  # 404: not here
 
+    def remove_image(self, image: str) -> None:
+        """Remove a local image (never forced: one a container uses stays, with a 409 ContainerError)."""
+        with docker_errors(f"cannot remove image {image}"):
+            self.client.api.remove_image(image)
+
+    def image_env(self, image: str) -> list[str]:
+        """The ``KEY=value`` environment of the image's config (where it states its CUDA requirement)."""
+        with docker_errors(f"cannot inspect image {image}"):
+            env = (self.client.api.inspect_image(image).get("Config") or {}).get("Env") or []
+        return [str(item) for item in env]
+
     def image_digests(self, image: str) -> frozenset[str]:
         """Every digest that names the local ``image``: its registry digests (RepoDigests) and its ID."""
         with docker_errors(f"cannot inspect image {image}"):

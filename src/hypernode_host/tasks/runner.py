@@ -1,6 +1,7 @@
 """Run one job in its container, from the job record to a signed result in the outbox.
 
-claim → image (pulled if absent) → requirements (cached volume) → create → put script →
+claim → quarantine (GPU jobs) → disk floor → image (pulled if absent, a visible phase, retried) →
+CUDA requirement against the driver (GPU jobs) → requirements (cached volume) → create → put script →
 attach → start → wait in slices (deadline, cancel) → stop(grace) → kill → exit code and
 OOMKilled → logs → result kept in the record → container removed → result published to the
 outbox. The worker enforces the deadline itself: Dramatiq's TimeLimit cannot interrupt a
@@ -23,7 +24,10 @@ from functools import cached_property
 from typing import Any, Protocol, TypeVar
 
 from hypernode_host.core.admission import admit
+from hypernode_host.core.clock import now_ms
+from hypernode_host.core.cuda import Driver, incompatibility
 from hypernode_host.core.jobs import MIN_CPUS, JobSpec, Reason, Status, reason_of
+from hypernode_host.core.poison import quarantined_note, refusal, workload_of
 from hypernode_host.core.proofs import NodeKey
 from hypernode_host.core.results import CapturedLogs, error_result, internal_detail, make_result
 from hypernode_host.core.slots import Slot, gpus_for
@@ -46,7 +50,8 @@ from hypernode_host.tasks.containers import (
     OutputStream,
     owned_by,
 )
-from hypernode_host.tasks.images import ImageRuntime, check_pinned, ensure_image
+from hypernode_host.tasks.imagecache import CacheRuntime, ImageCache
+from hypernode_host.tasks.images import check_pinned
 from hypernode_host.tasks.logcapture import LogCapture
 from hypernode_host.tasks.requirements import Limits, PrepRuntime, RequirementsInstaller
 
@@ -70,7 +75,33 @@ class _EngineLost(ContainerError):
 T = TypeVar("T")
 
 
-class Runtime(ImageRuntime, PrepRuntime, Protocol):
+class GpuWatch(Protocol):
+    """What the worker's watch over the slot's GPUs tells the runner (gpu/monitor.py behind it)."""
+
+    def driver(self) -> Driver | None:
+        """The driver of the slot's GPUs now (None: unknown)."""
+        ...
+
+    def fault(self, fresh: bool = False) -> str | None:
+        """Why a GPU of the slot is unhealthy, as last checked (``fresh``: checked now); None when healthy."""
+        ...
+
+
+class PlannedGpus:
+    """The watch of a runner without a worker (tests, benchmarks): the slot's GPUs as planned."""
+
+    def __init__(self, slot: Slot) -> None:
+        self.slot = slot
+
+    def driver(self) -> Driver | None:
+        gpu = self.slot.gpus[0] if self.slot.gpus else None
+        return Driver(gpu.driver_version, gpu.cuda_version) if gpu else None
+
+    def fault(self, fresh: bool = False) -> str | None:
+        return None
+
+
+class Runtime(CacheRuntime, PrepRuntime, Protocol):
     """The container operations the runner needs (DockerRuntime in production)."""
 
     def create(self, spec: ContainerSpec) -> str: ...
@@ -126,6 +157,7 @@ class Outcome:
     completed_at: int
     image_id: str
     container_id: str = ""
+    gpu_fault: str | None = None  # its GPU failed while it ran: what it reported, and the quarantine
 
 
 class LogFollower:
@@ -178,6 +210,7 @@ class JobRunner:
         slots: list[Slot],
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        watch: GpuWatch | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -187,7 +220,10 @@ class JobRunner:
         self.slots = slots
         self.clock = clock
         self.sleep = sleep
+        self.watch = watch or PlannedGpus(slot)
+        self._fault_seen: str | None = None  # the GPU fault that stopped the job being followed
         self.installer = RequirementsInstaller(runtime, settings, slot.id, lambda: self.node)
+        self.images = ImageCache(settings, store.images, runtime)
 
     @cached_property
     def node(self) -> str:
@@ -303,12 +339,18 @@ class JobRunner:
                 # The deadline it was created with (its requirements took part of the timeout), else
                 # from its own start: either survives restarts.
                 deadline = _deadline_label(found.labels) or started_ms / 1000 + admission.timeout_s
-                return self._follow(job_id, existing, self.runtime.logs(existing), deadline, None)
+                outcome = self._follow(job_id, existing, self.runtime.logs(existing), deadline, None)
+                return self._breaker(job_id, spec, admission.image, outcome)
             self.runtime.remove(existing)  # created but never started: its files may be missing
         if self.store.cancels.requested(job_id):
             return self._never_started(job_id)
-        image_id = ensure_image(self.runtime, admission.image, self.settings.pull_timeout)
+        if spec.gpus:
+            self._refuse_quarantined(spec, admission.image)
+        self.images.ensure_floor()  # disk_full when the floor cannot be kept
+        image_id = self.images.obtain(job_id, admission.image, lambda: self.store.cancels.requested(job_id))
         check_pinned(self.runtime, admission.image, image_id, admission.digests)
+        if spec.gpus:
+            self._check_cuda(admission.image, image_id)
         deps = None
         job_deadline = None
         if admission.requirements:
@@ -318,6 +360,8 @@ class JobRunner:
             deps = self.installer.ensure(
                 image_id, admission.requirements, limits, should_stop=lambda: self.store.cancels.requested(job_id)
             )
+            if deps is not None:
+                self.images.used_volume(deps)
         if self.store.cancels.requested(job_id):
             return self._never_started(job_id)
         container_spec = self._spec(job_id, spec, image_id, name, attempt, deps, job_deadline)
@@ -331,13 +375,52 @@ class JobRunner:
             raise
         # A hair after Docker's StartedAt: never early.
         deadline = job_deadline if job_deadline is not None else self.clock() + admission.timeout_s
-        return self._follow(job_id, container_id, output, deadline, before_start)
+        outcome = self._follow(job_id, container_id, output, deadline, before_start)
+        return self._breaker(job_id, spec, admission.image, outcome)
+
+    # GPU jobs: CUDA, quarantine, the breaker -------------------------------------------------
+
+    def _check_cuda(self, image: str, image_id: str) -> None:
+        """JobRejected (cuda_incompatible) before any container when the image needs a newer CUDA."""
+        driver = self.watch.driver()
+        if driver is None:
+            return
+        problem = incompatibility(self.runtime.image_env(image_id), driver)
+        if problem is not None:
+            raise JobRejected(f"image {image}: {problem}", reason=Reason.CUDA_INCOMPATIBLE)
+
+    def _refuse_quarantined(self, spec: JobSpec, image: str) -> None:
+        workload = workload_of(image, spec)
+        held = self.store.quarantine.get(self.settings.node_name, workload)
+        if held is not None:
+            text = refusal(workload, held.job_id, held.reason, held.ttl_s)
+            raise JobRejected(text, reason=Reason.QUARANTINED)
+
+    def _breaker(self, job_id: str, spec: JobSpec, image: str, outcome: Outcome) -> Outcome:
+        """A GPU job whose GPU failed while it ran ends gpu_lost, and its workload is quarantined."""
+        if not spec.gpus or outcome.status is Status.CANCELLED:
+            return outcome
+        fault = outcome.gpu_fault or self.watch.fault(fresh=True)
+        if fault is None:
+            return outcome
+        workload = workload_of(image, spec)
+        ttl = self.settings.poison_quarantine
+        if ttl > 0:
+            gpu = fault.split(":", 1)[0] if fault.startswith(("GPU-", "MIG-")) else ",".join(self.slot.gpu_uuids)
+            self.store.quarantine.add(
+                self.settings.node_name, workload, job_id=job_id, gpu=gpu, reason=fault, at_ms=now_ms(), ttl_s=ttl
+            )
+        log.error("job %s: its GPU failed while it ran (%s); %s", job_id, fault, quarantined_note(workload, ttl))
+        outcome.status = Status.FAILED
+        outcome.gpu_fault = f"{fault}; {quarantined_note(workload, ttl)}"
+        return outcome
 
     def _follow(
         self, job_id: str, container_id: str, output: OutputStream, deadline: float, before_start: int | None
     ) -> Outcome:
         """Wait for the container while its output streams in; the outcome once it has exited."""
         follower = LogFollower(output, self.settings.max_log_size)
+        self._fault_seen = None
         try:
             while True:
                 try:
@@ -365,6 +448,7 @@ class JobRunner:
             completed_at=completed_at,
             image_id=state.image_id,
             container_id=container_id,
+            gpu_fault=self._fault_seen,
         )
 
     def _now_ms(self) -> int:
@@ -447,7 +531,7 @@ class JobRunner:
         )
 
     def _wait(self, job_id: str, container_id: str, deadline: float) -> Status | None:
-        """Wait for exit until ``deadline`` (epoch s); on deadline or cancel stop it and say which.
+        """Wait for exit until ``deadline`` (epoch s); on deadline, cancel or a GPU fault stop it and say which.
 
         None: it exited by itself.
         """
@@ -462,6 +546,11 @@ class JobRunner:
                 log.info("job %s: cancelled while running; stopping it", job_id)
                 self._halt(container_id)
                 return Status.CANCELLED
+            if self.slot.gpus and (fault := self.watch.fault()) is not None:
+                log.error("job %s: its GPU failed (%s); stopping it", job_id, fault)
+                self._halt(container_id)
+                self._fault_seen = fault
+                return Status.FAILED
 
     def _halt(self, container_id: str) -> None:
         self.runtime.stop(container_id, STOP_GRACE_S)  # SIGTERM, then SIGKILL after the grace
@@ -517,6 +606,8 @@ class JobRunner:
             completed_at=outcome.completed_at,
             image=outcome.image_id,
             oom_killed=outcome.oom_killed,
+            reason=Reason.GPU_LOST if outcome.gpu_fault else None,
+            gpu_fault=outcome.gpu_fault,
         )
         log.info(
             "job %s: %s (exit %s%s, %d ms, %d bytes of output) on %s",

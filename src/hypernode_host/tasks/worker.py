@@ -3,10 +3,12 @@
 At start it takes the leases on its slot's GPUs (refused loudly if another worker holds one),
 reattaches to its slot's interrupted jobs and reaps its slot's leftover containers; then, every
 few seconds until SIGTERM, it refreshes the leases, checks its GPUs' health and rewrites its
-registration. It consumes its slot's queues only while the slot is healthy: when a GPU is lost
-or reports errors, or the Docker engine does not answer (restarting, stopped), it stops consuming
-(the running job may finish, prefetched messages go back to the queue for other slots) and says
-why in its registration; it resumes by itself once the GPU, or the engine, is back.
+registration. It consumes its slot's queues only while the slot serves: when a GPU is lost or
+reports errors (unhealthy), the Docker engine does not answer (restarting, stopped: unhealthy too),
+the driver changed under it (draining) or its GPU runs processes the node did not start (busy), it
+stops consuming (the running job may finish, prefetched messages go back to the queue for other
+slots) and says why in its registration; it resumes by itself once the condition is gone. A GPU
+that fails while a job runs stops that job (the runner's breaker).
 
 Every worker also offers, every few seconds, to run the reconciler (tasks/reconcile.py); a lock in
 Redis lets one worker of all those sharing the Redis run each pass.
@@ -27,12 +29,14 @@ from dramatiq.brokers.redis import RedisBroker
 
 from hypernode_host import logs
 from hypernode_host.core.clock import now_ms
+from hypernode_host.core.cuda import Driver
 from hypernode_host.core.jobs import JobSpec
 from hypernode_host.core.proofs import NodeKey
-from hypernode_host.core.slots import Slot, gpus_for
+from hypernode_host.core.slots import Slot, SlotCondition, SlotState, gpus_for
 from hypernode_host.errors import ConfigError, ContainerError, GpuError, JobRejected
 from hypernode_host.gpu.inventory import plan_node_slots
 from hypernode_host.gpu.monitor import SlotMonitor
+from hypernode_host.gpu.simulated import start_driver
 from hypernode_host.settings import Settings
 from hypernode_host.state import RedisDown, RedisError, Store, holders, redis_url, write_refusal
 from hypernode_host.state.records import JobRecord, Registration
@@ -179,11 +183,17 @@ class SlotWorker:
         self.store = Store.open(settings)
         self.runtime = DockerRuntime()
         key = NodeKey.load_or_create(settings.key_file)
-        self.runner = JobRunner(settings, self.store, self.runtime, key, self.slot, slots)
-        self.leases = self.store.leases(self.slot.gpu_uuids, holders.owner_id(self.slot.id), LEASE_TTL_S)
         self.monitor = SlotMonitor(
-            self.store.gpuflags, self.slot.gpu_uuids, simulated=settings.simulate_gpus is not None
+            self.store.gpuflags,
+            self.slot.gpu_uuids,
+            simulated=settings.simulate_gpus is not None,
+            host=settings.node_name,
+            simulated_driver=start_driver(settings.simulate_driver),
+            parents={g.uuid: g.parent_uuid for g in self.slot.gpus if g.parent_uuid},
         )
+        self._condition = SlotCondition()
+        self.runner = JobRunner(settings, self.store, self.runtime, key, self.slot, slots, watch=self)
+        self.leases = self.store.leases(self.slot.gpu_uuids, holders.owner_id(self.slot.id), LEASE_TTL_S)
         identity = Registration(
             host=settings.node_name, slot=self.slot, owner=self.leases.owner, pid=os.getpid(), pidns=holders.current()
         )
@@ -254,23 +264,36 @@ class SlotWorker:
                 log.warning("Redis refuses writes (%s); the slot's registration waits for it", why)
 
     def _check(self) -> None:
-        """Check the slot's health, stop consuming if it is unhealthy, and re-register."""
-        healthy, reason = self.monitor.check()
+        """Check the slot, stop consuming unless it serves, and re-register."""
+        gpus = self.monitor.check(running=bool(self.membership.registration.job))
+        self._condition = gpus  # the runner's breaker reads the GPUs' own condition, never the engine's
         docker = self.runtime.probe()
-        if healthy and not docker:  # restarting or stopped: no job could start; the running one waits for it
-            healthy, reason = False, "the Docker engine does not answer"
-        if healthy != self.membership.registration.healthy:
-            if healthy:
-                log.warning("%s is healthy again; taking jobs", self.slot.describe())
+        condition = gpus
+        if gpus.serving and not docker:  # restarting or stopped: no job could start; the running one waits for it
+            condition = SlotCondition(SlotState.UNHEALTHY, "the Docker engine does not answer")
+        if condition != SlotCondition(self.membership.registration.state, self.membership.registration.health):
+            if condition.serving:
+                log.warning("%s serves again; taking jobs", self.slot.describe())
+            elif condition.state is SlotState.BUSY:
+                log.warning("%s is busy, takes no jobs until it is free: %s", self.slot.describe(), condition.reason)
             else:
-                log.error("%s takes no jobs: %s", self.slot.describe(), reason)
-        if healthy:
+                log.error("%s takes no jobs (%s): %s", self.slot.describe(), condition.state.value, condition.reason)
+        if condition.serving:
             self.taking_jobs.set()
         else:
             self.taking_jobs.clear()
             self.consumption.pause()
         # What the Docker engine says goes to the registration too, for a `check` that cannot reach it.
-        self.membership.update(healthy=healthy, health=reason, docker=docker)
+        self.membership.update(healthy=condition.healthy, health=condition.reason, state=condition.state, docker=docker)
+
+    # GpuWatch, for the runner ------------------------------------------------------------------
+
+    def driver(self) -> Driver | None:
+        return self.monitor.driver
+
+    def fault(self, fresh: bool = False) -> str | None:
+        condition = self.monitor.check(running=True) if fresh else self._condition
+        return condition.reason if condition.state is SlotState.UNHEALTHY else None
 
     def _consume(self) -> None:
         if self.consumption.start():
@@ -292,6 +315,8 @@ class SlotWorker:
             recover(self.runner, self.runtime, self.store)
         except ContainerError as exc:
             log.warning("could not reap leftover containers: %s", exc)
+        if self.slot.id == 0:  # one worker per host pulls HN_PREPULL; the others find the images there
+            self.runner.images.prepull()
 
     def serve(self, job_id: str) -> None:
         """The ``run_job`` actor: run the job on this slot, or hand it back while the slot is unhealthy.
@@ -318,7 +343,8 @@ class SlotWorker:
         record = self.store.jobs.get(job_id)
         if not self.taking_jobs.is_set():
             queue = (record.queue if record else "") or self.slot.queue
-            log.warning("job %s: %s is unhealthy; handed back to %s", job_id, self.slot.describe(), queue)
+            state = self._condition.state.value
+            log.warning("job %s: %s is %s; handed back to %s", job_id, self.slot.describe(), state, queue)
             self.consumption.hand_back(job_id, queue)
             return
         count, memory = _gpu_need(record)

@@ -18,6 +18,8 @@ from typing import Any
 
 from hypernode_host.core.jobs import JobState
 from hypernode_host.errors import EngineUnreachable, NameTaken
+from hypernode_host.state.imagecache import PullPhase
+from hypernode_host.state.quarantine import Quarantined
 from hypernode_host.state.records import JobRecord
 from hypernode_host.tasks.containers import ContainerSpec, ContainerState, PrepSpec
 
@@ -93,6 +95,7 @@ class FakeRuntime:
         # live-restore keeps containers running), or None.
         self.outage: tuple[float, float, bool] | None = None
         self._back_at: float | None = None  # while the engine is gone: when it answers again
+        self.image_envs: dict[str, list[str]] = {}  # image (id) -> its config's Env
         self._ids = itertools.count(1)
 
     def _call(self, operation: str, *args: object) -> None:
@@ -126,6 +129,18 @@ class FakeRuntime:
 
     def image_id(self, image: str) -> str | None:
         return "sha256:fake"
+
+    def image_env(self, image: str) -> list[str]:
+        return list(self.image_envs.get(image, ()))
+
+    def info(self) -> dict[str, Any]:
+        return {"DockerRootDir": "/"}
+
+    def remove_image(self, image: str) -> None:
+        self._call("remove_image", image)
+
+    def remove_volume(self, name: str) -> None:
+        self._call("remove_volume", name)
 
     def image_digests(self, image: str) -> frozenset[str]:
         return frozenset({"sha256:fake", "sha256:" + "fa" * 32})
@@ -322,6 +337,59 @@ class FakeNode:
         return NODE_IDENTITY
 
 
+class FakeQuarantine:
+    """The breaker's quarantine (state/quarantine.py) in memory, with a TTL that never runs out."""
+
+    def __init__(self) -> None:
+        self.held: dict[tuple[str, str], Quarantined] = {}
+
+    def add(self, host: str, workload: str, *, job_id: str, gpu: str, reason: str, at_ms: int, ttl_s: int) -> None:
+        self.held[(host, workload)] = Quarantined(workload, job_id, gpu, reason, at_ms, ttl_s)
+
+    def get(self, host: str, workload: str) -> Quarantined | None:
+        return self.held.get((host, workload))
+
+    def clear(self, host: str) -> int:
+        gone = [key for key in self.held if key[0] == host]
+        for key in gone:
+            del self.held[key]
+        return len(gone)
+
+
+class FakeImageUse:
+    """The image cache's records (state/imagecache.py) in memory."""
+
+    def __init__(self) -> None:
+        self.image_use: dict[str, int] = {}
+        self.volume_use: dict[str, int] = {}
+        self.phases: dict[str, list[PullPhase]] = {}  # job id -> every phase written, in order
+        self.ended: list[str] = []
+
+    def touch_image(self, host: str, image: str, at_ms: int) -> None:
+        self.image_use[image] = at_ms
+
+    def touch_volume(self, host: str, volume: str, at_ms: int) -> None:
+        self.volume_use[volume] = at_ms
+
+    def images(self, host: str) -> list[tuple[str, int]]:
+        return sorted(self.image_use.items(), key=lambda item: item[1])
+
+    def volumes(self, host: str) -> list[tuple[str, int]]:
+        return sorted(self.volume_use.items(), key=lambda item: item[1])
+
+    def forget_image(self, host: str, image: str) -> None:
+        self.image_use.pop(image, None)
+
+    def forget_volume(self, host: str, volume: str) -> None:
+        self.volume_use.pop(volume, None)
+
+    def set_pull(self, job_id: str, phase: PullPhase) -> None:
+        self.phases.setdefault(job_id, []).append(phase)
+
+    def end_pull(self, job_id: str) -> None:
+        self.ended.append(job_id)
+
+
 class FakeStore:
     """What the runner and the recovery use of the Store."""
 
@@ -329,3 +397,5 @@ class FakeStore:
         self.jobs = FakeJobs(events)
         self.cancels = FakeCancels()
         self.node = FakeNode()
+        self.quarantine = FakeQuarantine()
+        self.images = FakeImageUse()
