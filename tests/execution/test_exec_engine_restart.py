@@ -7,6 +7,7 @@ registration and serves again once the engine is back; nothing is left behind.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -39,7 +40,7 @@ def test_an_engine_restart_mid_job_ends_it_with_one_error_and_the_worker_serves_
             wait_for(lambda: client.hget(worker_key, "healthy") == "1", timeout=120)
             pid = client.hget(worker_key, "pid")
             job_id = backend.send_job({"id": "engine-1", "script": script, "memoryLimit": "128m", "cpuLimit": 0.5})
-            wait_for(lambda: "started" in engine.docker("logs", f"hn-job-{job_id}", check=False), timeout=120)
+            wait_for(lambda: "started" in job_logs(engine, job_id), timeout=120)
 
             engine.stop()
             wait_for(lambda: client.hget(worker_key, "health") == "the Docker engine does not answer", timeout=60)
@@ -61,3 +62,11 @@ def test_an_engine_restart_mid_job_ends_it_with_one_error_and_the_worker_serves_
             assert len(backend.results(job_id)) == 1
             assert engine.docker("ps", "-aq", "--filter", f"label=hypernode.node={env['HN_NODE_NAME']}").split() == []
         client.close()
+
+
+def job_logs(engine: PrivateDockerd, job_id: str) -> str:
+    """The output of the job's container so far ("" before it exists): found by its label, since its
+    name carries the node's identity."""
+    listed = engine.docker("ps", "-aq", "--filter", f"label=hypernode.job_id={job_id}", check=False).split()
+    ids = [word for word in listed if re.fullmatch(r"[0-9a-f]{12,64}", word)]  # not the error of an engine away
+    return engine.docker("logs", ids[0], check=False) if ids else ""
