@@ -29,6 +29,7 @@ import requests
 import requests.exceptions
 from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
 
+from hypernode_host.core.receipts import Sandbox, seccomp_profile
 from hypernode_host.errors import ContainerError, ImageUnavailable, NameTaken
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,26 @@ class ContainerState:
     finished_at_ms: int
     image_id: str
     created_at_ms: int = 0
+    runtime: str = ""  # the OCI runtime the engine ran it with ("runc", "nvidia")
+    sandbox: Sandbox | None = None  # the limits and isolation the engine applied, for the receipt
+
+
+def applied_sandbox(info: Mapping[str, Any]) -> Sandbox:
+    """The sandbox a container runs in, as the engine reports it (``docker inspect``), not as we asked."""
+    host = info.get("HostConfig") or {}
+    security = [str(option) for option in host.get("SecurityOpt") or []]
+    pids = host.get("PidsLimit")
+    return Sandbox(
+        memory_bytes=int(host.get("Memory") or 0),
+        nano_cpus=int(host.get("NanoCpus") or 0),
+        pids_limit=int(pids) if pids else None,
+        network=str(host.get("NetworkMode") or ""),
+        read_only_root=bool(host.get("ReadonlyRootfs")),
+        cap_drop=tuple(sorted(str(cap) for cap in host.get("CapDrop") or [])),
+        no_new_privileges=any(o.replace("=", ":") in ("no-new-privileges:true", "no-new-privileges") for o in security),
+        user=str((info.get("Config") or {}).get("User") or ""),
+        seccomp_profile=seccomp_profile(security),
+    )
 
 
 def scratch_bytes(memory_bytes: int) -> int:
@@ -482,6 +503,8 @@ class DockerRuntime:
             finished_at_ms=_ms(state.get("FinishedAt", "")),
             image_id=str(info.get("Image", "")),
             created_at_ms=_ms(str(info.get("Created", ""))),
+            runtime=str(info.get("HostConfig", {}).get("Runtime") or ""),
+            sandbox=applied_sandbox(info),
         )
 
     def stop(self, container_id: str, grace_s: int) -> None:

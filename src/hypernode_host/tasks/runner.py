@@ -18,12 +18,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from hypernode_host.core.admission import admit
+from hypernode_host import AGENT_VERSION
+from hypernode_host.core.admission import Admission, admit
 from hypernode_host.core.jobs import JobSpec, Reason, Status, reason_of
 from hypernode_host.core.proofs import NodeKey
+from hypernode_host.core.receipts import GpuFacts, RunFacts, Sandbox
 from hypernode_host.core.results import CapturedLogs, error_result, make_result
 from hypernode_host.core.slots import Slot, gpus_for
 from hypernode_host.errors import ContainerError, JobRejected, NameTaken, RequirementsFailed
@@ -60,6 +62,7 @@ class Runtime(ImageRuntime, PrepRuntime, Protocol):
     def logs(self, container_id: str) -> OutputStream: ...
     def stop(self, container_id: str, grace_s: int) -> None: ...
     def kill(self, container_id: str) -> None: ...
+    def version(self) -> str: ...
 
 
 def container_name(job_id: str) -> str:
@@ -99,6 +102,10 @@ class Outcome:
     completed_at: int
     image_id: str
     container_id: str = ""
+    runtime: str = ""
+    sandbox: Sandbox | None = None
+    gpu_uuids: tuple[str, ...] = ()
+    requirements: tuple[str, ...] = ()
 
 
 class LogFollower:
@@ -207,6 +214,11 @@ class JobRunner:
     def _execute(self, job_id: str, job: dict[str, Any], name: str, attempt: int) -> Outcome:
         spec = JobSpec.parse(job)
         admission = admit(spec, self.settings, self.slots)
+        outcome = self._execute_admitted(job_id, spec, admission, name, attempt)
+        # What the receipt names beside what the container reported: its GPUs and its requirements.
+        return replace(outcome, gpu_uuids=gpus_for(self.slot, spec.gpus), requirements=admission.requirements)
+
+    def _execute_admitted(self, job_id: str, spec: JobSpec, admission: Admission, name: str, attempt: int) -> Outcome:
         existing = self.runtime.find(name)
         if existing is not None:
             started_ms = self.runtime.state(existing).started_at_ms
@@ -259,6 +271,8 @@ class JobRunner:
             completed_at=completed_at,
             image_id=state.image_id,
             container_id=container_id,
+            runtime=state.runtime,
+            sandbox=state.sandbox,
         )
 
     def _now_ms(self) -> int:
@@ -340,6 +354,7 @@ class JobRunner:
             completed_at=outcome.completed_at,
             image=outcome.image_id,
             oom_killed=outcome.oom_killed,
+            facts=self._facts(outcome),
         )
         log.info(
             "job %s: %s (exit %s%s, %d ms, %d bytes of output) on %s",
@@ -352,6 +367,24 @@ class JobRunner:
             self.slot.describe(),
         )
         return result.model_dump(mode="json")
+
+    def _facts(self, outcome: Outcome) -> RunFacts:
+        """What the receipt says produced this outcome: agent, engine, runtime, GPUs, sandbox, requirements."""
+        by_uuid = {gpu.uuid: gpu for gpu in self.slot.gpus}
+        gpus = tuple(
+            GpuFacts(uuid, gpu.name, gpu.driver_version, gpu.cuda_version)
+            for uuid in outcome.gpu_uuids
+            if (gpu := by_uuid.get(uuid)) is not None
+        )
+        ran = bool(outcome.container_id)
+        return RunFacts(
+            agent_version=AGENT_VERSION,
+            engine_version=(self.runtime.version() or None) if ran else None,
+            runtime=outcome.runtime or None,
+            gpus=gpus,
+            sandbox=outcome.sandbox,
+            requirements=outcome.requirements,
+        )
 
     def _error(self, job_id: str, job: dict[str, Any], reason: Reason, detail: str) -> dict[str, Any]:
         result = error_result(

@@ -123,6 +123,9 @@ class FakeRuntime:
     def image_id(self, image: str) -> str | None:
         return "sha256:fake"
 
+    def version(self) -> str:
+        return "fake-engine"
+
     def pull(self, image: str, stall_timeout_s: float) -> Iterator[dict[str, Any]]:
         raise AssertionError("the fake runtime has every image")
 
