@@ -254,6 +254,30 @@ def _print_outcome(outcome: dict[str, Any], as_json: bool) -> None:
 
 
 @app.command()
+def verify(
+    result: Annotated[
+        Path, typer.Argument(help="A job_result as JSON (or `submit --json`'s output).", exists=True, dir_okay=False)
+    ],
+    job: Annotated[
+        Path | None, typer.Option(help="The job as the backend sent it, JSON.", exists=True, dir_okay=False)
+    ] = None,
+    node_key: Annotated[str | None, typer.Option(help="The node's public key (base58), as it registered.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Run the Oracle's checks on a result file; exit 0 only when none fails (skipped checks say why)."""
+    from hypernode_host.backend.verify import report, verify_file
+
+    with exit_codes():
+        found, verification = verify_file(result, job, node_key)
+    if as_json:
+        typer.echo(json.dumps(verification.to_json()))
+    else:
+        for line in report(found, verification):
+            typer.echo(line)
+    raise typer.Exit(EXIT_OK if verification.verified else EXIT_FAILED)
+
+
+@app.command()
 def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     upstream: Annotated[
