@@ -417,6 +417,26 @@ def job(
 
 
 @app.command()
+def artifacts(
+    job_id: Annotated[str, typer.Argument(help="The job.")],
+    out: Annotated[Path, typer.Option(help="Directory to write the job's output files into.", file_okay=False)],
+    as_json: JsonOption = False,
+) -> None:
+    """Write a finished job's output files (its /out) into DIR, each checked against its signed listing."""
+    from hypernode_host.ops.artifacts import write_artifacts
+
+    with inspecting() as (_, store, _queues, _slots):
+        written = write_artifacts(store, job_id, out)
+    if as_json:
+        _echo_json({"id": job_id, "artifacts": written})
+        return
+    from hypernode_host.backend.verify import printable
+
+    for item in written:
+        typer.echo(f"{item.sha256}  {item.size:>10}  {printable(item.path)}")
+
+
+@app.command()
 def workers(as_json: JsonOption = False) -> None:
     """Each worker slot: its queues and GPUs, whether it is alive, the job it runs, its last heartbeat."""
     from hypernode_host.core.clock import now_ms

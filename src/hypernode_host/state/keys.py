@@ -13,6 +13,7 @@ JOB_INDEX = PREFIX + ":jobs"  # zset: job id scored by receipt time (ms); listin
 FINISHED_INDEX = PREFIX + ":finished"  # zset: job id scored by the time its result was stored (ms)
 QUEUED = PREFIX + ":queued"  # set: ids of jobs waiting for a worker
 RUNNING = PREFIX + ":running"  # set: ids of jobs a worker has claimed
+ARTIFACTS = PREFIX + ":artifacts:{job_id}"  # hash: path -> base64 of a finished job's output file, with a TTL
 CANCEL = PREFIX + ":cancel:{job_id}"  # string, with a TTL: present while a cancel is pending
 
 # The outbox ------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import cast
 import redis
 
 from hypernode_host.settings import Settings
+from hypernode_host.state.artifacts import Artifacts
 from hypernode_host.state.cancels import Cancels
 from hypernode_host.state.connect import connect, redis_url
 from hypernode_host.state.gpuflags import GpuFlags
@@ -45,6 +46,7 @@ class Store:
         self.cancels = Cancels(client)
         self.stats = Stats(client)
         self.gpuflags = GpuFlags(client)
+        self.artifacts = Artifacts(client)
 
     @classmethod
     def open(cls, settings: Settings, *, timeout_s: float | None = None) -> Store:

@@ -27,7 +27,7 @@ import docker.errors
 import docker.utils
 import requests
 import requests.exceptions
-from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
+from docker.types import DeviceRequest, DriverConfig, LogConfig, Mount, Ulimit
 
 from hypernode_host.core.receipts import Sandbox, seccomp_profile
 from hypernode_host.errors import ContainerError, ImageUnavailable, NameTaken
@@ -71,6 +71,11 @@ PREP_MEMORY = 1 << 30
 PREP_NANO_CPUS = 1_000_000_000
 PREP_PIDS_LIMIT = 256
 LABEL_ROLE = "hypernode.role"
+# A job's output files: OUT_DIR, a tmpfs volume of a holder container that outlives the job (tasks/artifacts.py).
+OUT_DIR = "/out"
+HOLDER_ROLE = "outputs"
+HOLDER_MEMORY = 32 << 20
+HOLDER_COMMAND = ["sleep", "infinity"]
 LABEL_REQUIREMENTS = "hypernode.requirements"
 
 
@@ -89,6 +94,7 @@ class ContainerSpec:
     real_gpus: bool = False  # False with simulated GPUs: assignment shows in env and labels only
     files: Mapping[str, bytes] = field(default_factory=dict)  # name → content, put under /job
     deps_volume: str | None = None  # the requirements cache volume, mounted read-only at DEPS_DIR
+    outputs_from: str | None = None  # the holder container whose tmpfs volume is the job's OUT_DIR
 
 
 @dataclass(frozen=True)
@@ -199,11 +205,31 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
         "shm_size": scratch_mib * MIB,
         **_hardened(spec.memory_bytes, spec.nano_cpus, PIDS_LIMIT),
     }
+    if spec.outputs_from is not None:
+        config["volumes_from"] = [f"{spec.outputs_from}:rw"]
     if spec.gpu_uuids and spec.real_gpus:
         config["device_requests"] = [
             DeviceRequest(driver="nvidia", device_ids=list(spec.gpu_uuids), capabilities=[["gpu"]])
         ]
     return config
+
+
+def holder_config(name: str, image: str, labels: Mapping[str, str], tmpfs_bytes: int) -> dict[str, Any]:
+    """Keyword arguments for a job's outputs holder: it only sleeps, so that its /out tmpfs stays
+    mounted after the job exits; the same hardened base, tiny limits."""
+    owner = JOB_USER.split(":", maxsplit=1)[0]
+    options = {"type": "tmpfs", "device": "tmpfs", "o": f"size={tmpfs_bytes},uid={owner},gid={owner},mode=0700"}
+    return {
+        "image": image,
+        "command": HOLDER_COMMAND,
+        "name": name,
+        "labels": {**labels, LABEL_ROLE: HOLDER_ROLE},
+        "environment": {"NVIDIA_VISIBLE_DEVICES": "void"},
+        "user": JOB_USER,
+        "network_mode": "none",
+        "mounts": [Mount(OUT_DIR, None, type="volume", driver_config=DriverConfig("local", options))],
+        **_hardened(HOLDER_MEMORY, PREP_NANO_CPUS // 10, 16),
+    }
 
 
 def prep_container_config(spec: PrepSpec) -> dict[str, Any]:
@@ -406,6 +432,18 @@ class DockerRuntime:
         if spec.files:
             self._put(container_id, SCRIPT_DIR, _tar(spec.files))
         return container_id
+
+    def create_holder(self, name: str, image: str, labels: Mapping[str, str], tmpfs_bytes: int) -> str:
+        """Create and start a job's outputs holder (``holder_config``); its id."""
+        container_id = self._create(holder_config(name, image, labels, tmpfs_bytes), image)
+        self.start(container_id)
+        return container_id
+
+    def archive(self, container_id: str, path: str) -> Iterator[bytes]:
+        """The tar stream of ``path`` in the container, as the engine sends it (``docker cp``)."""
+        with docker_errors(f"cannot read {path}", container_id, transport=True):
+            chunks, _ = self.client.api.get_archive(container_id, path)
+            yield from chunks
 
     def create_prep(self, spec: PrepSpec) -> str:
         """Create a requirements container whose site directory in the volume belongs to the job user."""

@@ -15,9 +15,10 @@ delivery.
 from __future__ import annotations
 
 import logging
+import tarfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -33,12 +34,14 @@ from hypernode_host.logs import job_context
 from hypernode_host.settings import Settings
 from hypernode_host.state import Store
 from hypernode_host.state.records import JobRecord
+from hypernode_host.tasks import artifacts
 from hypernode_host.tasks.containers import (
     LABEL_ATTEMPT,
     LABEL_GPUS,
     LABEL_JOB,
     LABEL_NODE,
     LABEL_WORKER,
+    OUT_DIR,
     SCRIPT_PATH,
     ContainerSpec,
     OutputStream,
@@ -63,11 +66,18 @@ class Runtime(ImageRuntime, PrepRuntime, Protocol):
     def stop(self, container_id: str, grace_s: int) -> None: ...
     def kill(self, container_id: str) -> None: ...
     def version(self) -> str: ...
+    def create_holder(self, name: str, image: str, labels: Mapping[str, str], tmpfs_bytes: int) -> str: ...
+    def archive(self, container_id: str, path: str) -> Iterator[bytes]: ...
 
 
 def container_name(job_id: str) -> str:
     """Deterministic, so Docker's unique names make a second container for a job impossible."""
     return f"hn-job-{job_id}"
+
+
+def holder_name(job_id: str) -> str:
+    """The job's outputs holder (tasks/artifacts.py): one per job, like its container."""
+    return f"hn-out-{job_id}"
 
 
 def job_times(docker_started: int, docker_finished: int, before_start: int | None, after_exit: int) -> tuple[int, int]:
@@ -106,6 +116,7 @@ class Outcome:
     sandbox: Sandbox | None = None
     gpu_uuids: tuple[str, ...] = ()
     requirements: tuple[str, ...] = ()
+    collected: artifacts.Collected | None = None
 
 
 class LogFollower:
@@ -215,8 +226,47 @@ class JobRunner:
         spec = JobSpec.parse(job)
         admission = admit(spec, self.settings, self.slots)
         outcome = self._execute_admitted(job_id, spec, admission, name, attempt)
+        collected = self._collect(job_id) if outcome.container_id else None
         # What the receipt names beside what the container reported: its GPUs and its requirements.
-        return replace(outcome, gpu_uuids=gpus_for(self.slot, spec.gpus), requirements=admission.requirements)
+        return replace(
+            outcome,
+            gpu_uuids=gpus_for(self.slot, spec.gpus),
+            requirements=admission.requirements,
+            collected=collected,
+        )
+
+    def _holder(self, job_id: str, image_id: str, attempt: int) -> str | None:
+        """A fresh outputs holder for the job (tasks/artifacts.py), when the node keeps output files."""
+        if self.settings.max_output_bytes <= 0:
+            return None
+        self._remove(holder_name(job_id))  # an earlier attempt's: its files are not this run's
+        labels = {LABEL_JOB: job_id, LABEL_NODE: self.settings.node_name, LABEL_WORKER: str(self.slot.id)}
+        labels[LABEL_ATTEMPT] = str(attempt)
+        return self.runtime.create_holder(
+            holder_name(job_id), image_id, labels, artifacts.tmpfs_bytes(self.settings.max_output_bytes)
+        )
+
+    def _collect(self, job_id: str) -> artifacts.Collected | None:
+        """The job's output files, read from its holder; None when the node keeps none or they are lost."""
+        if self.settings.max_output_bytes <= 0:
+            return None
+        holder = self.runtime.find(holder_name(job_id))
+        if holder is None or not self.runtime.state(holder).running:
+            log.warning("job %s: its outputs holder is gone; no output files", job_id)
+            return None
+        try:
+            collected = artifacts.collect(self.runtime.archive(holder, OUT_DIR), self.settings.max_output_bytes)
+        except (ContainerError, tarfile.TarError) as exc:
+            log.warning("job %s: output files not read: %s", job_id, exc)
+            return None
+        log.info(
+            "job %s: %d output files, %d bytes kept%s",
+            job_id,
+            len(collected.artifacts),
+            sum(a.size for a in collected.artifacts),
+            f"; over the cap of {self.settings.max_output_bytes} bytes" if collected.over_cap else "",
+        )
+        return collected
 
     def _execute_admitted(self, job_id: str, spec: JobSpec, admission: Admission, name: str, attempt: int) -> Outcome:
         existing = self.runtime.find(name)
@@ -237,7 +287,8 @@ class JobRunner:
             )
         if self.store.cancels.requested(job_id):
             return self._never_started(job_id)
-        container_id = self.runtime.create(self._spec(job_id, spec, image_id, name, attempt, deps))
+        holder = self._holder(job_id, image_id, attempt)
+        container_id = self.runtime.create(self._spec(job_id, spec, image_id, name, attempt, deps, holder))
         output = self.runtime.attach(container_id)
         before_start = self._now_ms()
         try:
@@ -285,7 +336,14 @@ class JobRunner:
         return Outcome(Status.CANCELLED, -1, False, empty, at, at, "")
 
     def _spec(
-        self, job_id: str, spec: JobSpec, image_id: str, name: str, attempt: int, deps: str | None
+        self,
+        job_id: str,
+        spec: JobSpec,
+        image_id: str,
+        name: str,
+        attempt: int,
+        deps: str | None,
+        holder: str | None = None,
     ) -> ContainerSpec:
         files = {"script.py": spec.script.encode()} if spec.script is not None else {}
         uuids = gpus_for(self.slot, spec.gpus)
@@ -307,6 +365,7 @@ class JobRunner:
             real_gpus=bool(uuids) and not self.slot.gpus[0].simulated,
             files=files,
             deps_volume=deps,
+            outputs_from=holder,
         )
 
     def _wait(self, job_id: str, container_id: str, deadline: float) -> Status | None:
@@ -339,22 +398,31 @@ class JobRunner:
         """
         self.store.jobs.keep_result(job_id, result)
         self._remove(name, container_id)
+        if self.settings.max_output_bytes > 0:
+            self._remove(holder_name(job_id))  # after the job's container, which mounts its volume
         self.store.jobs.finish(job_id, result)
 
     def _result(self, job_id: str, job: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
+        status, reason, collected = outcome.status, None, outcome.collected
+        if collected is not None:
+            self.store.artifacts.keep(job_id, collected.files)  # before the result names them
+            if collected.over_cap and status not in (Status.TIMEOUT, Status.CANCELLED):
+                status, reason = Status.FAILED, Reason.OUTPUT_TOO_LARGE
         result = make_result(
             job_id=job_id,
             job=job,
             node_id=self.store.node.node_id(),
             key=self.key,
-            status=outcome.status,
+            status=status,
             exit_code=outcome.exit_code,
             logs=outcome.logs,
             started_at=outcome.started_at,
             completed_at=outcome.completed_at,
             image=outcome.image_id,
             oom_killed=outcome.oom_killed,
+            reason=reason,
             facts=self._facts(outcome),
+            artifacts=None if collected is None else collected.artifacts,
         )
         log.info(
             "job %s: %s (exit %s%s, %d ms, %d bytes of output) on %s",
