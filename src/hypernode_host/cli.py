@@ -437,6 +437,32 @@ def artifacts(
 
 
 @app.command()
+def replay(
+    job_id: Annotated[str, typer.Argument(help="A finished job of this node.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Run a finished job again in the same image ID; exit 0 when fullLogsHash and artifactsRoot match."""
+    from hypernode_host.backend.verify import printable
+    from hypernode_host.ops.replay import replay as run_replay
+
+    with inspecting() as (settings, store, _queues, _slots), exit_codes():
+        found = run_replay(settings, store, job_id)
+    if as_json:
+        _echo_json(found.to_json())
+    else:
+        typer.echo(f"job {printable(job_id)} replayed as {found.replay_id} in {printable(found.image)}: {found.status}")
+        typer.echo(
+            f"fullLogsHash  {'match' if found.logs_match else 'DIFFER'}  "
+            f"{printable(found.original_full_logs_hash)} / {found.full_logs_hash}"
+        )
+        typer.echo(
+            f"artifactsRoot {'match' if found.artifacts_match else 'DIFFER'}  "
+            f"{printable(found.original_artifacts_root)} / {found.artifacts_root}"
+        )
+    raise typer.Exit(EXIT_OK if found.matches else EXIT_FAILED)
+
+
+@app.command()
 def workers(as_json: JsonOption = False) -> None:
     """Each worker slot: its queues and GPUs, whether it is alive, the job it runs, its last heartbeat."""
     from hypernode_host.core.clock import now_ms

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import subprocess
@@ -118,3 +119,31 @@ def test_more_than_the_cap_ends_the_job_output_too_large_with_the_files_that_fit
     assert result["status"] == "failed" and result["reason"] == "output_too_large", result["logs"]
     assert [a["path"] for a in result["artifacts"]] == ["a.small"]
     assert verify_offline(result).checks["receiptValid"]
+
+
+def test_replay_reruns_a_job_in_the_same_image_and_compares_logs_and_artifacts(
+    settings: Settings, store: Store, docker_runtime: DockerRuntime, redis_server: RedisProcess
+) -> None:
+    from hypernode_host.ops.replay import replay
+
+    same = run(settings, store, docker_runtime, "echo stable > /out/a; echo all done")["job"]["id"]
+    found = replay(settings, store, same, docker_runtime)
+    assert found.matches, found.to_json()
+    assert found.artifacts_root is not None and found.status == "completed"
+
+    varying = run(settings, store, docker_runtime, "head -c 16 /dev/urandom > /out/r; echo $$ $RANDOM")["job"]["id"]
+    found = replay(settings, store, varying, docker_runtime)
+    assert not found.logs_match and not found.artifacts_match
+    assert docker_runtime.labelled(LABEL_NODE, settings.node_name) == []  # the replay leaves nothing behind
+
+    env = {**os.environ, "HN_REDIS_URL": redis_server.url, "HN_MAX_OUTPUT_BYTES": str(CAP)}
+    done = subprocess.run(
+        [sys.executable, "-m", "hypernode_host", "replay", same, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["matches"] is True

@@ -235,6 +235,24 @@ class JobRunner:
             collected=collected,
         )
 
+    def replay(self, replay_id: str, job: dict[str, Any], image_id: str) -> Outcome:
+        """Run ``job`` again as ``replay_id`` in exactly the image ``image_id``, for a determinism check.
+
+        Nothing is claimed, kept or published: the outcome is only compared (ops/replay.py). The job was
+        admitted once already; its image is pinned to the ID that ran, which needs no pull and no pattern.
+        """
+        spec = JobSpec.parse({**job, "id": replay_id})
+        admission = replace(admit(spec, self.settings, self.slots), image=image_id)
+        name = container_name(replay_id)
+        outcome = None
+        try:
+            outcome = self._execute_admitted(replay_id, spec, admission, name, 1)
+            collected = self._collect(replay_id) if outcome.container_id else None
+            return replace(outcome, collected=collected)
+        finally:
+            self._remove(name, outcome.container_id if outcome else None)
+            self._remove(holder_name(replay_id))
+
     def _holder(self, job_id: str, image_id: str, attempt: int) -> str | None:
         """A fresh outputs holder for the job (tasks/artifacts.py), when the node keeps output files."""
         if self.settings.max_output_bytes <= 0:
