@@ -56,6 +56,7 @@ class JobRow:
     exit_code: int | None
     duration_ms: int | None  # the container's run time (finished jobs)
     rejection: str | None = None  # the backend's text, when it refused the result (state rejected)
+    reason: str | None = None  # why it did not complete (core/jobs.py Reason)
 
 
 def _slot_gpus(slots: Sequence[Slot]) -> dict[int, list[str]]:
@@ -91,6 +92,7 @@ def _row(record: JobRecord, gpus: dict[int, list[str]]) -> JobRow:
         exit_code=result.get("exitCode"),
         duration_ms=result.get("durationMs"),
         rejection=record.rejection,
+        reason=result.get("reason"),
     )
 
 
@@ -254,6 +256,7 @@ class NodeSummary:
     workers_alive: int
     refused: str | None = None  # the backend's text while it refuses the node token
     results_rejected: int = 0  # results the backend answered with an error
+    by_reason: dict[str, int] = field(default_factory=dict)  # jobs that did not complete, by reason
 
 
 def node_summary(store: Store) -> NodeSummary:
@@ -270,6 +273,7 @@ def node_summary(store: Store) -> NodeSummary:
         running=running,
         outbox=store.outbox.size(),
         by_status=store.stats.status_counts(),
+        by_reason=store.stats.reason_counts(),
         workers_alive=len(store.registry.all()),
         refused=node.refused,
         results_rejected=node.results_rejected,

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hypernode_host.core.jobs import Status
+from hypernode_host.core.jobs import Reason, Status
 from hypernode_host.core.slots import GpuInfo, plan_slots
 from hypernode_host.gpu.inventory import discover
 from hypernode_host.ops.check import REDIS_TIMEOUT_S
@@ -69,6 +69,11 @@ class NodeCollector(Collector):
         jobs = CounterMetricFamily("hn_jobs", "Jobs finished on this node, by final status.", labels=["status"])
         for status in Status:
             jobs.add_metric([status.value], summary.by_status.get(status.value, 0))
+        reasons = CounterMetricFamily(
+            "hn_jobs_by_reason", "Jobs finished on this node that did not complete, by reason.", labels=["reason"]
+        )
+        for reason in Reason:
+            reasons.add_metric([reason.value], summary.by_reason.get(reason.value, 0))
         durations = HistogramMetricFamily(
             "hn_job_duration_seconds", "How long each finished job's container ran.", labels=["status"]
         )
@@ -98,7 +103,7 @@ class NodeCollector(Collector):
         rejected = CounterMetricFamily(
             "hn_results_rejected", "Results the backend answered with an error.", value=summary.results_rejected
         )
-        counters = [jobs, durations, reconnects, rejected]
+        counters = [jobs, reasons, durations, reconnects, rejected]
         return [*counters, *(GaugeMetricFamily(n, doc, value=v) for n, doc, v in gauges)]
 
     def _queues(self, gpus: list[GpuInfo]) -> list[Metric]:

@@ -67,13 +67,16 @@ def queues_table(stats: Sequence[QueueStats]) -> Table:
 
 
 def jobs_table(rows: Sequence[JobRow], now_ms: int) -> Table:
-    table = Table("job", "state", "status", "slot", "GPU", "attempt", "received", "duration", "exit", title="jobs")
+    table = Table(
+        "job", "state", "status", "reason", "slot", "GPU", "attempt", "received", "duration", "exit", title="jobs"
+    )
     table.title_justify = "left"
     for job in rows:
         table.add_row(
             _text(job.id),
             _text(job.state),
             _text(job.status),
+            _text(job.reason),
             _text(job.slot),
             _text(", ".join(short_uuid(g) for g in job.gpus)),
             str(job.attempt),

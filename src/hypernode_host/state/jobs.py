@@ -105,7 +105,13 @@ class Jobs:
         payload = json.dumps(dict(result), separators=(",", ":"), ensure_ascii=False)  # sent as is: UTF-8
         args: list[str | int] = [job_id, payload, status, now_ms(), counter, repr(seconds)]
         args += [bucket_bound(b) for b in DURATION_BUCKETS_S]
-        return bool(self._finish(keys=touched, args=args))
+        finished = bool(self._finish(keys=touched, args=args))
+        reason = result.get("reason")
+        if finished and isinstance(reason, str) and reason:
+            # Beside the Lua script, which others' counters share: a counter, so a lost increment
+            # (the process dying between the two calls) costs one count, never a result.
+            self._client.hincrby(keys.REASON_COUNTS, reason, 1)
+        return finished
 
     # Reads -------------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ REPLY_STREAM = PREFIX + ":replies"  # stream: results waiting for the backend's 
 NODE = PREFIX + ":node"  # hash: node id, registration time, bridge heartbeat, token refusal, bridge counters
 STATS = PREFIX + ":stats"  # hash: completed, failed: jobs finished (the heartbeat's counters)
 STATUS_COUNTS = PREFIX + ":jobs-by-status"  # hash: final status -> jobs finished with it
+REASON_COUNTS = PREFIX + ":jobs-by-reason"  # hash: reason (core/jobs.py Reason) -> jobs that ended with it
 DURATIONS = PREFIX + ":durations"  # hash: "<status>|<bucket bound>", "<status>|count", "<status>|sum"
 
 # Workers and GPUs ------------------------------------------------------------------------------
