@@ -147,3 +147,34 @@ def test_replay_reruns_a_job_in_the_same_image_and_compares_logs_and_artifacts(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout)["matches"] is True
+
+
+def test_progress_markers_show_while_the_job_runs(
+    settings: Settings, store: Store, docker_runtime: DockerRuntime
+) -> None:
+    import threading
+    import time
+
+    from hypernode_host.ops.inspect import job_detail, recent_jobs
+    from hypernode_host.ops.views import progress_text
+
+    slots = plan_slots([], 1)
+    runner = JobRunner(settings, store, docker_runtime, KEY, slots[0], slots)
+    job_id = f"pg-{secrets.token_hex(6)}"
+    script = "import time\nprint('HN-PROGRESS 50 half \\x1b[2J way', flush=True)\ntime.sleep(4)\nprint('all done')"
+    assert store.jobs.record(job_id, {"id": job_id, "script": script, "memoryLimit": "128m"}, slots[0].queue)
+    worker = threading.Thread(target=runner.run, args=(job_id,))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        detail = job_detail(store, job_id)
+        while detail.progress is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            detail = job_detail(store, job_id)
+        assert detail.progress == {"percent": 50.0, "message": "half \x1b[2J way"}
+        assert detail.state == "running"
+        assert progress_text(detail.progress) == "50% half \\x1b[2J way"  # escaped for the terminal
+        assert [row.progress for row in recent_jobs(store, slots) if row.id == job_id] == [detail.progress]
+    finally:
+        worker.join(60)
+    assert job_detail(store, job_id).status == "completed"

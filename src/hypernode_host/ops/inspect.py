@@ -7,6 +7,7 @@ Queue counts and dead letters are Dramatiq's: tasks/dramatiq_redis.py reads them
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,7 @@ class JobRow:
     duration_ms: int | None  # the container's run time (finished jobs)
     rejection: str | None = None  # the backend's text, when it refused the result (state rejected)
     reason: str | None = None  # why it did not complete (core/jobs.py Reason)
+    progress: dict[str, Any] | None = None  # the latest HN-PROGRESS a job reported: {percent, message}
 
 
 def _slot_gpus(slots: Sequence[Slot]) -> dict[int, list[str]]:
@@ -93,7 +95,17 @@ def _row(record: JobRecord, gpus: dict[int, list[str]]) -> JobRow:
         duration_ms=result.get("durationMs"),
         rejection=record.rejection,
         reason=result.get("reason"),
+        progress=_progress(record),
     )
+
+
+def _progress(record: JobRecord) -> dict[str, Any] | None:
+    """The latest progress the job reported, if it is a well-formed one."""
+    try:
+        value = json.loads(record.progress_json) if record.progress_json else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,7 @@ class JobDetail:
     truncated: bool | None
     log_tail: list[str] = field(default_factory=list)
     rejection: str | None = None  # the backend's text, when it refused the result
+    progress: dict[str, Any] | None = None  # the latest HN-PROGRESS it reported
 
 
 PROOF_FIELDS = ("jobDigest", "image", "logsHash", "fullLogsHash", "executionHash", "signature", "nodePublicKey")
@@ -147,6 +160,7 @@ def job_detail(store: Store, job_id: str, tail_lines: int = 20) -> JobDetail:
         truncated=result.get("truncated"),
         log_tail=lines[-tail_lines:] if tail_lines > 0 else [],
         rejection=record.rejection,
+        progress=_progress(record),
     )
 
 

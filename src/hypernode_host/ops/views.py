@@ -6,8 +6,9 @@ rich markup, so a job cannot restyle or hide lines of the operator's terminal.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -66,9 +67,29 @@ def queues_table(stats: Sequence[QueueStats]) -> Table:
     return table
 
 
+def progress_text(progress: Mapping[str, Any] | None) -> str | None:
+    """``42% epoch 3``: the latest progress a job reported, or None."""
+    if progress is None:
+        return None
+    percent, message = progress.get("percent"), progress.get("message") or ""
+    shown = f"{percent:g}%" if isinstance(percent, int | float) and not isinstance(percent, bool) else "?"
+    return f"{shown} {plain(message, 200)}".strip()  # the job's own words: escaped for the terminal
+
+
 def jobs_table(rows: Sequence[JobRow], now_ms: int) -> Table:
     table = Table(
-        "job", "state", "status", "reason", "slot", "GPU", "attempt", "received", "duration", "exit", title="jobs"
+        "job",
+        "state",
+        "status",
+        "reason",
+        "progress",
+        "slot",
+        "GPU",
+        "attempt",
+        "received",
+        "duration",
+        "exit",
+        title="jobs",
     )
     table.title_justify = "left"
     for job in rows:
@@ -77,6 +98,7 @@ def jobs_table(rows: Sequence[JobRow], now_ms: int) -> Table:
             _text(job.state),
             _text(job.status),
             _text(job.reason),
+            _text(progress_text(job.progress)),
             _text(job.slot),
             _text(", ".join(short_uuid(g) for g in job.gpus)),
             str(job.attempt),
@@ -107,6 +129,8 @@ def job_view(job: JobDetail) -> RenderableType:
     ]
     if job.rejection is not None:
         rows.append(("rejected by the backend", job.rejection))
+    if job.progress is not None:
+        rows.append(("progress", progress_text(job.progress)))
     rows += [(f"spec {name}", value) for name, value in job.spec.items()]
     rows += [(name, clock(at)) for name, at in job.timeline.items()]
     rows += [(name, value) for name, value in job.proofs.items()]

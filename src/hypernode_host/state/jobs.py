@@ -21,7 +21,18 @@ from hypernode_host.state import keys, scripts
 from hypernode_host.state.records import JobRecord
 from hypernode_host.state.stats import DURATION_BUCKETS_S, bucket_bound
 
-LISTED = ("state", "status", "queue", "slot", "attempt", "received_at", "finished_at", "result", "rejection")
+LISTED = (
+    "state",
+    "status",
+    "queue",
+    "slot",
+    "attempt",
+    "received_at",
+    "finished_at",
+    "result",
+    "rejection",
+    "progress",
+)
 PAGE = 1000  # most records read per pipeline while filtering the job index
 SCAN_LIMIT = 20_000  # newest records a filtered listing looks at
 SET_LIMIT = 10_000  # a queued/running set up to this size is read whole and sorted by receipt
@@ -82,6 +93,10 @@ class Jobs:
         holder = keys.WORKER.format(host=held_host, slot=held_slot)
         args: list[str | int] = [host, slot, container, job_id, held_host, held_slot]
         return int(cast(int, self._claim(keys=[_key(job_id), keys.QUEUED, keys.RUNNING, holder], args=args)))
+
+    def set_progress(self, job_id: str, progress: Mapping[str, Any]) -> None:
+        """Record the latest progress a running job reported (the record's ``progress``)."""
+        self._client.hset(_key(job_id), "progress", json.dumps(dict(progress), separators=(",", ":")))
 
     def keep_result(self, job_id: str, result: Mapping[str, Any]) -> None:
         """Keep a result in the record before its container is removed (JobRecord.pending_json)."""

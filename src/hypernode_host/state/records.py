@@ -66,6 +66,7 @@ class JobRecord:
     pending_json: str | None = None  # a result kept while its container is removed, not yet in the outbox
     rejection: str | None = None  # the backend's text when it refused the result (state rejected)
     rejected_at: int | None = None  # epoch ms of that refusal
+    progress_json: str | None = None  # the latest HN-PROGRESS marker of a running job (core/progress.py)
 
     @classmethod
     def parse(cls, job_id: str, fields: Mapping[str, str]) -> JobRecord:
@@ -89,6 +90,7 @@ class JobRecord:
             pending_json=fields.get("pending_result"),
             rejection=fields.get("rejection"),
             rejected_at=_optional_int(fields.get("rejected_at")),
+            progress_json=fields.get("progress"),
         )
 
     @property

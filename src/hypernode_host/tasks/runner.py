@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from hypernode_host import AGENT_VERSION
 from hypernode_host.core.admission import Admission, admit
 from hypernode_host.core.jobs import JobSpec, Reason, Status, reason_of
+from hypernode_host.core.progress import Progress, ProgressScanner
 from hypernode_host.core.proofs import NodeKey
 from hypernode_host.core.receipts import GpuFacts, RunFacts, Sandbox
 from hypernode_host.core.results import CapturedLogs, error_result, make_result
@@ -130,6 +131,7 @@ class LogFollower:
 
     def __init__(self, stream: OutputStream, max_chars: int) -> None:
         self.capture = LogCapture(max_chars)
+        self.progress = ProgressScanner()
         self.error: str | None = None
         self._stream = stream
         self._thread = threading.Thread(target=self._follow, name="job-output", daemon=True)
@@ -139,6 +141,7 @@ class LogFollower:
         try:
             for chunk in self._stream:
                 self.capture.feed(chunk)
+                self.progress.feed(chunk)
         except ContainerError as exc:
             self.error = str(exc)
         finally:
@@ -323,7 +326,15 @@ class JobRunner:
         """Wait for the container while its output streams in; the outcome once it has exited."""
         follower = LogFollower(output, self.settings.max_log_size)
         try:
-            status = self._wait(job_id, container_id, deadline)
+            reported: list[Progress | None] = [None]
+
+            def report() -> None:  # at most once per wait slice: the job's record is not a log
+                latest = follower.progress.latest
+                if latest is not None and latest != reported[0]:
+                    self.store.jobs.set_progress(job_id, latest.to_json())
+                    reported[0] = latest
+
+            status = self._wait(job_id, container_id, deadline, report)
             after_exit = self._now_ms()
             state = self.runtime.state(container_id)
         finally:
@@ -386,12 +397,16 @@ class JobRunner:
             outputs_from=holder,
         )
 
-    def _wait(self, job_id: str, container_id: str, deadline: float) -> Status | None:
+    def _wait(
+        self, job_id: str, container_id: str, deadline: float, tick: Callable[[], None] | None = None
+    ) -> Status | None:
         """Wait for exit until ``deadline`` (epoch s); on deadline or cancel stop it and say which.
 
-        None: it exited by itself.
+        None: it exited by itself. ``tick`` runs after each wait slice (the job's progress).
         """
         while True:
+            if tick is not None:
+                tick()
             remaining = deadline - self.clock()
             if remaining <= 0:
                 self._halt(container_id)

@@ -251,6 +251,9 @@ class FakeJobs:
         fields |= {"state": "running", "host": host, "slot": str(slot), "container": container, "attempt": str(attempt)}
         return attempt
 
+    def set_progress(self, job_id: str, progress: Mapping[str, Any]) -> None:
+        self.events.append(f"progress {progress['percent']:g}")
+
     def keep_result(self, job_id: str, result: Mapping[str, Any]) -> None:
         self.events.append("keep_result")
         self.hashes[job_id]["pending_result"] = json.dumps(dict(result))
