@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # What ruff checks and formats: the package, its tests and the benchmarks (bench/ruff.toml adds its import groups).
 RUFF_PATHS := src tests bench
 
-.PHONY: help services venv demo demo-upstream lint test test-unit format clean bench bench-exec bench-bridge gpu-check
+.PHONY: help services venv demo demo-upstream lint test test-unit fuzz format clean bench bench-exec bench-bridge gpu-check
 
 help: ## list the targets
 	@echo "hypernode-host make targets:"
@@ -46,6 +46,10 @@ test: services venv lint test-unit ## services + lint + the unit tier alone + py
 
 test-unit: venv ## the unit tier, with no Docker engine and no Redis reachable (seconds)
 	DOCKER_HOST=unix:///nonexistent HN_REDIS_URL=redis://127.0.0.1:1/0 $(VENV_BIN)/python -m pytest -q -m unit
+
+fuzz: venv ## the property tests of hostile input, long: the whole path (HN_FUZZ_EXAMPLES, default 5000) and the escapes
+	HN_FUZZ_EXAMPLES=$${HN_FUZZ_EXAMPLES:-5000} $(VENV_BIN)/python -m pytest -q -o timeout=0 \
+		tests/integration/test_hostile_path.py tests/unit/test_escapes.py tests/unit/core/test_hostile_values.py
 
 bench: services venv ## every benchmark on the real stack; writes bench/results/
 	$(VENV_BIN)/pip install -q -e '.[dev,bench]'

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast, get_args
 import typer
 
 from hypernode_host.core.jobs import JobState, Status
+from hypernode_host.escapes import shown, shown_text
 from hypernode_host.exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE, describe_exit
 from hypernode_host.settings import Flag, Settings
 
@@ -42,7 +43,7 @@ app = typer.Typer(
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {shown(message)}", err=True)
     return typer.Exit(code)
 
 
@@ -244,10 +245,11 @@ def _print_outcome(outcome: dict[str, Any], as_json: bool) -> None:
         typer.echo(json.dumps(outcome))
         return
     result, verification = outcome.get("result"), outcome.get("verification")
-    typer.echo(f"job {outcome['id']}")
-    if result:
-        typer.echo(f"status {result['status']}, exit code {result['exitCode']}, {result.get('durationMs', 0)} ms")
-        typer.echo(result.get("logs", ""))
+    typer.echo(f"job {shown(outcome['id'])}")
+    if result:  # the backend's and the job's values: escaped, the output cannot act on the terminal
+        line = f"status {result['status']}, exit code {result['exitCode']}, {result.get('durationMs', 0)} ms"
+        typer.echo(shown(line))
+        typer.echo(shown_text(result.get("logs", "")))
     if verification:
         failed = [name for name, ok in verification["checks"].items() if not ok]
         typer.echo("verified" if verification["verified"] else f"NOT verified: {', '.join(failed)}")
@@ -398,7 +400,12 @@ def jobs(
         _console().print(jobs_table(rows, now_ms()))
 
 
-@app.command()
+# A job id may begin with '-' ("-x" is a valid id): one that is no option of the command is taken as the
+# id; one that is (`--json`) is given after `--`, as in `hypernode-host job -- --json`.
+IDS_MAY_BEGIN_WITH_DASH = {"ignore_unknown_options": True}
+
+
+@app.command(context_settings=IDS_MAY_BEGIN_WITH_DASH)
 def job(
     job_id: Annotated[str, typer.Argument(metavar="ID", help="The job id.")],
     lines: Annotated[int, typer.Option(min=0, help="Log lines to show from the end.")] = 20,
@@ -499,7 +506,7 @@ def dead(ctx: typer.Context, as_json: JsonOption = False) -> None:
         _console().print(dead_table(rows, now_ms()))
 
 
-@dead_app.command("requeue")
+@dead_app.command("requeue", context_settings=IDS_MAY_BEGIN_WITH_DASH)
 def dead_requeue(
     job_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="The job to run again.")] = None,
     requeue_all: Annotated[bool, typer.Option("--all", help="Requeue every dead-lettered job.")] = False,
@@ -516,7 +523,7 @@ def dead_requeue(
     if as_json:
         _echo_json({"requeued": moved})
     else:
-        typer.echo(f"requeued {len(moved)} job(s)" + (f": {', '.join(moved)}" if moved else ""))
+        typer.echo(f"requeued {len(moved)} job(s)" + (f": {shown(', '.join(moved))}" if moved else ""))
 
 
 @dead_app.command("purge")
@@ -536,10 +543,10 @@ def dead_purge(
     if as_json:
         _echo_json({"purged": dropped})
     else:
-        typer.echo(f"purged {len(dropped)} job(s)" + (f": {', '.join(dropped)}" if dropped else ""))
+        typer.echo(f"purged {len(dropped)} job(s)" + (f": {shown(', '.join(dropped))}" if dropped else ""))
 
 
-@app.command()
+@app.command(context_settings=IDS_MAY_BEGIN_WITH_DASH)
 def cancel(
     job_id: Annotated[str, typer.Argument(metavar="ID", help="The job to cancel.")], as_json: JsonOption = False
 ) -> None:
@@ -552,9 +559,9 @@ def cancel(
     if as_json:
         typer.echo(json.dumps({"id": job_id, "state": state, "cancel_requested": requested}))
     elif requested:
-        typer.echo(f"job {job_id}: cancel requested ({state})")
+        typer.echo(f"job {shown(job_id)}: cancel requested ({state})")
     else:
-        typer.echo(f"job {job_id}: already {state}; nothing to cancel", err=True)
+        typer.echo(f"job {shown(job_id)}: already {state}; nothing to cancel", err=True)
     raise typer.Exit(EXIT_OK if requested else EXIT_FAILED)
 
 

@@ -4,7 +4,9 @@ Libraries add context without touching handlers: a worker process calls
 ``bind_process(slot=...)`` once, and code handling one job wraps it in
 ``with job_context(job_id):``; every record logged inside (from any module, on that
 thread) carries ``job_id`` and ``slot``. Secrets never reach the output: the formatter
-redacts the whole rendered line, exception tracebacks included.
+redacts the whole rendered line, exception tracebacks included. No value can forge a line or act on
+the terminal that shows it: the message is escaped (escapes.py: newline, ESC and every other control
+character), and a traceback keeps its line breaks but nothing else.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
+
+from hypernode_host.escapes import shown, shown_text
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s%(context)s: %(message)s"
 MASK = "***"
@@ -104,7 +108,7 @@ class ContextFilter(logging.Filter):
             slot = _slot.get()
         if slot is None:
             slot = _process.get("slot")
-        parts = ([f"job={job_id}"] if job_id else []) + ([f"slot={slot}"] if slot is not None else [])
+        parts = ([f"job={shown(job_id, 80)}"] if job_id else []) + ([f"slot={slot}"] if slot is not None else [])
         record.__dict__.update(job_id=job_id, slot=slot, context=f" [{' '.join(parts)}]" if parts else "")
         return True
 
@@ -126,6 +130,14 @@ class RedactingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record), self.secrets)
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # A job's or a peer's value in the message cannot start a line of its own nor paint the terminal.
+        record.message = shown(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        return shown_text(super().formatException(ei))
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts (UTC, ISO 8601), level, logger, message, job_id, slot, exc."""
@@ -139,14 +151,14 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
-            "message": redact(record.getMessage(), self.secrets),
+            "message": redact(shown_text(record.getMessage()), self.secrets),
         }
         for name in ("job_id", "slot"):
             value = getattr(record, name, None)
             if value is not None:
                 entry[name] = value
         if record.exc_info:
-            entry["exc"] = redact(self.formatException(record.exc_info), self.secrets)
+            entry["exc"] = redact(shown_text(self.formatException(record.exc_info)), self.secrets)
         return json.dumps(entry, ensure_ascii=False)
 
 

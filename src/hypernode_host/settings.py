@@ -121,6 +121,13 @@ class Settings(BaseModel):
     pip_find_links: str | None = Field(
         None, alias="HN_PIP_FIND_LINKS", description="Wheel directory (or URL) for job requirements."
     )
+    memory_reserve: int = Field(
+        1024,
+        alias="HN_MEMORY_RESERVE",
+        ge=0,
+        description="Memory kept for the node itself (dockerd, Redis, the agent), MiB: a job's memoryLimit "
+        "may be at most the host's memory less this.",
+    )
     pull_timeout: int = Field(600, alias="HN_PULL_TIMEOUT", gt=0, description="Longest an image pull may take, s.")
     metrics_port: int = Field(
         0, alias="HN_METRICS_PORT", ge=0, le=65535, description="Prometheus metrics port, 0 = off."

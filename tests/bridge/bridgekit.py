@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import secrets
 import threading
@@ -25,6 +26,10 @@ MODES = ("reference", "upstream")  # the reference backend as is, and as upstrea
 
 # Small enough that a dead connection is noticed within a second or two.
 FAST = Tuning(open_timeout_s=3, ping_interval_s=0.5, ping_timeout_s=0.5, close_timeout_s=0.5, register_timeout_s=5)
+# For a test that sends the bridge a flood or a huge frame: reading it takes seconds, and websockets reads no
+# pong meanwhile (it stops reading the socket while its queue of unread frames is full, and a pong sent after
+# a 50 MB frame arrives after it), so FAST's half-second ping timeout would take that for a dead peer.
+PATIENT = dataclasses.replace(FAST, ping_interval_s=20, ping_timeout_s=60)
 
 
 class BridgeThread:

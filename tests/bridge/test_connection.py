@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from bridgekit import FAST, BridgeThread, Stack
+from bridgekit import FAST, PATIENT, BridgeThread, Stack
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -195,18 +195,24 @@ def test_bad_frames_are_refused_and_the_connection_stays(stack: Stack) -> None:
     ]
 
 
-@REFERENCE_ONLY
-def test_a_frame_over_max_size_closes_the_connection_and_the_bridge_comes_back(
+def test_a_frame_over_the_session_cap_gets_one_error_reply_and_the_connection_stays(
     stack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    with BridgeThread(stack.env):
+    with BridgeThread(stack.env, PATIENT):
         node_id = stack.wait_registered()
-        stack.backend.send_raw('{"type":"ping","pad":"' + "Z" * MAX_FRAME_BYTES + '"}', node_id)
+        huge = '{"type":"ping","pad":"' + "Z" * (50 << 20) + '"}'  # 50 MB: past the cap, under MAX_WIRE_BYTES
+        beats = len(wait_for(lambda: stack.backend.heartbeats(node_id), timeout=10))
+        assert stack.backend.send_raw(huge, node_id) == 1
+        del huge
 
-        wait_for(lambda: resumed(stack, 2), timeout=15)
+        wait_for(lambda: stack.node_counter("frames_refused") == 1, timeout=30)
+        if not stack.upstream:  # upstream's backend takes no error frames
+            [error] = wait_for(lambda: only_node(stack)["errors"], timeout=10)
+            assert error == f"frame too large ({(50 << 20) + 24} > {MAX_FRAME_BYTES} characters)"
+        wait_for(lambda: len(stack.backend.heartbeats(node_id)) > beats + 1, timeout=10)  # still beating
+        assert only_node(stack)["registrations"] == 1 and only_node(stack)["connected"]  # never dropped
 
-    assert "message too big" in caplog.text  # close code 1009
     assert "ZZZZZZZZ" not in caplog.text  # a summary, never the payload
 
 

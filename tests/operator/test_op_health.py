@@ -39,7 +39,7 @@ def test_check_passes_on_a_working_node(parts: Node) -> None:
     assert done.stdout.startswith("healthy: redis: answers at redis://127.0.0.1:")
     report = json.loads(parts.cli("check", "--json").stdout)
     assert report["healthy"] is True
-    assert [c["part"] for c in report["checks"]] == ["redis", "bridge", "docker", "worker slot 0 (CPU)"]
+    assert [c["part"] for c in report["checks"]] == ["redis", "bridge", "docker", "worker slot 0 (CPU)", "jobs"]
     assert {c["level"] for c in report["checks"]} == {"ok"}
     assert parts.cli("check", "--bridge").returncode == 0
     assert parts.cli("check", "--slot", "0").returncode == 0

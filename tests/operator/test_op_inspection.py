@@ -122,15 +122,18 @@ def test_queue_workers_and_cancel(node: Node) -> None:
 
 
 def _dead_letter(node: Node) -> str:
-    """A job whose run raises, for real: its record is damaged while it waits behind a blocker.
+    """A job whose run raises, for real: its record is damaged while it waits behind a blocker, so that Redis
+    refuses the worker's claim (HINCRBY on an attempt count that is no integer).
 
     The worker's actor has max_retries=0, so Dramatiq nacks the message into the queue's
-    dead-letter set (``.XQ``) when the run raises, as it would on any bug.
+    dead-letter set (``.XQ``) when the run raises. (A job whose stored copy cannot be read no longer
+    raises: the runner ends it with an ``invalid_job`` result. Only a fault below the runner, in Redis,
+    still dead-letters a job.)
     """
     blocker = _hold_the_slot(node)
     victim = node.send(script="print('ran after the requeue: done')")
     wait_for(lambda: node.record(victim).get("enqueued") == "1", timeout=20)
-    node.redis.hset(keys.JOB.format(job_id=victim), "job", "{damaged")
+    node.redis.hset(keys.JOB.format(job_id=victim), "attempt", "damaged")
     node.backend.cancel(blocker)
     assert node.result(blocker)["status"] == "cancelled"
     wait_for(lambda: victim in _job_ids_of_dead(node), timeout=30)
@@ -150,7 +153,7 @@ def test_dead_requeue_runs_the_job_again(node: Node) -> None:
 
     # The operator repairs what made it fail, then requeues it.
     job = {"id": victim, "script": "print('ran after the requeue: done')", "memoryLimit": "256m", "cpuLimit": 1.0}
-    node.redis.hset(keys.JOB.format(job_id=victim), "job", json.dumps(job))
+    node.redis.hset(keys.JOB.format(job_id=victim), mapping={"job": json.dumps(job), "attempt": 0})
     done = node.cli("dead", "requeue", victim)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"requeued 1 job(s): {victim}"

@@ -2,7 +2,7 @@
 
 Layers, lowest first; a module imports only its own layer or below (lazy and type-only imports count):
 
-    0 base     __init__, errors, settings, exitcodes, logs
+    0 base     __init__, errors, settings, exitcodes, logs, escapes
     1 core     the domain, pure
     2 state    Redis
     3 gpu      GPU hardware
@@ -32,6 +32,7 @@ LAYERS = {
     "settings": 0,
     "exitcodes": 0,
     "logs": 0,
+    "escapes": 0,
     "core": 1,
     "state": 2,
     "gpu": 3,

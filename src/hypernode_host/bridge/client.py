@@ -51,7 +51,7 @@ from hypernode_host.bridge.session import (
 from hypernode_host.bridge.stats import heartbeat_stats, wire_gpu
 from hypernode_host.bridge.throttle import Throttle
 from hypernode_host.core.clock import now_ms, utc_timestamp
-from hypernode_host.core.messages import MAX_FRAME_BYTES, HeartbeatStats, HostInfo, plain
+from hypernode_host.core.messages import MAX_WIRE_BYTES, HeartbeatStats, HostInfo, plain
 from hypernode_host.core.proofs import NodeKey
 from hypernode_host.core.slots import GpuInfo, Slot
 from hypernode_host.errors import ConfigError, ProtocolError, Stopping
@@ -69,6 +69,7 @@ REDIS_RETRY_FIRST_S = 0.1
 REDIS_RETRY_MAX_S = 2.0
 AUTH_STATUSES = (401, 403)  # answers to the handshake that retrying cannot change
 MAX_REFUSAL_CHARS = 300  # of the backend's text, kept for `check` and `top`
+WIRE_QUEUE_FRAMES = 4
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class _Link:
     helpers: list[asyncio.Task[None]] = field(default_factory=list)
     refusals: Throttle = field(default_factory=Throttle)
     backend_errors: Throttle = field(default_factory=Throttle)
+    unknown_cancels: Throttle = field(default_factory=Throttle)  # cancels for jobs this node does not have
     registered_once: bool = False
     refused: bool = False  # the backend refused the token and we closed the connection (1008)
     writing: asyncio.Lock = field(default_factory=asyncio.Lock)  # one writer: frames go in the session's order
@@ -256,7 +258,12 @@ class Bridge:
         try:
             async with connect(
                 endpoint,
-                max_size=MAX_FRAME_BYTES,  # on purpose: the largest legitimate frame is a job with its script
+                # Far above the session's own cap (MAX_FRAME_BYTES): a frame between the two gets one error
+                # reply and the connection stays up; websockets would close it (1009) without a word.
+                max_size=MAX_WIRE_BYTES,
+                # Frames read ahead of the session, at most: with max_size that bounds what a backend can make
+                # the bridge hold (4 x 64 MiB) while it works through a burst.
+                max_queue=WIRE_QUEUE_FRAMES,
                 compression=None,  # a deflate bomb could inflate far past max_size
                 open_timeout=self.tuning.open_timeout_s,
                 ping_interval=self.tuning.ping_interval_s,
@@ -299,7 +306,11 @@ class Bridge:
             for task in link.helpers:
                 task.cancel()
             await asyncio.gather(*link.helpers, return_exceptions=True)
-            for what, throttle in (("frames refused", link.refusals), ("backend errors", link.backend_errors)):
+            for what, throttle in (
+                ("frames refused", link.refusals),
+                ("backend errors", link.backend_errors),
+                ("cancels for jobs not here", link.unknown_cancels),
+            ):
                 if left_out := throttle.pending():
                     log.warning("%d more %s were not logged", left_out, what)
 
@@ -366,8 +377,10 @@ class Bridge:
             case JobReceived(job_id, fields):
                 await self._on_job(job_id, fields, link)
             case CancelRequested(job_id):
-                log.info("job %s: cancel requested by the backend", job_id)
-                await self._redis(self.store.cancels.request, job_id)
+                if await self._redis(self.store.cancels.request, job_id):
+                    log.info("job %s: cancel requested by the backend", job_id)
+                else:  # nothing is kept for it, and a flood of them is logged as sparingly as bad frames
+                    self._note(link.unknown_cancels, "cancel ignored", f"job {job_id} is not here or has finished")
             case ResultAcked(job_id, entry_id):
                 await self._redis(self._acknowledged, job_id, entry_id)
             case ResultRejected(job_id, entry_id, reason):

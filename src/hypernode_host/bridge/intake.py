@@ -4,6 +4,10 @@ Synchronous (Redis, Dramatiq): the bridge calls it through ``asyncio.to_thread``
 safe to call again after a Redis failure at any point, or after the bridge died half-way: the claim
 is atomic, and a claim whose intake was cut short is completed by the next call for that job (the
 backend sends it again) or by ``reconcile`` when the bridge starts.
+
+Each job has a boundary: whatever raises while one job is admitted, recorded or enqueued (but Redis
+being down, which is waited out) ends that job with a signed ``error`` result (reason ``internal``)
+naming the cause in one line; the bridge, and every other job, goes on.
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ from hypernode_host.core.admission import admit
 from hypernode_host.core.clock import now_ms
 from hypernode_host.core.jobs import JobSpec, JobState, Reason, reason_of
 from hypernode_host.core.proofs import NodeKey
-from hypernode_host.core.results import error_result
+from hypernode_host.core.results import error_result, internal_detail
 from hypernode_host.core.slots import Slot
 from hypernode_host.errors import JobRejected
 from hypernode_host.gpu.capacity import serving_slots
 from hypernode_host.settings import Settings
-from hypernode_host.state import Store
+from hypernode_host.state import RedisDown, Store
 from hypernode_host.state.records import JobRecord
 from hypernode_host.tasks.broker import enqueue_job
 
@@ -61,22 +65,48 @@ class Intake:
             queue = admit(JobSpec.parse(fields), self.settings, self.serving_slots()).queue
         except JobRejected as exc:
             queue, refusal = "", (exc.reason, str(exc))
+        except RedisDown:
+            raise
+        except Exception as exc:  # a fault of ours, met by this job alone: it ends with an error result
+            log.exception("job %s: admission failed", job_id)
+            queue, refusal = "", (Reason.INTERNAL, internal_detail("admitting it", exc))
         if self.store.jobs.record(job_id, fields, queue, refusal):
-            self._complete(job_id, fields, queue, refusal)
+            self._complete_or_end(job_id, fields, queue, refusal)
             return None
         return self._known(job_id)
 
     def reconcile(self) -> None:
-        """Complete the intake of jobs recorded by a bridge that died before it could enqueue them."""
+        """Complete the intake of jobs recorded by a bridge that died before it could enqueue them.
+
+        One job at a time: a record that cannot be completed ends with an error result (or, if even that
+        fails, is logged and left), and never keeps the bridge from starting.
+        """
         for job_id in self.store.jobs.unenqueued():
-            record = self.store.jobs.get(job_id)
-            if record is not None and record.job_json:
-                log.info("job %s: completing its intake after a bridge restart", job_id)
-                self._complete(job_id, record.job(), record.queue, _refusal(record))
+            try:
+                record = self.store.jobs.get(job_id)
+                if record is not None and record.job_json:
+                    log.info("job %s: completing its intake after a bridge restart", job_id)
+                    self._complete_or_end(job_id, record.received_job(), record.queue, _refusal(record))
+            except RedisDown:
+                raise
+            except Exception:
+                log.exception("job %s: its intake could not be completed; left as it is", job_id)
 
     def serving_slots(self) -> list[Slot]:
         """This host's healthy slots plus the live healthy slots of hosts that joined its Redis."""
         return serving_slots(self.slots, self.store.registry.all(), self.settings.node_name)
+
+    def _complete_or_end(
+        self, job_id: str, fields: Mapping[str, Any], queue: str, refusal: tuple[str, str] | None
+    ) -> None:
+        """``_complete``, and if that raises (but for Redis down), the job's end: an error result."""
+        try:
+            self._complete(job_id, fields, queue, refusal)
+        except RedisDown:
+            raise
+        except Exception as exc:
+            log.exception("job %s: intake failed", job_id)
+            self._complete(job_id, fields, "", (Reason.INTERNAL, internal_detail("taking it in", exc)))
 
     def _complete(self, job_id: str, fields: Mapping[str, Any], queue: str, refusal: tuple[str, str] | None) -> None:
         """Enqueue a recorded job, or put its refusal in the outbox as an error result."""
@@ -103,7 +133,7 @@ class Intake:
         record = self.store.jobs.get(job_id)
         if record is not None and record.state is JobState.QUEUED and not record.enqueued and record.job_json:
             log.info("job %s: completing an intake that was cut short", job_id)
-            self._complete(job_id, record.job(), record.queue, _refusal(record))
+            self._complete_or_end(job_id, record.received_job(), record.queue, _refusal(record))
             record = self.store.jobs.get(job_id)
         if record is None or record.state is None:
             log.warning("job %s: sent again, but its record cannot be read; not run again", job_id)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from hypernode_host.core.jobs import JobSpec, Reason
 from hypernode_host.core.slots import Slot, queue_for
 from hypernode_host.errors import JobRejected
+from hypernode_host.escapes import shown
 from hypernode_host.settings import Settings
 
 MIN_MEMORY = 32 << 20  # below this Docker refuses the container or Python cannot start
@@ -27,6 +28,12 @@ def host_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def job_memory_ceiling(settings: Settings) -> int:
+    """The most memory one job may be given: the host's, less what the node keeps for dockerd, Redis and
+    itself (a job holding all of it would starve the node that has to stop it)."""
+    return max(host_memory_bytes() - (settings.memory_reserve << 20), 0)
+
+
 def image_allowed(image: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(image, pattern) for pattern in patterns)
 
@@ -35,7 +42,7 @@ def admit(spec: JobSpec, settings: Settings, slots: Sequence[Slot]) -> Admission
     """The queue, image and time limit of an acceptable job; JobRejected with the reason otherwise."""
     image = spec.image or (settings.gpu_image() if spec.gpus else settings.job_image)
     if not image_allowed(image, settings.image_patterns()):
-        raise JobRejected(f"image {image!r} is not allowed on this node", reason=Reason.IMAGE_NOT_ALLOWED)
+        raise JobRejected(f"image '{shown(image, 80)}' is not allowed on this node", reason=Reason.IMAGE_NOT_ALLOWED)
     requirements = spec.requirement_list
     if requirements and settings.pip_find_links is None and settings.pip_index_url is None:
         raise JobRejected(
@@ -46,9 +53,11 @@ def admit(spec: JobSpec, settings: Settings, slots: Sequence[Slot]) -> Admission
         raise JobRejected(
             "datasets are not supported by this node (jobs run without network)", reason=Reason.UNSUPPORTED
         )
-    if not MIN_MEMORY <= spec.memory_bytes <= host_memory_bytes():
+    most = job_memory_ceiling(settings)
+    if not MIN_MEMORY <= spec.memory_bytes <= most:
         raise JobRejected(
-            f"memoryLimit {spec.memoryLimit} is outside 32m..{host_memory_bytes() >> 20}m on this node",
+            f"memoryLimit {shown(spec.memoryLimit, 32)} is outside 32m..{most >> 20}m on this node "
+            f"(its memory less HN_MEMORY_RESERVE={settings.memory_reserve}m for the node itself)",
             reason=Reason.NO_CAPACITY,
         )
     if spec.cpuLimit > (os.cpu_count() or 1):

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from hypernode_host.errors import JobRejected
+from hypernode_host.escapes import shown
 
 # Job limits that are not settings: they bound what a hostile backend can make us hold.
 MAX_JOB_ID_LEN = 64
@@ -31,13 +32,18 @@ MAX_REQUIREMENTS = 64
 MAX_REQUIREMENT_CHARS = 256
 DEFAULT_MEMORY = "8g"
 DEFAULT_CPUS = 2.0
+# The smallest CPU limit a job may ask for: Docker reads nano_cpus=0 as "no limit", so a tiny request
+# (1e-10) must never round down to it.
+MIN_CPUS = 0.01
 
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Matched whole (fullmatch): ``$`` alone also matches before a trailing newline.
+JOB_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmg]?)b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 _INLINE_COMMENT = re.compile(r"\s+#.*$")
 
-JobId = Annotated[str, StringConstraints(pattern=JOB_ID_RE.pattern)]
+# pydantic's regex engine: ``$`` is the end of the text, never before a newline.
+JobId = Annotated[str, StringConstraints(pattern=f"^{JOB_ID_RE.pattern}$")]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 EnvValue = Annotated[str, StringConstraints(max_length=MAX_ENV_VALUE_BYTES)]
 
@@ -171,7 +177,7 @@ class JobSpec(BaseModel):
     gpuCount: int = Field(0, ge=0, le=64)
     gpuMemoryMb: int | None = Field(None, ge=0)
     memoryLimit: Annotated[str, StringConstraints(max_length=32)] = DEFAULT_MEMORY
-    cpuLimit: float = Field(DEFAULT_CPUS, gt=0, le=1024, allow_inf_nan=False)
+    cpuLimit: float = Field(DEFAULT_CPUS, ge=MIN_CPUS, le=1024, allow_inf_nan=False)
     timeout: float | None = Field(None, gt=0, allow_inf_nan=False)
     estimatedTime: float | None = Field(None, ge=0, allow_inf_nan=False)
     env: Annotated[dict[EnvName, EnvValue], Field(max_length=MAX_ENV_ENTRIES)] = {}
@@ -230,13 +236,14 @@ class JobSpec(BaseModel):
 def describe(exc: ValidationError) -> str:
     """A pydantic error as one line, without echoing large inputs."""
     parts = []
-    for error in exc.errors()[:3]:
-        where = ".".join(str(p)[:40] for p in error["loc"]) or "job"
-        parts.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+    for error in exc.errors(include_url=False, include_input=False)[:3]:
+        # A location can be a job's own key (an env name): escaped, it cannot forge a log line.
+        where = ".".join(shown(p, 40) for p in error["loc"]) or "job"
+        parts.append(f"{where}: {shown(error['msg'].removeprefix('Value error, '), 200)}")
     return "invalid job: " + "; ".join(parts)
 
 
 def job_id_of(raw: Mapping[str, Any]) -> str | None:
     """The job id if the frame carries a valid one (to address an error result), else None."""
     value = raw.get("id", raw.get("jobId"))
-    return value if isinstance(value, str) and JOB_ID_RE.match(value) else None
+    return value if isinstance(value, str) and JOB_ID_RE.fullmatch(value) else None

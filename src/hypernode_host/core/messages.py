@@ -5,8 +5,10 @@ naming the problem (never any other exception); ``encode`` turns a message into 
 no clock.
 
 Strictness, per type. Every frame is bounded before it is parsed (size) and after (nesting depth and
-number of values); NaN, Infinity, duplicate keys and binary frames are refused; an unknown ``type`` is
-refused; each known field is typed and bounded, and a missing required field is refused by name.
+number of values); NaN, Infinity, a number too large to be finite (``1e999``), a lone surrogate in any
+string or key (valid JSON, but no UTF-8 encoder takes it: it could be neither hashed nor stored nor
+shown), duplicate keys and binary frames are refused, so every value after the codec can be encoded;
+an unknown ``type`` is refused; each known field is typed and bounded, and a missing required field is refused by name.
 Unknown *fields* are ignored on every control message (``registered``, ``ack``, ``job_cancel``,
 ``ping``, ``error``): upstream's backend already adds fields such as ``message``, and refusing an
 ``ack`` or a ``registered`` for an extra field would strand a result or a registration. On ``job``
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import enum
 import json
+import math
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -30,17 +34,20 @@ from pydantic import (
     model_serializer,
 )
 
-from hypernode_host.core.jobs import MAX_JOB_ID_LEN, JobState
+from hypernode_host.core.jobs import JobId, JobState
 from hypernode_host.errors import ProtocolError
 
-MAX_FRAME_BYTES = 2 << 20  # WebSocket max_size: the largest legitimate frame is a job with its script
+MAX_FRAME_BYTES = 2 << 20  # the session's cap: the largest legitimate frame is a job with its script
+# The WebSocket layer's ceiling (max_size), far above the session's cap: a frame between the two is read
+# and refused with one error reply, the connection kept; only one past this closes it (1009).
+MAX_WIRE_BYTES = 64 << 20
 MAX_DEPTH = 32
 # A legitimate job has a few hundred values at most (256 argv items, 64 env entries, 16 datasets).
 MAX_VALUES = 10_000
 QUOTE_CHARS = 40  # how much of a peer-supplied name an error text quotes
 ShortStr = Annotated[str, Field(max_length=1024)]
 NodeId = Annotated[str, Field(min_length=1, max_length=128)]
-JobIdText = Annotated[str, Field(min_length=1, max_length=MAX_JOB_ID_LEN)]
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Message(BaseModel):
@@ -93,7 +100,7 @@ class JobFrame(Message):
 
 class JobCancel(Message):
     type: Literal["job_cancel"] = "job_cancel"
-    jobId: JobIdText
+    jobId: JobId  # a job id, matched whole: anything else could be no job of ours (and could forge log lines)
 
 
 class Ping(Message):
@@ -224,7 +231,7 @@ class JobStatusReport(Message):
     """(ext) The state of a job the backend sent again while it is still queued or running here."""
 
     type: Literal["job_status"] = "job_status"
-    id: JobIdText
+    id: JobId
     nodeId: str | None
     state: JobState
 
@@ -258,6 +265,13 @@ def _reject_constant(name: str) -> Any:
     raise ProtocolError(f"{name} is not allowed in JSON")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses to inf, which no canonical JSON can write
+        raise ProtocolError(f"number {plain(text, 20)} is not finite")
+    return value
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
@@ -268,7 +282,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _check_shape(value: Any) -> None:
-    """Nesting depth and value count, iteratively, so hostile nesting cannot exhaust the stack."""
+    """Nesting depth, value count and lone surrogates, iteratively, so hostile nesting cannot exhaust the stack."""
     stack, seen = [(value, 1)], 0
     while stack:
         item, level = stack.pop()
@@ -278,9 +292,18 @@ def _check_shape(value: Any) -> None:
         if seen > MAX_VALUES:
             raise ProtocolError(f"JSON has too many values (more than {MAX_VALUES})")
         if isinstance(item, dict):
+            for key in item:
+                _no_surrogate(key)
             stack.extend((v, level + 1) for v in item.values())
         elif isinstance(item, list):
             stack.extend((v, level + 1) for v in item)
+        elif isinstance(item, str):
+            _no_surrogate(item)
+
+
+def _no_surrogate(text: str) -> None:
+    if (found := _SURROGATE.search(text)) is not None:
+        raise ProtocolError(f"a string holds a lone surrogate ({plain(found.group())}), which is not Unicode text")
 
 
 def load_object(frame: str | bytes, max_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any]:
@@ -290,7 +313,9 @@ def load_object(frame: str | bytes, max_bytes: int = MAX_FRAME_BYTES) -> dict[st
     if len(frame) > max_bytes:
         raise ProtocolError(f"frame too large ({len(frame)} > {max_bytes} characters)")
     try:
-        value = json.loads(frame, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        value = json.loads(
+            frame, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant, parse_float=_finite
+        )
     except ProtocolError:
         raise
     except RecursionError:

@@ -36,8 +36,15 @@ EXECUTION_FIELDS = (
 
 
 def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no spaces, UTF-8: the one byte form every hash here is taken over."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    """Sorted keys, no spaces, UTF-8: the one byte form every hash here is taken over.
+
+    Total over what the codec (core/messages.py) lets through: JSON values without lone surrogates or
+    non-finite numbers. ValueError for anything else (NaN, infinity); a lone surrogate that reached it
+    by another way is written as its surrogate bytes rather than raising (the same bytes as UTF-8 for
+    every real string).
+    """
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.encode("utf-8", "surrogatepass")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -50,8 +57,30 @@ def logs_hash(logs: str) -> str:
 
 
 def job_digest(job: Mapping[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of the job as received, without the frame's ``type``."""
-    return sha256_hex(canonical_json({k: v for k, v in job.items() if k != "type"}))
+    """SHA-256 of the canonical JSON of the job as received, without the frame's ``type``.
+
+    Never raises, so that every job, however it reached a result, can be given a signed one: a job
+    outside the codec's domain (it came by no frame: an old record, a caller's bug) is digested from
+    the same canonical form with non-finite numbers written as JSON5 writes them, and any value JSON
+    cannot hold by its repr. No job the codec admits takes that path.
+    """
+    document = {k: v for k, v in job.items() if k != "type"}
+    try:
+        return sha256_hex(canonical_json(document))
+    except (ValueError, TypeError, RecursionError):
+        pass
+    try:
+        fallback = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=repr)
+    except (ValueError, TypeError, RecursionError):
+        fallback = _last_resort(document)
+    return sha256_hex(fallback.encode("utf-8", "surrogatepass"))
+
+
+def _last_resort(document: Mapping[str, Any]) -> str:
+    try:
+        return repr(sorted(document.items(), key=lambda item: str(item[0])))
+    except Exception:  # nested past the interpreter's stack: its keys still tell it apart
+        return repr(sorted(str(key) for key in document))
 
 
 def execution_hash(fields: Mapping[str, Any]) -> str:

@@ -12,6 +12,9 @@ from hypernode_host.core import proofs, receipts
 from hypernode_host.core.jobs import Reason, Status, default_reason
 from hypernode_host.core.messages import JobResult
 from hypernode_host.core.proofs import NodeKey
+from hypernode_host.escapes import shown
+
+MAX_DETAIL_CHARS = 500  # of an error result's one-line logs
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,8 @@ def error_result(
     at_ms: int,
 ) -> JobResult:
     """A refused or failed-before-running job: status error, ``reason``, and ``detail`` as its one-line logs."""
-    text = detail.splitlines()[0] if detail else reason.value
+    # One line, with nothing in it that could act on a terminal (it may quote a job's value).
+    text = shown(detail.splitlines()[0], MAX_DETAIL_CHARS) if detail.strip() else reason.value
     raw = text.encode()
     logs = CapturedLogs(text=text, total_bytes=len(raw), full_sha256=proofs.sha256_hex(raw), truncated=False)
     return make_result(
@@ -112,3 +116,9 @@ def error_result(
         image="",
         reason=reason,
     )
+
+
+def internal_detail(doing: str, exc: BaseException) -> str:
+    """The one line an error result (reason internal) gives for a fault of the node's own, met while
+    ``doing`` something for one job; the node's log has the traceback."""
+    return shown(f"node error while {doing}: {type(exc).__name__}: {exc}", MAX_DETAIL_CHARS - 100)

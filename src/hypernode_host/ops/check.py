@@ -1,5 +1,6 @@
 """Is this node working? ``check`` (and the container HEALTHCHECK) looks at the running node through Redis:
-the bridge registered and heartbeating, Redis and Docker answering, a live worker on every slot.
+the bridge registered and heartbeating, Redis and Docker answering, a live worker on every slot, and
+no job recorded as running that no live worker holds.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def check_node(
             findings.append(check_docker(DockerRuntime(), _registered(settings, store).values()))
         if slots is None or slots:
             findings += check_workers(settings, store, slots)
+        if slots is None:
+            findings.append(check_jobs(store))
         return findings
     finally:
         if own:
@@ -169,6 +172,35 @@ def check_workers(settings: Settings, store: Store, only: Sequence[int] | None) 
         else:
             findings.append(Finding(name, Level.OK, f"alive (pid {worker.pid} on {worker.host})"))
     return findings
+
+
+MAX_NAMED_JOBS = 5  # of the jobs a finding names; the rest are counted
+
+
+def check_jobs(store: Store) -> Finding:
+    """Every job recorded as running is held by a live worker (of any host sharing this Redis).
+
+    A running record with no live holder is a job nobody will finish until that slot's worker starts
+    again (it resumes its slot's jobs) or the reconciler ends it: it would otherwise wait, silently.
+    """
+    live = {(r.host, r.slot.id) for r in store.registry.all() if not holders.exited(r.pidns, r.pid)}
+    running = store.jobs.running()
+    orphans = []
+    for job_id in running:
+        record = store.jobs.get(job_id)
+        if record is None or record.done or record.host is None or record.slot is None:
+            continue  # finished meanwhile, or not claimed yet
+        if (record.host, record.slot) not in live:
+            orphans.append(f"{job_id} ({record.host} slot {record.slot})")
+    if not orphans:
+        return Finding("jobs", Level.OK, f"{len(running)} running, each held by a live worker")
+    named = ", ".join(orphans[:MAX_NAMED_JOBS]) + (
+        f" and {len(orphans) - MAX_NAMED_JOBS} more" if len(orphans) > MAX_NAMED_JOBS else ""
+    )
+    detail = f"{len(orphans)} recorded as running with no live worker holding them: {named}"
+    return Finding(
+        "jobs", Level.FAIL, detail, "start the worker of their slot: it resumes them (`hypernode-host workers`)"
+    )
 
 
 def _registered(settings: Settings, store: Store) -> dict[int, Registration]:

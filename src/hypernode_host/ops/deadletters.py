@@ -57,9 +57,8 @@ def purge_dead(store: Store, queues: Queues, names: Sequence[str], key: NodeKey)
 
     dropped = []
     for dead in queues.dead(names):
-        if not queues.drop(dead):
-            continue  # requeued or purged by someone else meanwhile
-        dropped.append(dead.job_id or dead.redis_id)
+        # The result is stored before the message goes: a purge cut short leaves the job dead-lettered,
+        # never dropped without its result.
         record = store.jobs.get(dead.job_id) if dead.job_id else None
         if record is not None and record.active:
             result = error_result(
@@ -72,4 +71,6 @@ def purge_dead(store: Store, queues: Queues, names: Sequence[str], key: NodeKey)
                 at_ms=now_ms(),
             )
             store.jobs.finish(record.id, result.model_dump(mode="json"))
+        if queues.drop(dead):  # False: requeued or purged by someone else meanwhile
+            dropped.append(dead.job_id or dead.redis_id)
     return dropped

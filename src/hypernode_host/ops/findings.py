@@ -6,6 +6,8 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from hypernode_host.escapes import shown
+
 
 class Level(enum.StrEnum):
     OK = "ok"
@@ -21,8 +23,9 @@ class Finding:
     fix: str = ""
 
     def line(self) -> str:
-        text = f"{self.part}: {self.detail}"
-        return f"{text} (fix: {self.fix})" if self.fix and self.level is not Level.OK else text
+        """One line for a terminal: a detail may quote a peer's value (a node id), shown escaped."""
+        text = shown(f"{self.part}: {self.detail}")
+        return f"{text} (fix: {shown(self.fix)})" if self.fix and self.level is not Level.OK else text
 
 
 def healthy(findings: Sequence[Finding]) -> bool:

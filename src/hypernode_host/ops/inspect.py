@@ -180,7 +180,7 @@ def summarize_spec(job: dict[str, Any]) -> dict[str, Any]:
     """What an operator needs to know about a job's spec without its payload (scripts and env values stay out)."""
     summary: dict[str, Any] = {}
     if isinstance(job.get("script"), str):
-        script = job["script"].encode()
+        script = job["script"].encode("utf-8", "surrogatepass")  # total: a record from before the codec refused them
         summary |= {"kind": "script", "script_bytes": len(script), "script_sha256": hashlib.sha256(script).hexdigest()}
     elif job.get("command") is not None:
         command = job["command"] if isinstance(job["command"], str) else " ".join(map(str, job["command"]))
@@ -193,8 +193,8 @@ def summarize_spec(job: dict[str, Any]) -> dict[str, Any]:
     if job.get("requirements"):
         summary["requirements"] = len(str(job["requirements"]).split())
     if isinstance(job.get("env"), dict) and job["env"]:
-        summary["env"] = sorted(job["env"])  # names only: values may be secrets
-    if job.get("datasets"):
+        summary["env"] = sorted(map(str, job["env"]))  # names only: values may be secrets
+    if isinstance(job.get("datasets"), list | dict | str) and job["datasets"]:
         summary["datasets"] = len(job["datasets"])
     return summary
 

@@ -1,7 +1,9 @@
 """How the operator commands look to a person: rich tables over the records of ops/ and Dramatiq's queues.
 
-Every value that comes from a job or a worker is shown as plain text (``Text``), never as
-rich markup, so a job cannot restyle or hide lines of the operator's terminal.
+Every value that comes from a job, a worker or the backend is shown as plain text (``Text``), never as
+rich markup, and with its control characters escaped (escapes.py): a job cannot restyle, retitle,
+hide or paint over lines of the operator's terminal, nor write to its clipboard. A log tail keeps its
+newlines and tabs, nothing else.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from rich.text import Text
 
 from hypernode_host.core.messages import plain
 from hypernode_host.core.slots import GpuInfo, Slot
+from hypernode_host.escapes import shown, shown_text
 from hypernode_host.ops.deadletters import DeadLetter
 from hypernode_host.ops.findings import Finding, Level
 from hypernode_host.ops.inspect import JobDetail, JobRow, NodeSummary, WorkerRow
@@ -46,7 +49,7 @@ def clock(at_ms: int | None) -> str:
 
 
 def _text(value: object) -> Text:
-    return Text("-" if value is None or value == "" else str(value))
+    return Text("-" if value is None or value == "" else shown(value))
 
 
 def short_uuid(uuid: str) -> str:
@@ -72,8 +75,8 @@ def progress_text(progress: Mapping[str, Any] | None) -> str | None:
     if progress is None:
         return None
     percent, message = progress.get("percent"), progress.get("message") or ""
-    shown = f"{percent:g}%" if isinstance(percent, int | float) and not isinstance(percent, bool) else "?"
-    return f"{shown} {plain(message, 200)}".strip()  # the job's own words: escaped for the terminal
+    shown_percent = f"{percent:g}%" if isinstance(percent, int | float) and not isinstance(percent, bool) else "?"
+    return f"{shown_percent} {shown(message, 200)}".strip()  # the job's own words: escaped for the terminal
 
 
 def jobs_table(rows: Sequence[JobRow], now_ms: int) -> Table:
@@ -139,7 +142,7 @@ def job_view(job: JobDetail) -> RenderableType:
     parts: list[RenderableType] = [facts]
     if job.log_tail:
         parts.append(Text(f"\nlast {len(job.log_tail)} log lines:", style="bold"))
-        parts.append(Text("\n".join(job.log_tail)))
+        parts.append(Text(shown_text("\n".join(job.log_tail))))
     return Group(*parts)
 
 
@@ -185,9 +188,11 @@ def summary_line(node: NodeSummary, token_fix: str = "") -> Text:
         line.append(f" ({token_fix})\n" if token_fix else "\n")
     rejected = f", {node.results_rejected} results rejected by the backend" if node.results_rejected else ""
     line.append(
-        f"node {node.node_id or '(not registered)'}: {beat}, {node.reconnects} reconnects; "
-        f"jobs {node.jobs} (queued {node.queued}, running {node.running}; {counts}); "
-        f"outbox {node.outbox}{rejected}; workers alive {node.workers_alive}"
+        shown(
+            f"node {shown(node.node_id or '(not registered)', 128)}: {beat}, {node.reconnects} reconnects; "
+            f"jobs {node.jobs} (queued {node.queued}, running {node.running}; {counts}); "
+            f"outbox {node.outbox}{rejected}; workers alive {node.workers_alive}"
+        )
     )
     return line
 
@@ -206,7 +211,7 @@ def gpus_view(gpus: Sequence[GpuInfo], slots: Sequence[Slot]) -> RenderableType:
             _text(g.health),
         )
     found: RenderableType = table if gpus else Text("no GPUs: this node runs CPU jobs only")
-    return Group(found, *(Text(f"{s.describe()} → {', '.join(s.queues)}") for s in slots))
+    return Group(found, *(Text(shown(f"{s.describe()} → {', '.join(s.queues)}")) for s in slots))
 
 
 def findings_table(findings: Sequence[Finding]) -> Table:
@@ -216,6 +221,6 @@ def findings_table(findings: Sequence[Finding]) -> Table:
             Text(f.level.value, style=LEVEL_STYLE[f.level]),
             _text(f.part),
             _text(f.detail),
-            Text(f.fix if f.level is not Level.OK else ""),
+            Text(shown(f.fix) if f.level is not Level.OK else ""),
         )
     return table

@@ -40,6 +40,15 @@ def _split(value: str) -> list[str]:
     return [part for part in value.split(",") if part]
 
 
+def _object(text: str) -> dict[str, Any] | None:
+    """A stored JSON object; None when it is damaged (records are read leniently)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 # Jobs ------------------------------------------------------------------------------------------
 
 
@@ -117,15 +126,16 @@ class JobRecord:
             return {"id": self.id}
 
     def pending(self) -> dict[str, Any] | None:
-        """The result a worker kept before removing the container; None when there is none."""
-        return json.loads(self.pending_json) if self.pending_json is not None else None
+        """The result a worker kept before removing the container; None when there is none (or it is damaged:
+        then the job is claimed and finished again rather than publishing half a result)."""
+        kept = _object(self.pending_json) if self.pending_json is not None else None
+        return kept if kept is not None and isinstance(kept.get("status"), str) else None
 
     def result(self) -> dict[str, Any]:
         """The stored result's fields ({} before there is one)."""
         if not self.result_json:
             return {}
-        value = json.loads(self.result_json)
-        return value if isinstance(value, dict) else {}
+        return _object(self.result_json) or {}
 
 
 @dataclass(frozen=True)

@@ -215,9 +215,11 @@ class Queues:
         for queue, entries in zip(queues, listed, strict=True):
             for redis_id, score in entries:
                 message = _message(next(bodies))
-                args = message.get("args") or [None]
+                args = message.get("args")
+                # A damaged or foreign message names no job: it is listed, requeued or purged by its id alone.
+                job_id = args[0] if isinstance(args, list) and args and isinstance(args[0], str) else None
                 enqueued_at = _int(message.get("message_timestamp")) or None
-                found.append(DeadMessage(queue, redis_id, args[0], int(score), enqueued_at))
+                found.append(DeadMessage(queue, redis_id, job_id, int(score), enqueued_at))
         return found
 
     def requeue(self, dead: DeadMessage) -> bool:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 
-from hypernode_host.errors import HypernodeError
-from hypernode_host.state import Store
+from hypernode_host.errors import ContainerError
+from hypernode_host.state import RedisDown, Store
 from hypernode_host.tasks.containers import LABEL_JOB, LABEL_NODE, LABEL_ROLE, LABEL_WORKER, DockerRuntime
 from hypernode_host.tasks.requirements import PREP_ROLE
 from hypernode_host.tasks.runner import JobRunner
@@ -27,8 +27,10 @@ def recover(runner: JobRunner, runtime: DockerRuntime, store: Store) -> None:
         log.info("job %s: resuming after a worker restart", job_id)
         try:
             runner.run(job_id)
-        except HypernodeError as exc:  # one job's trouble must not keep the slot from the others
-            log.error("job %s: could not be resumed: %s", job_id, exc)
+        except RedisDown:
+            raise
+        except Exception:  # one job's trouble must not keep the slot from the others, nor from starting
+            log.exception("job %s: could not be resumed", job_id)
     reap(runner, runtime, store)
 
 
@@ -41,7 +43,10 @@ def reap(runner: JobRunner, runtime: DockerRuntime, store: Store) -> None:
             log.info("removing a requirements container left by a previous worker: %s", container_id[:12])
             runtime.remove(container_id)
             continue
-        record = store.jobs.get(labels.get(LABEL_JOB, ""))
-        if record is None or record.done:
-            log.info("removing leftover container %s", container_id[:12])
-            runtime.remove(container_id)
+        try:
+            record = store.jobs.get(labels.get(LABEL_JOB, ""))
+            if record is None or record.done:
+                log.info("removing leftover container %s", container_id[:12])
+                runtime.remove(container_id)
+        except ContainerError as exc:  # one container's trouble must not keep the others in place
+            log.warning("leftover container %s not removed: %s", container_id[:12], exc)

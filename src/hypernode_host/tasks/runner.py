@@ -24,16 +24,16 @@ from typing import Any, Protocol
 
 from hypernode_host import AGENT_VERSION
 from hypernode_host.core.admission import Admission, admit
-from hypernode_host.core.jobs import JobSpec, Reason, Status, reason_of
+from hypernode_host.core.jobs import MIN_CPUS, JobSpec, Reason, Status, reason_of
 from hypernode_host.core.progress import Progress, ProgressScanner
 from hypernode_host.core.proofs import NodeKey
 from hypernode_host.core.receipts import GpuFacts, RunFacts, Sandbox
-from hypernode_host.core.results import CapturedLogs, error_result, make_result
+from hypernode_host.core.results import CapturedLogs, error_result, internal_detail, make_result
 from hypernode_host.core.slots import Slot, gpus_for
 from hypernode_host.errors import ContainerError, JobRejected, NameTaken, RequirementsFailed
 from hypernode_host.logs import job_context
 from hypernode_host.settings import Settings
-from hypernode_host.state import Store
+from hypernode_host.state import RedisDown, Store
 from hypernode_host.state.records import JobRecord
 from hypernode_host.tasks import artifacts
 from hypernode_host.tasks.containers import (
@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 LOG_DRAIN_S = 10.0  # after exit, how long the output stream may take to deliver its last bytes
 WAIT_SLICE_S = 1.0  # the longest a wait for exit goes without looking at the deadline and the cancel flag
 STOP_GRACE_S = 5  # between SIGTERM and SIGKILL when a job is stopped
+MIN_NANO_CPUS = round(MIN_CPUS * 1e9)
 
 
 class Runtime(ImageRuntime, PrepRuntime, Protocol):
@@ -203,7 +204,12 @@ class JobRunner:
         attempt = self.claim(job_id, record, name)
         if attempt <= 0:
             return
-        job = record.job()  # a damaged record raises: Dramatiq dead-letters the message
+        try:
+            job = record.job()
+        except ValueError as exc:  # a damaged record: the job ends, with what can be said of it
+            detail = f"the job's stored copy cannot be read: {exc}"
+            self._publish(job_id, name, None, self._error(job_id, record.received_job(), Reason.INVALID_JOB, detail))
+            return
         try:
             outcome = self._execute(job_id, job, name, attempt)
         except NameTaken:
@@ -213,7 +219,20 @@ class JobRunner:
             log.warning("job %s: %s", job_id, exc)
             self._publish(job_id, name, None, self._error(job_id, job, reason_of(exc.reason), str(exc)))
             return
-        self._publish(job_id, name, outcome.container_id, self._result(job_id, job, outcome))
+        except RedisDown:
+            raise  # the job stays running on this slot: the slot's next worker resumes it
+        except Exception as exc:  # a fault of ours, met by this job alone: it ends, the slot goes on
+            log.exception("job %s: running it failed", job_id)
+            self._publish(
+                job_id, name, None, self._error(job_id, job, Reason.INTERNAL, internal_detail("running it", exc))
+            )
+            return
+        try:
+            result = self._result(job_id, job, outcome)
+        except Exception as exc:
+            log.exception("job %s: its result could not be built", job_id)
+            result = self._error(job_id, job, Reason.INTERNAL, internal_detail("building its result", exc))
+        self._publish(job_id, name, outcome.container_id, result)
 
     def claim(self, job_id: str, record: JobRecord, name: str) -> int:
         """The attempt number once this slot holds the job; 0 or -1 (logged) when it must leave it."""
@@ -389,7 +408,7 @@ class JobRunner:
                 LABEL_GPUS: ",".join(uuids),
             },
             memory_bytes=spec.memory_bytes,
-            nano_cpus=int(spec.cpuLimit * 1e9),
+            nano_cpus=max(round(spec.cpuLimit * 1e9), MIN_NANO_CPUS),  # 0 would mean no limit at all
             gpu_uuids=uuids,
             real_gpus=bool(uuids) and not self.slot.gpus[0].simulated,
             files=files,
