@@ -8,13 +8,13 @@ result is escaped before it is printed: a result is a peer's document, and a ter
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from hypernode_host.backend.oracle import CHECK_NAMES, Verification, verify_offline
 from hypernode_host.errors import HypernodeError
-from hypernode_host.escapes import shown
 
 MAX_FILE_BYTES = 64 << 20  # a result frame is at most 2 MiB; a file far beyond that is not one
 SHOWN_CHARS = 200
@@ -25,8 +25,18 @@ class UnreadableResult(HypernodeError):
 
 
 def printable(value: object, limit: int = SHOWN_CHARS) -> str:
-    """``value`` as text safe for a terminal (escapes.shown), bounded."""
-    return shown(value if isinstance(value, str) else repr(value), limit)
+    """``value`` as text safe for a terminal: control, format and separator characters escaped, bounded.
+
+    The agent's own escaping (escapes.py) is not the reference backend's to import: a foreign peer.
+    """
+    text = value if isinstance(value, str) else repr(value)
+    out = []
+    for char in text[:limit]:
+        if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            out.append(char.encode("unicode_escape", errors="backslashreplace").decode("ascii"))
+        else:
+            out.append(char)
+    return "".join(out) + ("..." if len(text) > limit else "")
 
 
 def load_json_object(path: Path, what: str) -> dict[str, Any]:
