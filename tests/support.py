@@ -42,6 +42,7 @@ def node_env(redis_url: str, endpoint: str, token: str, workdir: Path, **extra: 
         HN_REDIS_URL=redis_url,
         HN_JOB_IMAGE=TEST_IMAGE,
         HN_KEY_FILE=str(workdir / "node.key"),
+        HN_STATE_DIR=str(workdir / "state"),  # the ledger's file: never the user's own state directory
         HN_NODE_NAME=f"test-{secrets.token_hex(4)}",
         HN_RECONNECT_DELAY="0.2",
         HN_RECONNECT_MAX_DELAY="1",

@@ -42,6 +42,9 @@ app = typer.Typer(
 )
 
 
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     typer.echo(f"error: {shown(message)}", err=True)
     return typer.Exit(code)
@@ -152,6 +155,33 @@ def worker(slot: Annotated[int, typer.Option(help="Slot number (see `hypernode-h
     settings = load_settings()
     with exit_codes():
         worker_process(settings, slot)
+
+
+@app.command()
+def notify(
+    test: Annotated[
+        bool, typer.Option("--test", help="Send one test event to each URL now, say what each answered.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Deliver the node's events to HN_NOTIFY_URL (`up` runs this when a URL is set); --test checks the URLs."""
+    settings = load_settings()
+    if not settings.notify_url:
+        raise fail("HN_NOTIFY_URL is not set (--notify-url): no receiver to notify")
+    if test:
+        from hypernode_host.ops.notify import send_test
+
+        outcomes = send_test(settings)
+        if as_json:
+            _echo_json({"receivers": outcomes})
+        else:
+            for outcome in outcomes:
+                typer.echo(f"{'ok' if outcome.ok else 'FAILED'} {outcome.receiver}: {outcome.detail}")
+        raise typer.Exit(EXIT_OK if all(o.ok for o in outcomes) else EXIT_FAILED)
+    from hypernode_host.node.child import notify_process
+
+    with exit_codes():
+        notify_process(settings)
 
 
 @app.command("dev-backend")
@@ -321,8 +351,6 @@ def gpus(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = 
 
 
 # Inspection: read the node's Redis with the layout the code writes ---------------------------
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 @contextmanager
@@ -617,6 +645,33 @@ def _snapshot(settings: Settings, store: Store, queues: Queues, slots: list[Slot
         views.workers_table(inspection.workers_view(store, slots, settings.node_name), now),
         views.jobs_table(inspection.recent_jobs(store, slots, limit=limit), now),
     )
+
+
+@app.command()
+def ledger(
+    since: Annotated[
+        str | None, typer.Option(help="Jobs received from then: 2026-12-01, 2026-12-01T10:00Z, 7d.")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Jobs received before then (same forms).")] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print the jobs as CSV.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the jobs and the summary as JSON.")] = False,
+) -> None:
+    """Every job the node took (its own record, kept in HN_STATE_DIR): export it, or see a summary."""
+    from hypernode_host.ops.ledger import read_ledger, to_csv
+
+    if as_csv and as_json:
+        raise fail("give --csv or --json, not both")
+    settings = quiet_settings()
+    with exit_codes():
+        export = read_ledger(settings, since, until)
+    if as_csv:
+        typer.echo(to_csv(export.rows), nl=False)
+    elif as_json:
+        _echo_json({"jobs": export.rows, "summary": export.summary})
+    else:
+        from hypernode_host.ops.views import ledger_view
+
+        _console().print(ledger_view(export))
 
 
 # Health ---------------------------------------------------------------------------------------

@@ -93,6 +93,11 @@ class RequirementsFailed(HypernodeError):
 
     reason = "requirements_failed"
 
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:  # "timeout": installing them took the rest of the job's timeout
+            self.reason = reason
+
 
 class UnknownJob(HypernodeError):
     """No job (or no dead letter) with that id."""

@@ -105,7 +105,9 @@ class Settings(BaseModel):
         None, alias="HN_GPU_JOB_IMAGE", description="Image for GPU jobs that name none (unset: the job image)."
     )
     allowed_images: tuple[str, ...] = Field(
-        (), alias="HN_ALLOWED_IMAGES", description="Extra images jobs may name: comma-separated fnmatch patterns."
+        (),
+        alias="HN_ALLOWED_IMAGES",
+        description="Extra images jobs may name: comma-separated fnmatch patterns (name@sha256:... pins one).",
     )
     simulate_gpus: str | None = Field(
         None, alias="HN_SIMULATE_GPUS", description="Simulated GPUs: 4 or 2xRTX4090:24576 (unset: NVML)."
@@ -117,9 +119,11 @@ class Settings(BaseModel):
         description="The node's Ed25519 key file (created 0600 on first start).",
     )
     gpus_per_worker: int = Field(1, alias="HN_GPUS_PER_WORKER", ge=1, le=64, description="GPUs per worker slot.")
-    pip_index_url: str | None = Field(None, alias="HN_PIP_INDEX_URL", description="Package index for job requirements.")
+    pip_index_url: str | None = Field(
+        None, alias="HN_PIP_INDEX_URL", description="Package index for job requirements (the workers' own pip)."
+    )
     pip_find_links: str | None = Field(
-        None, alias="HN_PIP_FIND_LINKS", description="Wheel directory (or URL) for job requirements."
+        None, alias="HN_PIP_FIND_LINKS", description="Wheel directory the workers read (or URL) for job requirements."
     )
     memory_reserve: int = Field(
         1024,
@@ -145,6 +149,27 @@ class Settings(BaseModel):
         description="Node name in hostInfo and container labels (default: the host name).",
     )
     log_level: str = Field("INFO", alias="HN_LOG_LEVEL", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+    notify_url: tuple[str, ...] = Field(
+        (),
+        alias="HN_NOTIFY_URL",
+        description="Where the node's events are POSTed: one or more http(s) URLs, comma-separated (empty: none).",
+    )
+    notify_format: str = Field(
+        "json",
+        alias="HN_NOTIFY_FORMAT",
+        pattern="^(json|ntfy|discord|slack)$",
+        description="The events' payload: json, ntfy, discord or slack.",
+    )
+    notify_events: tuple[str, ...] = Field(
+        (),
+        alias="HN_NOTIFY_EVENTS",
+        description="Events sent: comma-separated fnmatch patterns such as job.* (empty: every event).",
+    )
+    notify_offline_after: PositiveFloat = Field(
+        120.0,
+        alias="HN_NOTIFY_OFFLINE_AFTER",
+        description="Seconds without a registered connection before the node.offline event.",
+    )
 
     @field_validator("endpoint")
     @classmethod
@@ -165,11 +190,20 @@ class Settings(BaseModel):
     def _default_when_empty(cls, value: Any) -> Any:
         return _default_state_dir() if value == "" else value
 
-    @field_validator("allowed_images", mode="before")
+    @field_validator("allowed_images", "notify_url", "notify_events", mode="before")
     @classmethod
     def _split_patterns(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(p.strip() for p in value.split(",") if p.strip())
+        return value
+
+    @field_validator("notify_url")
+    @classmethod
+    def _http_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url):
+                # Not the URL itself: a webhook URL is a secret (Discord's and Slack's carry their token).
+                raise ValueError("each URL must start with http:// or https:// and hold no spaces")
         return value
 
     @field_validator(
@@ -249,11 +283,14 @@ def read_token_file(path: Path) -> str:
     return token
 
 
+SECRET_SETTINGS = ("HN_NODE_TOKEN", "HN_NOTIFY_URL")  # a value never shown in an error: webhook URLs carry tokens
+
+
 def _one_line(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
         name = ".".join(str(p) for p in error["loc"]) or "settings"
         value = error.get("input")
-        shown = "" if name == "HN_NODE_TOKEN" or isinstance(value, dict) else f" (got {value!r})"
+        shown = "" if name in SECRET_SETTINGS or isinstance(value, dict) else f" (got {value!r})"
         parts.append(f"{name}: {error['msg']}{shown}")
     return "; ".join(parts)

@@ -40,6 +40,11 @@ class Node:
     def name(self) -> str:
         return self.process.node_name
 
+    @property
+    def identity(self) -> str:
+        """The node's identity on the engine: in its containers' names and labels."""
+        return Store(self.redis).node.identity()
+
     def submit(self, **job: Any) -> str:
         job.setdefault("id", f"x-{uuid.uuid4().hex[:12]}")
         job.setdefault("memoryLimit", "256m")

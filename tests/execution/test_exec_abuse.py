@@ -113,7 +113,7 @@ def test_a_message_delivered_again_never_starts_a_second_container(node: Node) -
         broker.client.close()
 
     wait_for(lambda: duplicates_ignored(node, job_id) >= 1, timeout=30)
-    assert created_containers(container_name(job_id), since) == []
+    assert created_containers(container_name(node.identity, job_id), since) == []
     assert node.record(job_id)["attempt"] == "2"
     assert node.backend.results(job_id) == [Killed.result]
     node.assert_unharmed()
@@ -445,7 +445,7 @@ def test_cancel_while_queued_never_starts_and_while_running_stops_with_the_logs_
     assert stopped["exitCode"] == 143  # SIGTERM within the grace period
     assert never["status"] == "cancelled"
     assert never["logBytes"] == 0 and never["image"] == "" and never["exitCode"] == -1
-    assert created_containers(container_name(queued), since) == []  # it never started
+    assert created_containers(container_name(node.identity, queued), since) == []  # it never started
     node.assert_unharmed()
 
 

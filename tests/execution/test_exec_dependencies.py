@@ -1,20 +1,26 @@
-"""What a job runs on: requirements installed from a wheelhouse, images pulled from a registry.
+"""What a job runs on: requirements downloaded and installed, images pulled from a registry, and a
+hostile image that gets nothing more than its job.
 
-One node serves the module, configured with a wheelhouse the tests fill with wheels they
-build themselves (HN_PIP_FIND_LINKS) and allowed to run images from loopback registries.
-The registry is Debian's `docker-registry`, serving on 127.0.0.1 and holding the job image.
+One node serves the module, configured with a package index the tests serve on loopback
+(HN_PIP_INDEX_URL: Python's http.server over a PEP 503 tree of wheels they build themselves) and
+allowed to run images from loopback registries. The registry is Debian's `docker-registry`, serving
+on 127.0.0.1 and holding the job image.
 """
 
 from __future__ import annotations
 
+import functools
+import http.server
+import io
 import secrets
 import shutil
 import socket
 import subprocess
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -29,23 +35,50 @@ PULL_TIMEOUT_S = 5
 RUN = f"hnrun{secrets.token_hex(4)}"
 FIRST = "import os\nVALUE = 42\nWHERE = os.path.dirname(__file__)\n"
 SECOND = "VALUE = 43\n"
+SLOW = "hnslow"  # the index takes this long to answer for it: longer than any job's timeout here
+SLOW_S = 60
+
+
+class _Index(http.server.SimpleHTTPRequestHandler):
+    """A PEP 503 index: /simple/<name>/ lists that project's wheels (http.server's directory listing)."""
+
+    def do_GET(self) -> None:
+        if f"/{SLOW}" in self.path:
+            time.sleep(SLOW_S)
+        super().do_GET()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
 
 @pytest.fixture(scope="module")
-def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("wheels")
-    directory.chmod(0o755)  # the preparation step runs as uid 65534
-    write_wheel(directory, "hnpkg", "1.0", FIRST)
-    write_wheel(directory, "hnpkg", "2.0", SECOND)
-    write_wheel(directory, "hnother", "0.1", "NAME = 'other'\n")
-    write_wheel(directory, RUN, "1.0", "")
-    return directory
+def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("index")
+    for name, version, source in [
+        ("hnpkg", "1.0", FIRST),
+        ("hnpkg", "2.0", SECOND),
+        ("hnother", "0.1", "NAME = 'other'\n"),
+        (RUN, "1.0", ""),
+        (SLOW, "1.0", ""),
+    ]:
+        project = root / "simple" / name
+        project.mkdir(parents=True, exist_ok=True)
+        write_wheel(project, name, version, source)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Index, directory=str(root)))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="index", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="module")
-def node(docker_runtime: DockerRuntime, wheelhouse: Path) -> Iterator[Node]:
+def node(docker_runtime: DockerRuntime, index: str) -> Iterator[Node]:
     with running_node(
-        HN_PIP_FIND_LINKS=str(wheelhouse),
+        HN_PIP_INDEX_URL=index,
         HN_ALLOWED_IMAGES="127.0.0.1:*/hn/*",
         HN_PULL_TIMEOUT=str(PULL_TIMEOUT_S),
     ) as running:
@@ -146,7 +179,7 @@ def test_a_requirement_that_cannot_be_installed_is_an_error_with_pips_reason(nod
 
     assert (result["status"], result["reason"]) == ("error", "requirements_failed")
     assert result["logs"] == "requirements could not be installed: No matching distribution found for hnpkg==9.9"
-    assert prep_containers_created(since) == 1
+    assert prep_containers_created(since) == 1  # the step's lock, taken before the download
     assert prep_containers_left(node) == []
     node.assert_unharmed()
 
@@ -167,6 +200,165 @@ def test_requirements_that_are_not_plain_names_are_refused_before_docker(node: N
     assert result["status"] == "error"
     assert result["logs"].startswith("invalid job: requirements: line 1")
     assert "\n" not in result["logs"]
+
+
+def requirement_volumes(node: Node) -> set[str]:
+    client = docker.from_env()
+    try:
+        volumes = client.volumes.list(filters={"label": [LABEL_REQUIREMENTS, f"{LABEL_NODE}={node.name}"]})
+        return {v.name for v in volumes}
+    finally:
+        client.close()
+
+
+def test_a_failed_install_leaves_no_volume(node: Node) -> None:
+    before = requirement_volumes(node)
+
+    result = node.run(script="print('never')", requirements=f"{RUN}\nhnother==7.7")
+
+    assert (result["status"], result["reason"]) == ("error", "requirements_failed")
+    assert requirement_volumes(node) == before
+    assert prep_containers_left(node) == []
+
+
+def test_installing_requirements_counts_against_the_jobs_timeout(node: Node) -> None:
+    started = time.monotonic()
+
+    result = node.run(script="print('never')", requirements=f"{RUN}\n{SLOW}", timeout=5, wait_s=SLOW_S)
+
+    assert (result["status"], result["reason"]) == ("error", "timeout"), result
+    assert result["logs"] == "requirements: not downloaded within the job's timeout"
+    assert time.monotonic() - started < SLOW_S  # given up at the job's deadline, not when the index answered
+    assert prep_containers_left(node) == []
+    node.assert_unharmed()
+
+
+# Runs at every start of the image's interpreter (a .pth file in its site-packages): it tries the
+# node's Redis and a listener on the host, and says what it got, on stdout and, when it runs in the
+# requirements step, in the site directory the job then imports from.
+HOSTILE = """
+import os, socket
+
+def _try(host, port, payload):
+    try:
+        with socket.create_connection((host, port), timeout=3) as conn:
+            conn.sendall(payload)
+            return "reached " + repr(conn.recv(64))
+    except OSError as exc:
+        return "blocked (" + type(exc).__name__ + ")"
+
+_report = []
+for _name, _host, _port, _payload in TARGETS:
+    _report.append(_name + ": " + _try(_host, _port, _payload))
+if os.access("/deps/site", os.W_OK):
+    with open("/deps/site/hostile-prep.txt", "a") as _out:
+        _out.write("\\n".join("prep " + line for line in _report) + "\\n")
+else:
+    print("\\n".join("job " + line for line in _report), flush=True)
+"""
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[int, list[bytes]]]:
+    """A TCP listener on every address of the host, keeping what anyone sends it."""
+    server = socket.socket()
+    server.bind(("0.0.0.0", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    received: list[bytes] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    received.append(conn.recv(64) or b"(connected)")
+                except OSError:
+                    received.append(b"(connected)")
+
+    thread = threading.Thread(target=accept, name="listener")
+    thread.start()
+    try:
+        yield int(server.getsockname()[1]), received
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+def _host_address() -> str:
+    """An address of this host other than loopback, when it has one (what a container would aim at)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent: it only picks the outgoing interface
+        return str(probe.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+    finally:
+        probe.close()
+
+
+@pytest.fixture
+def hostile_image(node: Node, listener: tuple[int, list[bytes]]) -> Iterator[str]:
+    """The job image plus a start-up hook that goes for the node's Redis and the host's listener."""
+    port, _ = listener
+    redis_port = node.redis_server.port
+    targets = [
+        ("redis", "127.0.0.1", redis_port, b"SET hn:hostile owned\r\n"),
+        ("redis-host", _host_address(), redis_port, b"SET hn:hostile owned\r\n"),
+        ("outside", "127.0.0.1", port, b"hostile\n"),
+        ("outside-host", _host_address(), port, b"hostile\n"),
+    ]
+    hook = f"TARGETS = {targets!r}\n" + HOSTILE
+    dockerfile = (
+        f"FROM {TEST_IMAGE}\nCOPY hn_hostile.py /tmp/hn_hostile.py\n"
+        "RUN d=$(python3 -c 'import site; print(site.getsitepackages()[0])') && mkdir -p \"$d\" "
+        '&& cp /tmp/hn_hostile.py "$d/" && echo \'import hn_hostile\' > "$d/hn_hostile.pth"\n'
+    )
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, text in (("Dockerfile", dockerfile), ("hn_hostile.py", hook)):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    tag = f"127.0.0.1:1/hn/hostile-{RUN}:latest"
+    client = docker.from_env()
+    try:
+        client.images.build(fileobj=context, custom_context=True, tag=tag, network_mode="none", rm=True, pull=False)
+        yield tag
+    finally:
+        client.images.remove(tag, force=True)
+        client.close()
+
+
+def test_a_hostile_image_reaches_neither_redis_nor_the_network_when_its_requirements_are_installed(
+    node: Node, hostile_image: str, listener: tuple[int, list[bytes]]
+) -> None:
+    """The requirements step once ran the job's image on the host's network: its interpreter's start-up
+    wrote into the node's Redis. Now the download is the agent's, and the image runs offline."""
+    report = "/opt/hypernode/deps/site/hostile-prep.txt"
+    script = f"import hnpkg\nprint(open({report!r}).read(), end='')\nprint('value', hnpkg.VALUE)\n"
+
+    result = node.run(script=script, image=hostile_image, requirements=f"hnpkg==1.0\n{RUN}")
+
+    assert result["status"] == "completed", result["logs"]
+    lines = result["logs"].splitlines()
+    for where in ("prep", "job"):
+        for target in ("redis", "redis-host", "outside", "outside-host"):
+            assert any(line.startswith(f"{where} {target}: blocked (") for line in lines), result["logs"]
+    assert "reached" not in result["logs"] and "value 42" in lines
+    _, received = listener
+    assert received == []
+    assert node.redis.exists("hn:hostile") == 0
+    assert prep_containers_left(node) == []
+    node.assert_unharmed()
 
 
 @pytest.fixture(scope="module")

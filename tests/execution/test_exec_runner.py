@@ -28,6 +28,7 @@ from hypernode_host.state.records import JobRecord
 from hypernode_host.tasks.containers import (
     LABEL_JOB,
     LABEL_NODE,
+    LABEL_NODE_ID,
     LABEL_ROLE,
     LABEL_WORKER,
     ContainerSpec,
@@ -56,11 +57,17 @@ class Rig:
     def leftover(self, job_id: str, slot: int, command: str, *, start: bool = True, **labels: str) -> str:
         """A container as a worker of ``slot`` would have made it for ``job_id``."""
         spec = ContainerSpec(
-            name=container_name(job_id) if job_id else f"hn-test-{secrets.token_hex(6)}",
+            name=self.name(job_id) if job_id else f"hn-test-{secrets.token_hex(6)}",
             image=TEST_IMAGE,
             command=["sh", "-c", command],
             env={},
-            labels={LABEL_NODE: self.settings.node_name, LABEL_WORKER: str(slot), LABEL_JOB: job_id, **labels},
+            labels={
+                LABEL_NODE: self.settings.node_name,
+                LABEL_NODE_ID: self.store.node.identity(),
+                LABEL_WORKER: str(slot),
+                LABEL_JOB: job_id,
+                **labels,
+            },
             memory_bytes=128 << 20,
             nano_cpus=1_000_000_000,
         )
@@ -68,6 +75,9 @@ class Rig:
         if start:
             self.runtime.start(container_id)
         return container_id
+
+    def name(self, job_id: str) -> str:
+        return container_name(self.store.node.identity(), job_id)
 
     def get(self, job_id: str) -> JobRecord:
         record = self.store.jobs.get(job_id)
@@ -103,7 +113,7 @@ def rig(docker_runtime: DockerRuntime, redis_server: RedisProcess) -> Iterator[R
 
 def test_a_delivery_for_a_job_that_a_live_slot_holds_is_left_to_it(rig: Rig, redis_client: redis.Redis) -> None:
     job_id = rig.record("sleep 30")
-    assert rig.runners[1].claim(job_id, rig.get(job_id), container_name(job_id)) == 1
+    assert rig.runners[1].claim(job_id, rig.get(job_id), rig.name(job_id)) == 1
     held = rig.leftover(job_id, 1, "sleep 30")
     redis_client.hset(keys.WORKER.format(host=rig.settings.node_name, slot=1), "pid", 1)  # slot 1's worker lives
 
@@ -116,7 +126,7 @@ def test_a_delivery_for_a_job_that_a_live_slot_holds_is_left_to_it(rig: Rig, red
 
 def test_a_job_whose_slot_died_is_taken_over_and_its_container_reattached(rig: Rig) -> None:
     job_id = rig.record("echo from-slot-1; sleep 1; echo done")
-    assert rig.runners[1].claim(job_id, rig.get(job_id), container_name(job_id)) == 1
+    assert rig.runners[1].claim(job_id, rig.get(job_id), rig.name(job_id)) == 1
     rig.leftover(job_id, 1, "echo from-slot-1; sleep 1; echo done")  # slot 1 is not registered: it died
 
     rig.runners[0].run(job_id)
@@ -130,14 +140,14 @@ def test_a_job_whose_slot_died_is_taken_over_and_its_container_reattached(rig: R
 
 def test_a_container_created_but_never_started_is_replaced(rig: Rig) -> None:
     job_id = rig.record("echo fresh")
-    assert rig.runners[0].claim(job_id, rig.get(job_id), container_name(job_id)) == 1
+    assert rig.runners[0].claim(job_id, rig.get(job_id), rig.name(job_id)) == 1
     stale = rig.leftover(job_id, 0, "echo stale", start=False)  # the worker died between create and start
 
     rig.runners[0].run(job_id)
 
     result = rig.result(job_id)
     assert result["status"] == "completed" and result["logs"] == "fresh\n"
-    assert rig.runtime.find(container_name(job_id)) is None
+    assert rig.runtime.find(rig.name(job_id)) is None
     assert stale not in rig.containers()
 
 
@@ -155,7 +165,7 @@ def test_a_finished_job_is_never_run_again(rig: Rig) -> None:
 
 def test_recovery_collects_the_exited_container_and_reaps_only_its_slots_leftovers(rig: Rig) -> None:
     interrupted = rig.record("echo collected")
-    assert rig.runners[0].claim(interrupted, rig.get(interrupted), container_name(interrupted)) == 1
+    assert rig.runners[0].claim(interrupted, rig.get(interrupted), rig.name(interrupted)) == 1
     exited = rig.leftover(interrupted, 0, "echo collected")
     assert rig.runtime.wait(exited, 30)
     finished = rig.record("echo finished")
@@ -178,7 +188,7 @@ def test_a_result_kept_before_a_crash_is_published_without_running_again(rig: Ri
     rig.runners[0].run(job_id)
     kept = rig.result(job_id)
     again = rig.record("echo must-not-run")  # the same result, as its dead worker had kept it
-    assert rig.runners[0].claim(again, rig.get(again), container_name(again)) == 1
+    assert rig.runners[0].claim(again, rig.get(again), rig.name(again)) == 1
     exited = rig.leftover(again, 0, "echo must-not-run")
     assert rig.runtime.wait(exited, 30)
     rig.store.jobs.keep_result(again, {**kept, "id": again})

@@ -274,7 +274,8 @@ def test_a_submitted_job_runs_and_the_submitter_gets_a_verified_result(backend: 
 
             result = signed_result(job_frame, node_id, key)
             ack = await request(node, result)
-            assert ack == {"type": "ack", "id": job_id, "message": "Job result received"}
+            # (ext) with the credit: one for a job's first result
+            assert ack == {"type": "ack", "id": job_id, "message": "Job result received", "credit": 1.0}
 
             delivered = await recv(submitter)
             assert delivered["type"] == "result"
@@ -283,7 +284,8 @@ def test_a_submitted_job_runs_and_the_submitter_gets_a_verified_result(backend: 
             assert delivered["verification"]["verified"] is True, delivered["verification"]["reasons"]
 
             # A replay (the node's outbox after a reconnect) is acked and kept, not delivered again.
-            assert (await request(node, result))["id"] == job_id
+            replayed = await request(node, result)
+            assert (replayed["id"], replayed["credit"]) == (job_id, 0.0)  # a copy is credited nothing
             assert backend.results(job_id) == [result, result]
             await nothing_more(submitter)
 

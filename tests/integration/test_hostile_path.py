@@ -285,5 +285,7 @@ def run_queued(settings_: Settings, store: Store, output: list[bytes]) -> None:
     slots = plan_slots([], 1)
     runner = JobRunner(settings_, store, runtime, KEY, slots[0], slots, clock=clock)  # type: ignore[arg-type]
     for record in store.jobs.recent(10_000, JobState.QUEUED):
-        runtime.behaviours[container_name(record.id)] = Behaviour(output=tuple(output), exit_code=len(output) % 2)
+        runtime.behaviours[container_name(runner.node, record.id)] = Behaviour(
+            output=tuple(output), exit_code=len(output) % 2
+        )
         runner.run(record.id)

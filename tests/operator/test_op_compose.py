@@ -55,16 +55,23 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-PROFILES = ["cpu", "cpu-slot", "tools", *(f"gpu{n}" for n in range(1, 9))]
+PROFILES = ["cpu", "cpu-slot", "tools", "notify", *(f"gpu{n}" for n in range(1, 9))]
 EVERY_PROFILE = [arg for profile in PROFILES for arg in ("--profile", profile)]  # the plugin shows active ones only
 
 
 def test_compose_config_validates_with_every_profile(project: Path) -> None:
     services = compose_config(project, *EVERY_PROFILE)["services"]
 
-    assert set(services) == {"redis", "bridge", "bridge-gpu", "worker-cpu", "cli", "doctor", "doctor-gpu"} | {
-        f"worker-gpu{n}" for n in range(8)
-    }
+    assert set(services) == {
+        "redis",
+        "bridge",
+        "bridge-gpu",
+        "worker-cpu",
+        "notifier",
+        "cli",
+        "doctor",
+        "doctor-gpu",
+    } | {f"worker-gpu{n}" for n in range(8)}
     every_part = [s for name, s in services.items() if name != "redis"]
     assert all(s["environment"]["HN_REDIS_URL"] == f"redis://:{PASSWORD}@redis:6379/0" for s in every_part)
     assert all(s["cap_drop"] == ["ALL"] and s["read_only"] is True for s in every_part)
@@ -163,5 +170,6 @@ def test_each_profile_starts_one_bridge_and_a_worker_per_slot(project: Path) -> 
     assert _in_profile(config, "cpu") == {"bridge", "worker-cpu"}
     assert _in_profile(config, "cpu-slot") == {"worker-cpu"}
     assert _in_profile(config, "tools") == {"cli", "doctor", "doctor-gpu"}
+    assert _in_profile(config, "notify") == {"notifier"}
     for count in (1, 4, 8):
         assert _in_profile(config, f"gpu{count}") == {"bridge-gpu"} | {f"worker-gpu{n}" for n in range(count)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +151,35 @@ def test_envvar_switch_with_nvidia_default_runtime_fails(tmp_path: Path) -> None
 )
 def test_toolkit_versions_with_container_escapes_fail(output: str, level: Level) -> None:
     assert judge_toolkit_version(output).level is level
+
+
+def test_doctor_fails_a_redis_anyone_on_the_network_can_use_and_warns_on_loopback(
+    tmp_path: Path, docker_runtime: DockerRuntime
+) -> None:
+    with RedisProcess(appendonly=True) as protected, RedisProcess(appendonly=True, password="") as open_redis:
+        _, with_password = doctor(tmp_path, protected.url)
+        _, loopback = doctor(tmp_path, open_redis.url)
+        address = _host_address()
+        client = redis.Redis.from_url(open_redis.url)
+        client.config_set("protected-mode", "no")  # what an operator who "fixed" the DENIED error has
+        client.config_set("bind", f"127.0.0.1 {address}")
+        client.close()
+        code, network = doctor(tmp_path, f"redis://{address}:{open_redis.port}/0")
+
+    assert with_password["redis-auth"]["level"] == "ok"
+    assert loopback["redis-auth"]["level"] == "warn" and "REDIS_PASSWORD" in loopback["redis-auth"]["fix"]
+    assert code == 1
+    assert network["redis-auth"]["level"] == "fail"
+    assert network["redis-auth"]["detail"].startswith(f"{address}:{open_redis.port} lets in clients without a password")
+
+
+def _host_address() -> str:
+    """This host's address on its outgoing interface (no packet is sent); the tests need one besides loopback."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))
+        address = str(probe.getsockname()[0])
+    finally:
+        probe.close()
+    assert not address.startswith("127."), "this test needs an address besides loopback"
+    return address

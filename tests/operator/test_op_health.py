@@ -36,7 +36,7 @@ def parts(docker_runtime: DockerRuntime) -> Iterator[Node]:
 def test_check_passes_on_a_working_node(parts: Node) -> None:
     done = parts.cli("check")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("healthy: redis: answers at redis://127.0.0.1:")
+    assert done.stdout.startswith("healthy: redis: answers at redis://:***@127.0.0.1:")  # never its password
     report = json.loads(parts.cli("check", "--json").stdout)
     assert report["healthy"] is True
     assert [c["part"] for c in report["checks"]] == ["redis", "bridge", "docker", "worker slot 0 (CPU)", "jobs"]
@@ -118,7 +118,8 @@ def test_check_fails_when_redis_is_stopped(parts: Node) -> None:
     done = parts.cli("check")
     assert done.returncode == 1
     (line,) = done.stderr.splitlines()
-    assert line.startswith(f"redis: no answer from {parts.env['HN_REDIS_URL']}: ")
+    shown = parts.env["HN_REDIS_URL"].replace(parts.redis_server.password or "", "***")  # never the password
+    assert line.startswith(f"redis: no answer from {shown}: ")
     assert line.endswith("(fix: start Redis)")
 
 

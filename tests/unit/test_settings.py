@@ -203,6 +203,10 @@ PUBLIC_OPTIONS = {
     "--metrics-host": "HN_METRICS_HOST",
     "--log-level": "HN_LOG_LEVEL",
     "--log-format": "HN_LOG_FORMAT",
+    "--notify-url": "HN_NOTIFY_URL",
+    "--notify-format": "HN_NOTIFY_FORMAT",
+    "--notify-events": "HN_NOTIFY_EVENTS",
+    "--notify-offline-after": "HN_NOTIFY_OFFLINE_AFTER",
 }
 
 

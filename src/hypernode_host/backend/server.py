@@ -385,6 +385,8 @@ class ReferenceBackend:
             self._grade(record, value)
         if self.ack_results:
             ack = self._reply_to_result(record.job_id, "ack", "Job result received")
+            if not self.upstream:  # (ext) what it credits: one for a job's first result, nothing for a copy
+                ack["credit"] = 1.0 if first else 0.0
             await self._send(peer.connection, _dumps(ack))
         if first:
             await self._deliver(record)

@@ -22,6 +22,7 @@ import signal
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -51,13 +52,17 @@ from hypernode_host.bridge.session import (
 from hypernode_host.bridge.stats import heartbeat_stats, wire_gpu
 from hypernode_host.bridge.throttle import Throttle
 from hypernode_host.core.clock import now_ms, utc_timestamp
+from hypernode_host.core.events import Kind, SlotHealth, health_changes
 from hypernode_host.core.messages import MAX_WIRE_BYTES, HeartbeatStats, HostInfo, plain
 from hypernode_host.core.proofs import NodeKey
 from hypernode_host.core.slots import GpuInfo, Slot
+from hypernode_host.core.uptime import uptimes
 from hypernode_host.errors import ConfigError, ProtocolError, Stopping
 from hypernode_host.logs import wire_logger
 from hypernode_host.settings import Settings
 from hypernode_host.state import RedisDown, Store, redis_url
+from hypernode_host.state.ledger import Ledger
+from hypernode_host.state.records import Registration
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +132,13 @@ class Bridge:
         gpus: Callable[[], list[GpuInfo]],
         docker_version: str,
         tuning: Tuning | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.settings = settings
+        # The ledger is written on a thread of its own, in the order of the events (one worker).
+        self.ledger = ledger or Ledger.in_dir(settings.state_dir)
+        self._ledger_pool = ThreadPoolExecutor(1, thread_name_prefix="ledger")
+        self._ledger_writes: set[asyncio.Future[None]] = set()
         self.store = store
         self.broker = broker
         self.key = key
@@ -142,20 +152,33 @@ class Bridge:
         self.session = Session(None, key.public_key_b58)
         self._token = ""  # the last token read
         self._token_problem = ""  # what was wrong with HN_NODE_TOKEN_FILE at the last read, logged once
-        self._started = time.monotonic()
         self._unhealthy: list[str] = []  # the slots last seen taking no jobs, to log changes once
         self._stats: HeartbeatStats | None = None
         self._refresh: asyncio.Task[None] | None = None
         self._beat_sent_ms = 0
         self._unsaved_refusals = 0
         self._redis_notes = Throttle(burst=1, window_s=30.0)
+        # Events and uptime: offline since (epoch ms; a starting bridge is offline until registered), whether
+        # node.offline went out for it, the last connection error, the slots' health at the last reading.
+        self._offline_since: int | None = now_ms()
+        self._offline_announced = False
+        self._last_error = ""
+        self._registered_ids: set[str] = set()
+        self._slot_health: dict[tuple[str, int], SlotHealth] = {}
+        self._emits: set[asyncio.Task[None]] = set()
+        self._up_mark: int | None = None  # registered since this moment (epoch ms), not yet credited
+        self._uptime_total_ms = 0  # registered in all, as last read (the heartbeat's total_uptime)
+        self._uptime_ratios: dict[str, float | None] = {}
 
     # Connection loop -------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Connect and reconnect (full-jitter backoff) until stopped; a refused token waits for a new one."""
+        watcher = asyncio.create_task(self._watch_offline())
         try:
             await self._redis(self.intake.reconcile)
+            await self._redis(self.store.uptime.seen, now_ms())
+            self._record(self.ledger.seen, now_ms())
             self.session.node_id = await self._redis(self.store.node.node_id)
             await self._redis(self.store.node.clear_refusal)  # this process tries its token again, once
             delays = self._delays()
@@ -177,9 +200,14 @@ class Bridge:
         except Stopping:
             log.info("stopped while waiting for Redis")
         finally:
+            watcher.cancel()
             self.session.close()
             if self._refresh is not None:
                 self._refresh.cancel()
+            await self._credit_uptime()
+            pending = {*self._emits, *self._ledger_writes}
+            if pending:  # the events and ledger writes of the last moments get a moment to finish
+                await asyncio.wait(pending, timeout=2.0)
 
     def _delays(self) -> Iterator[float]:
         return reconnect_delays(self.settings.reconnect_delay, self.settings.reconnect_max_delay)
@@ -246,7 +274,91 @@ class Bridge:
 
     async def _refused(self, reason: str) -> None:
         log.error("the backend refused this node: %s", reason)
+        self._last_error = f"token refused: {reason[:MAX_REFUSAL_CHARS]}"
+        self._emit(Kind.TOKEN_REFUSED, {"reason": reason[:MAX_REFUSAL_CHARS]})
         await self._redis(self.store.node.refused, reason[:MAX_REFUSAL_CHARS], now_ms())
+
+    # Events ----------------------------------------------------------------------------------
+
+    def _emit(self, kind: Kind, fields: dict[str, Any]) -> None:
+        """Queue an event in the background: a slow Redis never holds up the session (emit never raises)."""
+        task = asyncio.create_task(
+            asyncio.to_thread(self.store.events.emit, kind, fields, node=self.settings.node_name)
+        )
+        self._emits.add(task)
+        task.add_done_callback(self._emits.discard)
+
+    def _went_offline(self) -> None:
+        if self._offline_since is None:
+            self._offline_since = now_ms()
+
+    async def _watch_offline(self) -> None:
+        """node.offline once the bridge has had no registered connection for HN_NOTIFY_OFFLINE_AFTER."""
+        after_ms = int(self.settings.notify_offline_after * 1000)
+        while True:
+            await asyncio.sleep(min(1.0, self.settings.notify_offline_after / 4))
+            since = self._offline_since
+            if since is None or self._offline_announced or now_ms() - since < after_ms:
+                continue
+            self._offline_announced = True
+            offline_s = round((now_ms() - since) / 1000, 1)
+            log.warning("no registered connection for %.0f s", offline_s)
+            self._emit(
+                Kind.NODE_OFFLINE,
+                {"since_ms": since, "offline_s": offline_s, "last_error": self._last_error or None},
+            )
+
+    def _back_online(self, node_id: str, resumed: bool) -> None:
+        """Registered: node.back after a node.offline, node.registered the first time (or for a new id)."""
+        since, self._offline_since = self._offline_since, None
+        if self._offline_announced and since is not None:
+            self._emit(Kind.NODE_BACK, {"node_id": node_id, "offline_s": round((now_ms() - since) / 1000, 1)})
+        elif node_id not in self._registered_ids:
+            self._emit(Kind.NODE_REGISTERED, {"node_id": node_id, "resumed": resumed})
+        self._offline_announced = False
+        self._registered_ids.add(node_id)
+        self._last_error = ""
+
+    # The ledger ------------------------------------------------------------------------------
+
+    def _record(self, write: Callable[..., None], *args: Any) -> None:
+        """A ledger write, queued on the ledger's thread: never awaited, never on the event loop."""
+        future = asyncio.get_running_loop().run_in_executor(self._ledger_pool, write, *args)
+        self._ledger_writes.add(future)
+        future.add_done_callback(self._ledger_writes.discard)
+
+    def _ledger_sent(self, job_id: str, result: dict[str, Any], at_ms: int) -> None:
+        """On the ledger's thread: the result as sent, with the GPUs its record names."""
+        try:
+            gpus = self.store.jobs.gpus(job_id)
+        except RedisDown:
+            gpus = ()
+        self.ledger.sent(job_id, result, gpus, at_ms)
+
+    # Uptime ----------------------------------------------------------------------------------
+
+    def _uptime_span(self, registered: bool) -> tuple[int, int] | None:
+        """The registered time not yet credited, up to now; the next span starts now while ``registered``."""
+        now = now_ms()
+        span = (self._up_mark, now) if self._up_mark is not None and now > self._up_mark else None
+        self._up_mark = now if registered else None
+        return span
+
+    async def _credit_uptime(self) -> None:
+        """Credit what is left (the connection ended): best effort, a Redis down loses that stretch only."""
+        span = self._uptime_span(registered=False)
+        if span is None:
+            return
+        try:
+            await asyncio.to_thread(self._credit, *span)
+        except RedisDown as exc:
+            self._redis_unavailable(exc)
+
+    def _credit(self, start_ms: int, end_ms: int) -> None:
+        """In a thread: a registered stretch, credited once: to the ledger, then to Redis (where a Redis
+        that is down loses it; the ledger keeps it)."""
+        self.ledger.credit_uptime(start_ms, end_ms)
+        self.store.uptime.credit(start_ms, end_ms)
 
     # One connection --------------------------------------------------------------------------
 
@@ -283,8 +395,11 @@ class Bridge:
                 log.warning("connection to %s failed: %s", endpoint, _describe(exc))
         except (OSError, TimeoutError, WebSocketException) as exc:
             log.warning("connection to %s failed: %s", endpoint, _describe(exc))
+            self._last_error = _describe(exc)
         finally:
             healthy = self.session.connection_lost()
+            self._went_offline()
+            await self._credit_uptime()
         return healthy
 
     async def _serve(self, link: _Link, token: str) -> None:
@@ -381,10 +496,14 @@ class Bridge:
                     log.info("job %s: cancel requested by the backend", job_id)
                 else:  # nothing is kept for it, and a flood of them is logged as sparingly as bad frames
                     self._note(link.unknown_cancels, "cancel ignored", f"job {job_id} is not here or has finished")
-            case ResultAcked(job_id, entry_id):
+            case ResultAcked(job_id, entry_id, credit):
                 await self._redis(self._acknowledged, job_id, entry_id)
+                if entry_id is not None:
+                    self._record(self.ledger.acknowledged, job_id, now_ms(), credit)
             case ResultRejected(job_id, entry_id, reason):
                 await self._redis(self._rejected, job_id, entry_id, plain(reason, MAX_REFUSAL_CHARS))
+                if entry_id is not None:
+                    self._record(self.ledger.rejected, job_id, now_ms(), plain(reason, MAX_REFUSAL_CHARS))
             case AuthFailed(reason):
                 link.refused = True
                 await self._refused(plain(reason, MAX_REFUSAL_CHARS))
@@ -412,6 +531,9 @@ class Bridge:
         announced = ", ".join(sorted(self.session.capabilities)) or "none (replies are matched by their order)"
         log.info("the backend's capabilities: %s", announced)
         await self._redis(self.store.node.registered, event.node_id, now_ms())
+        self._back_online(event.node_id, event.resumed)
+        if self._up_mark is None:
+            self._up_mark = now_ms()
         if not link.registered_once:  # a second `registered` on the same connection starts nothing new
             link.registered_once = True
             link.helpers.append(asyncio.create_task(self._guarded(link, self._heartbeats)))
@@ -430,6 +552,8 @@ class Bridge:
             self.session.refuse(f"job {job_id} was not taken in (node error); send it again")
             await self._flush(link)
             return
+        if known is None:
+            self._record(self.ledger.received, job_id, now_ms())
         if isinstance(known, Known):
             answer = self.session.repeat(job_id, known.state, known.result)
             log.info("job %s: sent again while %s, not run again; it gets %s", job_id, known.state, answer.value)
@@ -452,6 +576,7 @@ class Bridge:
                 last = entry.entry_id
                 if self.session.send_result(entry.job_id, entry.entry_id, entry.result):
                     await self._flush(link)
+                    self._record(self._ledger_sent, entry.job_id, entry.result, now_ms())
                     log.info("job %s: result sent (%s)", entry.job_id, entry.result.get("status"))
 
     def _acknowledged(self, job_id: str, entry_id: str | None) -> None:
@@ -493,30 +618,50 @@ class Bridge:
 
     async def _read_stats_async(self) -> None:
         refused, self._unsaved_refusals = self._unsaved_refusals, 0
+        span = self._uptime_span(registered=self.session.state is State.REGISTERED)
+        if span is not None:  # counted now: a beat sent before the read below returns keeps it
+            self._uptime_total_ms += span[1] - span[0]
         try:
-            self._stats = await asyncio.to_thread(self._read_stats, refused, self._beat_sent_ms)
+            self._stats = await asyncio.to_thread(self._read_stats, refused, self._beat_sent_ms, span)
         except RedisDown as exc:
             self._unsaved_refusals += refused
             self._redis_unavailable(exc)
         except Exception:  # a background task: nobody else would ever see this
             log.exception("reading the heartbeat stats failed; sending the last ones")
 
-    def _read_stats(self, refused: int, beat_sent_ms: int) -> HeartbeatStats:
+    def _read_stats(self, refused: int, beat_sent_ms: int, span: tuple[int, int] | None = None) -> HeartbeatStats:
         if refused:
             self.store.node.count("frames_refused", refused)
         if beat_sent_ms:
             self.store.node.heartbeat(beat_sent_ms)
+        if span is not None:
+            self._credit(*span)
+        hours, first_seen, self._uptime_total_ms = self.store.uptime.read()
+        self._uptime_ratios = {u.window: u.ratio for u in uptimes(hours, first_seen, now_ms())}
         queued, running = self.store.jobs.active_counts()
-        stats = heartbeat_stats(self.store.stats.counters(), queued, running, self.store.registry.all(), self.gpus())
+        registrations = self.store.registry.all()
+        stats = heartbeat_stats(self.store.stats.counters(), queued, running, registrations, self.gpus())
         if stats.unhealthy_slots != self._unhealthy:
             for line in sorted(set(stats.unhealthy_slots) - set(self._unhealthy)):
                 log.warning("slot takes no jobs: %s", line)
             self._unhealthy = stats.unhealthy_slots
+        self._health_events(registrations)
         return stats
 
+    def _health_events(self, registrations: list[Registration]) -> None:
+        """gpu.unhealthy, gpu.busy and gpu.healthy for the slots whose health changed since the last read."""
+        now = [SlotHealth(r.host, r.slot.id, r.slot.gpu_uuids, r.healthy, r.health) for r in registrations]
+        for kind, fields in health_changes(self._slot_health, now):
+            self.store.events.emit(kind, fields, node=self.settings.node_name)  # in a thread already
+        self._slot_health = {(h.host, h.slot): h for h in now}
+
     def _current_stats(self) -> HeartbeatStats:
+        """The stats last read, with total_uptime: the seconds this node has been registered, in all (its
+        Redis keeps the sum), and the part of this connection not yet credited."""
         stats = self._stats or HeartbeatStats(jobs_completed=0, jobs_failed=0, total_uptime=0, active_jobs=0, gpus=[])
-        return stats.model_copy(update={"total_uptime": int(time.monotonic() - self._started)})
+        pending = now_ms() - self._up_mark if self._up_mark is not None else 0
+        ratios = {f"uptime_{window}": ratio for window, ratio in self._uptime_ratios.items()}
+        return stats.model_copy(update={"total_uptime": (self._uptime_total_ms + max(pending, 0)) // 1000, **ratios})
 
     # Redis, patiently ------------------------------------------------------------------------
 
@@ -570,7 +715,9 @@ class Bridge:
         )
 
     def close(self) -> None:
-        """Close the Redis connections (the broker's and the store's)."""
+        """Close the Redis connections (the broker's and the store's) and the ledger, once its writes are done."""
+        self._ledger_pool.shutdown(wait=True)
+        self.ledger.close()
         self.broker.close()
         self.store.close()
 

@@ -127,7 +127,7 @@ class Intake:
             detail=detail,
             at_ms=now_ms(),
         )
-        self.store.jobs.finish(job_id, result.model_dump(mode="json"))
+        self.store.jobs.finish(job_id, result.model_dump(mode="json"), node=self.settings.node_name)
 
     def _known(self, job_id: str) -> Known | None:
         record = self.store.jobs.get(job_id)

@@ -118,6 +118,7 @@ class CancelRequested:
 class ResultAcked:
     job_id: str
     entry_id: str | None  # the outbox entry to drop; None for a copy of a result already reported
+    credit: float | None = None  # (ext) what the backend said it credits for it
 
 
 @dataclass(frozen=True)
@@ -371,7 +372,7 @@ class Session:
         """An ack or error once registered: settle the result it answers, if it answers one."""
         sent = self._answering(reply.id)
         if isinstance(reply, Ack):
-            return [ResultAcked(sent.job_id, sent.entry_id)] if sent else []
+            return [ResultAcked(sent.job_id, sent.entry_id, reply.credit)] if sent else []
         reason = self._redact(reply.message)
         if sent:
             return [ResultRejected(sent.job_id, sent.entry_id, reason)]

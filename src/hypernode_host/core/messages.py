@@ -86,6 +86,8 @@ class Ack(Message):
     type: Literal["ack"] = "ack"
     id: ShortStr | None = None
     message: ShortStr | None = None
+    # (ext) what the backend credits the node for the result it acknowledges, when it says (the ledger keeps it)
+    credit: float | None = Field(None, allow_inf_nan=False)
 
 
 class JobFrame(Message):
@@ -182,6 +184,10 @@ class HeartbeatStats(Message):
     queued_jobs: int = 0
     free_slots: int = 0
     unhealthy_slots: list[str] = []  # (ext) one line per slot that takes no jobs, and why
+    # (ext) the share of the last 24 h, 7 and 30 days the node was registered (None: not observed yet)
+    uptime_24h: float | None = None
+    uptime_7d: float | None = None
+    uptime_30d: float | None = None
 
 
 class Heartbeat(Message):

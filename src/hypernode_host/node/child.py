@@ -1,4 +1,4 @@
-"""The processes `up` starts (the bridge, one worker per slot), run without the CLI.
+"""The processes `up` starts (the bridge, one worker per slot, the notifier), run without the CLI.
 
 Typer, click and the CLI module cost ~2 MB of RSS in every process; a child needs none of them.
 Exit codes and the one-line errors are the CLI's (exitcodes.describe_exit).
@@ -20,6 +20,8 @@ def run(argv: list[str]) -> None:
     logs.configure(settings.log_level, [secret], settings.log_format)
     if argv[0] == "bridge":
         bridge_process(settings)
+    elif argv[0] == "notify":
+        notify_process(settings)
     else:
         worker_process(settings, int(argv[argv.index("--slot") + 1]))
 
@@ -38,6 +40,14 @@ def bridge_process(settings: Settings) -> None:
     finally:
         if metrics is not None:
             metrics.close()
+
+
+def notify_process(settings: Settings) -> None:
+    """The notifier (HN_NOTIFY_URL) until SIGTERM."""
+    from hypernode_host.node.signals import stopped_by_signals
+    from hypernode_host.ops.notify import run_notifier
+
+    run_notifier(settings, stopped_by_signals())
 
 
 def worker_process(settings: Settings, slot: int) -> None:

@@ -32,6 +32,7 @@ from hypernode_host.backend.harness import BackendThread
 from hypernode_host.backend.records import JobPhase
 from hypernode_host.backend.submit import submit_job
 from hypernode_host.errors import ContainerError, HypernodeError
+from hypernode_host.logs import redact
 from hypernode_host.node.redis_server import RedisProcess
 from hypernode_host.tasks.containers import LABEL_NODE, DockerRuntime
 
@@ -248,7 +249,7 @@ def run_demo(as_json: bool = False, upstream: bool = False) -> bool:
         tokens.give()
         say(f"reference backend on {backend.url}" + (", behaving as upstream's published one" if upstream else ""))
         redis_url = os.environ.get("HN_REDIS_URL") or stack.enter_context(RedisProcess()).url
-        say(f"redis at {redis_url}")
+        say(f"redis at {redact(redis_url)}")  # its password stays off the terminal
         image = _default_image()
         env = {
             **{k: v for k, v in os.environ.items() if k != "HN_NODE_TOKEN"},
@@ -257,6 +258,7 @@ def run_demo(as_json: bool = False, upstream: bool = False) -> bool:
             "HN_REDIS_URL": redis_url,
             "HN_JOB_IMAGE": image,
             "HN_KEY_FILE": str(workdir / "node.key"),
+            "HN_STATE_DIR": str(workdir / "state"),  # the demo's ledger, not the operator's
             "HN_NODE_NAME": node_name,
             "HN_CPU_SLOTS": os.environ.get("HN_CPU_SLOTS", "2"),
             "HN_RECONNECT_DELAY": "0.5",

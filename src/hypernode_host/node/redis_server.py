@@ -1,5 +1,8 @@
 """A redis-server of our own: private ones for the demo and the tests, and the one `up` runs for a node.
 
+Every one has a password, random unless given: anything that reaches a Redis of the agent's can read
+every job's script and env, enqueue jobs and forge results, so none is ever open.
+
 Every option goes to redis-server in a config file (mode 0600, in the server's directory), never
 in its arguments, so a password never shows in a process list.
 
@@ -23,8 +26,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 from hypernode_host.errors import ConfigError, HypernodeError
 from hypernode_host.state.connect import URL_FILE, answers
@@ -41,6 +46,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """The server's certificate and key (PEM), and the CA clients check it against (``ssl_ca_certs``)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 def _quoted(value: str) -> str:
     """A value in redis.conf syntax (a double-quoted string)."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -49,8 +63,11 @@ def _quoted(value: str) -> str:
 class RedisProcess:
     """``with RedisProcess() as r: r.url`` — started on enter, stopped (and its own files removed) on exit.
 
-    By default a loopback port of its own; with ``unix_socket`` that socket and no TCP port. With
-    ``log_level`` its log goes to our stdout at that level (else nowhere). ``pass_fds`` stay open in it.
+    By default a loopback port of its own; with ``unix_socket`` that socket and no TCP port. Always a
+    password: a fresh random one unless ``password`` names it (``""``: none, only for a test of what an
+    unauthenticated Redis gets). With ``log_level`` its log goes to our stdout at that level (else
+    nowhere). ``pass_fds`` stay open in it. With ``tls`` the port speaks TLS only, and the URL is
+    ``rediss://``, naming the CA to check the server with.
     """
 
     def __init__(
@@ -63,11 +80,13 @@ class RedisProcess:
         unix_socket: Path | None = None,
         log_level: str | None = None,
         pass_fds: tuple[int, ...] = (),
+        tls: TlsFiles | None = None,
     ) -> None:
+        self.tls = tls
         self.unix_socket = unix_socket
         self.port = 0 if unix_socket else port or free_port()
         self.appendonly = appendonly
-        self.password = password
+        self.password = secrets.token_hex(16) if password is None else password
         self.log_level = log_level
         self.pass_fds = pass_fds
         self._own_dir = directory is None
@@ -79,6 +98,8 @@ class RedisProcess:
         auth = f":{self.password}@" if self.password else ""
         if self.unix_socket:
             return f"unix://{auth}{self.unix_socket}?db=0"
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={quote(str(self.tls.ca), safe='/')}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def config(self) -> str:
@@ -100,6 +121,17 @@ class RedisProcess:
             lines.update(unixsocket=_quoted(str(self.unix_socket)), unixsocketperm="700")
         if self.password:
             lines["requirepass"] = _quoted(self.password)
+        if self.tls:  # TLS only, on the port; clients need no certificate of their own
+            lines.update(
+                {
+                    "port": "0",
+                    "tls-port": str(self.port),
+                    "tls-cert-file": _quoted(str(self.tls.cert)),
+                    "tls-key-file": _quoted(str(self.tls.key)),
+                    "tls-ca-cert-file": _quoted(str(self.tls.ca)),
+                    "tls-auth-clients": "no",
+                }
+            )
         return "".join(f"{name} {value}\n" for name, value in lines.items())
 
     def start(self) -> RedisProcess:

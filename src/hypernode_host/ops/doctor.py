@@ -13,13 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hypernode_host.core.admission import open_patterns
 from hypernode_host.core.slots import GpuInfo
 from hypernode_host.errors import ConfigError, ContainerError, GpuError
 from hypernode_host.gpu.inventory import discover
 from hypernode_host.ops.check import REDIS_TIMEOUT_S, docker_fix, redis_fix, shown_url
 from hypernode_host.ops.findings import Finding, Level
 from hypernode_host.settings import Settings
-from hypernode_host.state import RedisError, RedisRefused, Store
+from hypernode_host.state import RedisError, RedisRefused, Store, redis_url
+from hypernode_host.state.connect import exposure
 
 if TYPE_CHECKING:  # docker-py is imported only by the checks that talk to the engine
     from hypernode_host.tasks.containers import DockerRuntime
@@ -58,9 +60,20 @@ def run_doctor(
     findings += check_toolkit(toolkit_config, real_gpus, info is not None and info.get("DefaultRuntime") == "nvidia")
     if real_gpus:
         findings.append(check_toolkit_version())
+    findings.append(check_image_patterns(settings))
     findings += check_redis(settings)
     findings += check_node_files(settings)
     return findings
+
+
+def check_image_patterns(settings: Settings) -> Finding:
+    """Allow-list entries a stranger can publish a matching image under: its code then runs as a job."""
+    found = open_patterns(settings.image_patterns())
+    if not found:
+        return Finding("image-patterns", Level.OK, f"{len(settings.image_patterns())} entries, none open to anyone")
+    detail = f"anyone may publish an image that matches {', '.join(found)}"
+    fix = "name registries and namespaces you control exactly, or pin digests (name@sha256:...) in HN_ALLOWED_IMAGES"
+    return Finding("image-patterns", Level.WARN, detail, fix)
 
 
 def _docker_info(runtime: DockerRuntime) -> dict[str, Any] | None:
@@ -102,6 +115,12 @@ def docker_findings(info: dict[str, Any], real_gpus: bool) -> list[Finding]:
                 'set "live-restore": true in /etc/docker/daemon.json and reload dockerd',
             )
         )
+    options = [str(option) for option in info.get("SecurityOptions") or ()]
+    if any(option.startswith("name=seccomp") for option in options):
+        findings.append(Finding("seccomp", Level.OK, "supported: every job runs under the project's profile"))
+    else:
+        detail = "the engine has no seccomp support: workers refuse to start (jobs run only under the profile)"
+        findings.append(Finding("seccomp", Level.FAIL, detail, "use a kernel and a Docker built with seccomp"))
     runtimes = sorted(info.get("Runtimes") or {})
     if "nvidia" in runtimes:
         findings.append(Finding("nvidia-runtime", Level.OK, "registered with Docker"))
@@ -207,7 +226,7 @@ def check_redis(settings: Settings) -> list[Finding]:
     finally:
         store.close()
     appendonly, policy = config.appendonly, config.maxmemory_policy
-    findings = [Finding("redis", Level.OK, f"answers at {shown_url(settings)}")]
+    findings = [Finding("redis", Level.OK, f"answers at {shown_url(settings)}"), check_redis_auth(settings)]
     if appendonly == "yes":
         findings.append(Finding("redis-aof", Level.OK, "appendonly yes"))
     else:
@@ -221,6 +240,30 @@ def check_redis(settings: Settings) -> list[Finding]:
             Finding("redis-eviction", Level.FAIL, detail, "run redis-server with --maxmemory-policy noeviction")
         )
     return findings
+
+
+AUTH_FIX = (
+    "give Redis a password (requirepass; compose: REDIS_PASSWORD in .env) and put it in HN_REDIS_URL "
+    "(redis://:PASSWORD@host:6379/0, or rediss:// for TLS)"
+)
+
+
+def check_redis_auth(settings: Settings) -> Finding:
+    """Redis is the whole trust boundary: whoever reaches it reads every job's script and env, enqueues
+    jobs and forges results. Fail when it lets anyone in from the network; warn when only from here."""
+    try:
+        seen = exposure(redis_url(settings), REDIS_TIMEOUT_S)
+    except RedisError as exc:
+        return Finding("redis-auth", Level.WARN, f"cannot tell whether it requires a password: {exc}")
+    if seen is None:
+        return Finding("redis-auth", Level.WARN, "cannot tell whether it requires a password: no answer")
+    if not seen.anonymous:
+        return Finding("redis-auth", Level.OK, "a client without the password is refused")
+    if seen.loopback:
+        detail = f"{seen.where} lets in clients without a password: any local process can read and forge jobs"
+        return Finding("redis-auth", Level.WARN, detail, AUTH_FIX)
+    detail = f"{seen.where} lets in clients without a password from the network: anyone who reaches it owns the node"
+    return Finding("redis-auth", Level.FAIL, detail, AUTH_FIX)
 
 
 def check_token(settings: Settings) -> Finding:

@@ -15,6 +15,7 @@ from typing import Any
 from hypernode_host.core.clock import now_ms
 from hypernode_host.core.jobs import JobState, Status
 from hypernode_host.core.slots import CPU_QUEUE, Slot
+from hypernode_host.core.uptime import uptimes
 from hypernode_host.errors import UnknownJob
 from hypernode_host.state import Store
 from hypernode_host.state.records import JobRecord, Registration
@@ -271,12 +272,16 @@ class NodeSummary:
     refused: str | None = None  # the backend's text while it refuses the node token
     results_rejected: int = 0  # results the backend answered with an error
     by_reason: dict[str, int] = field(default_factory=dict)  # jobs that did not complete, by reason
+    # window ("24h", "7d", "30d") -> the share of it the node was registered (None: not observed yet)
+    uptime: dict[str, float | None] = field(default_factory=dict)
+    uptime_total_s: int = 0  # registered in all (the heartbeat's total_uptime)
 
 
 def node_summary(store: Store) -> NodeSummary:
     """The node at a glance: its hash, the job counts, the outbox and the live workers."""
     node = store.node.get()
     queued, running = store.jobs.active_counts()
+    hours, first_seen, total_ms = store.uptime.read()
     return NodeSummary(
         node_id=node.node_id,
         registered_at=node.registered_at,
@@ -291,4 +296,6 @@ def node_summary(store: Store) -> NodeSummary:
         workers_alive=len(store.registry.all()),
         refused=node.refused,
         results_rejected=node.results_rejected,
+        uptime={u.window: u.ratio for u in uptimes(hours, first_seen, now_ms())},
+        uptime_total_s=total_ms // 1000,
     )

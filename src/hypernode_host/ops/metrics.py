@@ -3,7 +3,8 @@
 Served on ``HN_METRICS_HOST:HN_METRICS_PORT`` (loopback by default; port 0 turns it off):
 jobs by final status, job duration (buckets from a second to a day), queue depth, in flight,
 dead letters, outbox size, reconnects, results the backend rejected, whether it refuses the token,
-live workers and per-GPU utilisation and memory.
+live workers and slots taking no jobs, uptime, events by kind, the notifier's deliveries and per-GPU
+utilisation and memory.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from hypernode_host.core.events import Kind
 from hypernode_host.core.jobs import Reason, Status
 from hypernode_host.core.slots import GpuInfo, plan_slots
 from hypernode_host.gpu.inventory import discover
 from hypernode_host.ops.check import REDIS_TIMEOUT_S
-from hypernode_host.ops.inspect import known_queues, node_summary
+from hypernode_host.ops.inspect import NodeSummary, known_queues, node_summary
 from hypernode_host.settings import Settings
 from hypernode_host.state import RedisError, Store
 from hypernode_host.tasks.dramatiq_redis import Queues
@@ -103,8 +105,38 @@ class NodeCollector(Collector):
         rejected = CounterMetricFamily(
             "hn_results_rejected", "Results the backend answered with an error.", value=summary.results_rejected
         )
-        counters = [jobs, reasons, durations, reconnects, rejected]
+        counters = [jobs, reasons, durations, reconnects, rejected, *self._events(summary)]
+        gauges.append(
+            (
+                "hn_slots_unhealthy",
+                "Live worker slots that take no jobs (a GPU unhealthy or busy, Docker down).",
+                sum(1 for r in self.store.registry.all() if not r.healthy),
+            )
+        )
         return [*counters, *(GaugeMetricFamily(n, doc, value=v) for n, doc, v in gauges)]
+
+    def _events(self, summary: NodeSummary) -> list[Metric]:
+        """Uptime, the events emitted by kind, and the notifier's deliveries."""
+        ratio = GaugeMetricFamily(
+            "hn_uptime_ratio", "Share of the window the bridge was registered (24h, 7d, 30d).", labels=["window"]
+        )
+        for window, share in summary.uptime.items():
+            if share is not None:
+                ratio.add_metric([window], share)
+        uptime = CounterMetricFamily(
+            "hn_uptime_seconds", "Seconds the bridge has been registered, in all.", value=summary.uptime_total_s
+        )
+        events = CounterMetricFamily("hn_events", "Events the node emitted, by kind.", labels=["event"])
+        emitted = self.store.events.emitted()
+        for kind in sorted({*(k.value for k in Kind), *emitted}):
+            events.add_metric([kind], emitted.get(kind, 0))
+        deliveries = CounterMetricFamily(
+            "hn_notify_deliveries", "The notifier's deliveries, by outcome.", labels=["outcome"]
+        )
+        counts = self.store.events.counts()
+        for outcome in ("delivered", "dropped", "retries", "skipped"):
+            deliveries.add_metric([outcome], counts.get(outcome, 0))
+        return [ratio, uptime, events, deliveries]
 
     def _queues(self, gpus: list[GpuInfo]) -> list[Metric]:
         families = {

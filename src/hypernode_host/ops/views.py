@@ -22,6 +22,7 @@ from hypernode_host.escapes import shown, shown_text
 from hypernode_host.ops.deadletters import DeadLetter
 from hypernode_host.ops.findings import Finding, Level
 from hypernode_host.ops.inspect import JobDetail, JobRow, NodeSummary, WorkerRow
+from hypernode_host.ops.ledger import LedgerExport
 from hypernode_host.tasks.dramatiq_redis import QueueStats
 
 LEVEL_STYLE = {Level.OK: "green", Level.WARN: "yellow", Level.FAIL: "bold red"}
@@ -194,7 +195,18 @@ def summary_line(node: NodeSummary, token_fix: str = "") -> Text:
             f"outbox {node.outbox}{rejected}; workers alive {node.workers_alive}"
         )
     )
+    if node.uptime:
+        line.append(f"; uptime {uptime_text(node.uptime)}")
     return line
+
+
+def percent(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio * 100:.2f}%"
+
+
+def uptime_text(shares: dict[str, float | None]) -> str:
+    """24h 99.50%, 7d 98.10%, 30d - (not observed yet)."""
+    return ", ".join(f"{window} {percent(ratio)}" for window, ratio in shares.items())
 
 
 def gpus_view(gpus: Sequence[GpuInfo], slots: Sequence[Slot]) -> RenderableType:
@@ -224,3 +236,42 @@ def findings_table(findings: Sequence[Finding]) -> Table:
             Text(shown(f.fix) if f.level is not Level.OK else ""),
         )
     return table
+
+
+def ledger_view(export: LedgerExport) -> RenderableType:
+    """`ledger`: the summary, the days, busy hours per GPU and the jobs."""
+    summary = export.summary
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    statuses = ", ".join(f"{status} {n}" for status, n in summary.by_status.items()) or "none finished"
+    shares = {u["window"]: u["ratio"] for u in summary.uptime}
+    for name, value in (
+        ("jobs", f"{summary.jobs} ({statuses})"),
+        ("success rate", percent(summary.success_rate)),
+        ("backend", f"{summary.acknowledged} acknowledged, {summary.rejected} rejected, {summary.unsettled} unsettled"),
+        ("credit reported", f"{summary.credit:g}"),
+        ("uptime", uptime_text(shares)),
+    ):
+        facts.add_row(name, _text(value))
+    days = Table("day (UTC)", "jobs", "completed", "failed", "credit", title="per day", title_justify="left")
+    for d in summary.per_day:
+        days.add_row(d.day, str(d.jobs), str(d.completed), str(d.failed), f"{d.credit:g}")
+    busy = Table("GPU", "busy hours", title="busy hours", title_justify="left")
+    for gpu, hours in summary.busy_hours.items():
+        busy.add_row(_text(gpu), f"{hours:.3f}")
+    jobs = Table("job", "received", "status", "reason", "GPU", "duration", "backend", "credit", title="jobs")
+    jobs.title_justify = "left"
+    for row in export.rows:
+        said = "acknowledged" if row.acknowledged_ms else f"rejected: {row.rejection}" if row.rejected_ms else ""
+        jobs.add_row(
+            _text(row.id),
+            clock(row.received_ms),
+            _text(row.status),
+            _text(row.reason),
+            _text(", ".join(short_uuid(g) for g in row.gpus)),
+            seconds(row.duration_ms / 1000 if row.duration_ms is not None else None),
+            _text(said),
+            _text(row.credit),
+        )
+    return Group(facts, days, busy, jobs)

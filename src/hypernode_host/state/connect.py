@@ -9,9 +9,13 @@ password) finds the new URL.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+import redis.connection
 
 from hypernode_host.errors import ConfigError
 from hypernode_host.settings import Settings
@@ -67,3 +71,52 @@ def answers(url: str) -> bool:
         return False
     finally:
         client.close()
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """Whether the Redis at a URL lets in a client without credentials, and from where it can be reached."""
+
+    anonymous: bool  # a client without username or password got an answer to PING
+    loopback: bool  # its address is this machine's own (loopback, or a Unix socket)
+    where: str  # host:port or the socket's path
+
+
+def exposure(url: str, timeout_s: float) -> Exposure | None:
+    """Ask the Redis at ``url`` for PING without the URL's credentials; None when it does not answer at all."""
+    options = dict(redis.connection.parse_url(url))  # type: ignore[no-untyped-call]
+    options.pop("password", None)
+    options.pop("username", None)
+    path = options.get("path")
+    host = str(options.get("host", "localhost"))
+    where = str(path) if path else f"{host}:{options.get('port', 6379)}"
+    # A pool takes what parse_url gives for every scheme (a Unix socket's path, TLS's connection class).
+    pool = redis.ConnectionPool(socket_timeout=timeout_s, socket_connect_timeout=timeout_s, **options)
+    client = redis.Redis(connection_pool=pool)
+    try:
+        client.ping()
+        anonymous = True
+    except redis.AuthenticationError:  # NOAUTH, or a default user that is off
+        anonymous = False
+    except redis.ResponseError as exc:
+        if "DENIED" in str(exc):  # protected mode: no password, so every local client gets in
+            return Exposure(True, True, where)
+        if "NOAUTH" not in str(exc) and "NOPERM" not in str(exc):
+            raise
+        anonymous = False
+    except (redis.ConnectionError, redis.TimeoutError):
+        return None
+    finally:
+        client.close()
+        pool.disconnect()
+    return Exposure(anonymous, bool(path) or _loopback(host), where)
+
+
+def _loopback(host: str) -> bool:
+    """True when every address ``host`` names is a loopback one (127.0.0.0/8, ::1)."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    addresses = {info[4][0] for info in infos}
+    return bool(addresses) and all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addresses)

@@ -16,8 +16,10 @@ from typing import Any, cast
 import redis
 
 from hypernode_host.core.clock import now_ms
+from hypernode_host.core.events import Kind, finished_event
 from hypernode_host.core.jobs import JobState, Status
 from hypernode_host.state import keys, scripts
+from hypernode_host.state.events import Events
 from hypernode_host.state.records import JobRecord
 from hypernode_host.state.stats import DURATION_BUCKETS_S, bucket_bound
 
@@ -48,6 +50,7 @@ class Jobs:
         self._record = scripts.register(client, "record")
         self._claim = scripts.register(client, "claim")
         self._finish = scripts.register(client, "finish")
+        self._events = Events(client)
 
     # A job's life ----------------------------------------------------------------------------
 
@@ -67,6 +70,11 @@ class Jobs:
             fields["refusal_reason"], fields["refusal"] = refusal
         flat = [str(x) for pair in fields.items() for x in pair]
         return bool(self._record(keys=[_key(job_id), keys.JOB_INDEX, keys.QUEUED], args=[at, *flat]))
+
+    def gpus(self, job_id: str) -> tuple[str, ...]:
+        """The GPUs the job ran on, as its finish kept them (none for a CPU job)."""
+        value = cast(str | None, self._client.hget(_key(job_id), "gpus"))
+        return tuple(g for g in (value or "").split(",") if g)
 
     def mark_enqueued(self, job_id: str) -> None:
         self._client.hset(_key(job_id), "enqueued", 1)
@@ -102,8 +110,11 @@ class Jobs:
         """Keep a result in the record before its container is removed (JobRecord.pending_json)."""
         self._client.hset(_key(job_id), "pending_result", json.dumps(dict(result), separators=(",", ":")))
 
-    def finish(self, job_id: str, result: Mapping[str, Any]) -> bool:
-        """Put the result in the outbox and mark the job finished; False if it already was."""
+    def finish(self, job_id: str, result: Mapping[str, Any], *, gpus: Sequence[str] = (), node: str = "") -> bool:
+        """Put the result in the outbox and mark the job finished; False if it already was.
+
+        The first finish also keeps the job's ``gpus`` in its record and emits job.finished (from ``node``).
+        """
         status = str(result["status"])
         counter = "completed" if status == Status.COMPLETED else "failed"
         seconds = max(int(result.get("durationMs") or 0), 0) / 1000
@@ -120,13 +131,17 @@ class Jobs:
         payload = json.dumps(dict(result), separators=(",", ":"), ensure_ascii=False)  # sent as is: UTF-8
         args: list[str | int] = [job_id, payload, status, now_ms(), counter, repr(seconds)]
         args += [bucket_bound(b) for b in DURATION_BUCKETS_S]
-        finished = bool(self._finish(keys=touched, args=args))
+        if not self._finish(keys=touched, args=args):
+            return False
+        if gpus:
+            self._client.hset(_key(job_id), "gpus", ",".join(gpus))
         reason = result.get("reason")
-        if finished and isinstance(reason, str) and reason:
+        if isinstance(reason, str) and reason:
             # Beside the Lua script, which others' counters share: a counter, so a lost increment
             # (the process dying between the two calls) costs one count, never a result.
             self._client.hincrby(keys.REASON_COUNTS, reason, 1)
-        return finished
+        self._events.emit(Kind.JOB_FINISHED, finished_event(job_id, result, gpus), node=node)
+        return True
 
     # Reads -------------------------------------------------------------------------------------
 

@@ -20,11 +20,20 @@ CANCEL = PREFIX + ":cancel:{job_id}"  # string, with a TTL: present while a canc
 REPLY_STREAM = PREFIX + ":replies"  # stream: results waiting for the backend's ack (fields job_id, result)
 
 # The node and its counters ---------------------------------------------------------------------
-NODE = PREFIX + ":node"  # hash: node id, registration time, bridge heartbeat, token refusal, bridge counters
+# hash: the node's identity on Docker (state/node.py), node id, registration time, bridge heartbeat,
+# token refusal, bridge counters
+NODE = PREFIX + ":node"
 STATS = PREFIX + ":stats"  # hash: completed, failed: jobs finished (the heartbeat's counters)
 STATUS_COUNTS = PREFIX + ":jobs-by-status"  # hash: final status -> jobs finished with it
 REASON_COUNTS = PREFIX + ":jobs-by-reason"  # hash: reason (core/jobs.py Reason) -> jobs that ended with it
 DURATIONS = PREFIX + ":durations"  # hash: "<status>|<bucket bound>", "<status>|count", "<status>|sum"
+
+# Events and uptime -----------------------------------------------------------------------------
+EVENTS = PREFIX + ":events"  # stream, capped (state/events.py): fields kind, at, node, data (JSON)
+NOTIFY_CURSORS = PREFIX + ":notify-cursors"  # hash: receiver id -> the last event entry it got (or gave up on)
+NOTIFY_COUNTS = PREFIX + ":notify-counts"  # hash: delivered, dropped, retries: the notifier's deliveries
+EVENT_COUNTS = PREFIX + ":event-counts"  # hash: event kind -> events emitted (the metrics' hn_events_total)
+UPTIME = PREFIX + ":uptime"  # hash: "<hour start ms>" -> ms registered in it, first_seen, total_ms
 
 # Workers and GPUs ------------------------------------------------------------------------------
 # A live worker's registration (hash, with a TTL), keyed by host AND slot: hosts sharing one Redis

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import cast
 
 import redis
@@ -16,6 +17,16 @@ class Node:
 
     def get(self) -> NodeRecord:
         return NodeRecord.parse(cast(dict[str, str], self._client.hgetall(keys.NODE)))
+
+    def identity(self) -> str:
+        """This node's own name for itself on a Docker engine (12 hex digits), made by the first who asks.
+
+        Every container and volume a worker makes carries it, in its name and its labels, and no
+        worker touches one that carries another: two nodes (two Redis) sharing an engine never see
+        each other's jobs. It lives as long as the node's Redis, as the jobs it tells apart do.
+        """
+        self._client.hsetnx(keys.NODE, "identity", secrets.token_hex(6))
+        return cast(str, self._client.hget(keys.NODE, "identity"))
 
     def node_id(self) -> str | None:
         return cast(str | None, self._client.hget(keys.NODE, "node_id"))

@@ -3,7 +3,8 @@
 Each part owns its keys (state/keys.py names them all): ``jobs`` the job records and their
 indexes, ``outbox`` the results waiting for the backend's ack, ``node`` the bridge's view of its
 connection, ``registry`` the live workers, ``cancels`` the cancel flags, ``stats`` the counters
-and durations, ``gpuflags`` the simulated GPU faults, and ``leases(...)`` the GPU leases. The
+and durations, ``gpuflags`` the simulated GPU faults, ``events`` the
+node's events for the notifier, ``uptime`` the registered time per hour, and ``leases(...)`` the GPU leases. The
 client itself stays inside: nothing outside state/ talks to Redis directly.
 """
 
@@ -19,6 +20,7 @@ from hypernode_host.settings import Settings
 from hypernode_host.state.artifacts import Artifacts
 from hypernode_host.state.cancels import Cancels
 from hypernode_host.state.connect import connect, redis_url
+from hypernode_host.state.events import Events
 from hypernode_host.state.gpuflags import GpuFlags
 from hypernode_host.state.jobs import Jobs
 from hypernode_host.state.leases import GpuLeases
@@ -26,6 +28,7 @@ from hypernode_host.state.node import Node
 from hypernode_host.state.outbox import Outbox
 from hypernode_host.state.registry import Registry
 from hypernode_host.state.stats import Stats
+from hypernode_host.state.uptime import UptimeRecord
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class Store:
         self.stats = Stats(client)
         self.gpuflags = GpuFlags(client)
         self.artifacts = Artifacts(client)
+        self.events = Events(client)
+        self.uptime = UptimeRecord(client)
 
     @classmethod
     def open(cls, settings: Settings, *, timeout_s: float | None = None) -> Store:

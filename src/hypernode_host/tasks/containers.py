@@ -14,11 +14,13 @@ import io
 import json
 import logging
 import tarfile
+import tempfile
 import threading
-from collections.abc import Collection, Generator, Iterator, Mapping
+from collections.abc import Collection, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -30,7 +32,8 @@ import requests.exceptions
 from docker.types import DeviceRequest, DriverConfig, LogConfig, Mount, Ulimit
 
 from hypernode_host.core.receipts import Sandbox, seccomp_profile
-from hypernode_host.errors import ContainerError, ImageUnavailable, NameTaken
+from hypernode_host.errors import ConfigError, ContainerError, ImageUnavailable, NameTaken
+from hypernode_host.tasks import seccomp
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +47,13 @@ SHM_SIZE = 256 << 20  # the largest each scratch tmpfs may get (scratch_bytes)
 NOFILE_LIMIT = 4096
 # Labels every job container carries: they are how a restarted worker finds its containers.
 LABEL_JOB = "hypernode.job_id"
-LABEL_NODE = "hypernode.node"
+LABEL_NODE = "hypernode.node"  # the host's HN_NODE_NAME (hosts sharing one Redis number their slots alike)
+# The node's identity (state/node.py): a worker touches only containers and volumes that carry its own.
+LABEL_NODE_ID = "hypernode.node-id"
 LABEL_WORKER = "hypernode.worker"
 LABEL_ATTEMPT = "hypernode.attempt"
 LABEL_GPUS = "hypernode.gpus"
+LABEL_DEADLINE = "hypernode.deadline"  # epoch ms, when its requirements took part of the job's timeout
 
 # The kernel's OOM killer picks a job before the agent, dockerd or anything else on the host.
 OOM_SCORE_ADJ = 500
@@ -63,18 +69,17 @@ MIB = 1 << 20
 DEPS_DIR = "/opt/hypernode/deps"
 DEPS_SITE = DEPS_DIR + "/site"
 
-# The requirements step's container: it never runs job code (wheels only), but it is hardened the same way.
+# The requirements step's container runs the job's image, so it is a job container (container_config)
+# with the job's limits, but with the cache volume writable and the downloaded wheels copied in.
 PREP_DEPS_DIR = "/deps"
 PREP_SITE = PREP_DEPS_DIR + "/site"
 PREP_WHEELS_DIR = "/wheels"
-PREP_MEMORY = 1 << 30
-PREP_NANO_CPUS = 1_000_000_000
-PREP_PIDS_LIMIT = 256
 LABEL_ROLE = "hypernode.role"
 # A job's output files: OUT_DIR, a tmpfs volume of a holder container that outlives the job (tasks/artifacts.py).
 OUT_DIR = "/out"
 HOLDER_ROLE = "outputs"
 HOLDER_MEMORY = 32 << 20
+HOLDER_NANO_CPUS = 100_000_000  # it only sleeps
 HOLDER_COMMAND = ["sleep", "infinity"]
 LABEL_REQUIREMENTS = "hypernode.requirements"
 
@@ -99,15 +104,16 @@ class ContainerSpec:
 
 @dataclass(frozen=True)
 class PrepSpec:
-    """The requirements step: pip into ``volume`` from a wheelhouse and/or an index, nothing else."""
+    """The requirements step: the image's pip, from the wheels put in PREP_WHEELS_DIR into ``volume``."""
 
     name: str
     image: str
     command: list[str]
     labels: Mapping[str, str]
     volume: str
-    wheelhouse: str | None = None  # host directory of wheels, mounted read-only (the only host path)
-    network: str = "none"  # "host" only when pip must reach an index URL
+    memory_bytes: int  # the job's
+    nano_cpus: int  # the job's
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -119,8 +125,14 @@ class ContainerState:
     finished_at_ms: int
     image_id: str
     created_at_ms: int = 0
+    labels: Mapping[str, str] = field(default_factory=dict)
     runtime: str = ""  # the OCI runtime the engine ran it with ("runc", "nvidia")
     sandbox: Sandbox | None = None  # the limits and isolation the engine applied, for the receipt
+
+
+def owned_by(node: str, labels: Mapping[str, str]) -> bool:
+    """True when a container's labels name ``node`` (its identity): the only containers a worker touches."""
+    return labels.get(LABEL_NODE_ID) == node
 
 
 def applied_sandbox(info: Mapping[str, Any]) -> Sandbox:
@@ -147,11 +159,12 @@ def scratch_bytes(memory_bytes: int) -> int:
 
 
 def _hardened(memory_bytes: int, nano_cpus: int, pids_limit: int) -> dict[str, Any]:
-    """What every container we create shares: no privilege, no swap, bounded pids, files and logs."""
+    """What every container we create shares: no privilege, the project's seccomp profile, no swap,
+    bounded pids, files and logs."""
     return {
         "read_only": True,
         "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges:true"],
+        "security_opt": ["no-new-privileges:true", seccomp.security_opt()],
         "pids_limit": pids_limit,
         "mem_limit": memory_bytes,
         "memswap_limit": memory_bytes,  # equal to mem_limit: no swap
@@ -228,29 +241,26 @@ def holder_config(name: str, image: str, labels: Mapping[str, str], tmpfs_bytes:
         "user": JOB_USER,
         "network_mode": "none",
         "mounts": [Mount(OUT_DIR, None, type="volume", driver_config=DriverConfig("local", options))],
-        **_hardened(HOLDER_MEMORY, PREP_NANO_CPUS // 10, 16),
+        **_hardened(HOLDER_MEMORY, HOLDER_NANO_CPUS, 16),
     }
 
 
 def prep_container_config(spec: PrepSpec) -> dict[str, Any]:
-    """Keyword arguments for the requirements step's container: the job contract minus the job."""
-    mounts = [Mount(PREP_DEPS_DIR, spec.volume, type="volume")]
-    if spec.wheelhouse is not None:
-        mounts.append(Mount(PREP_WHEELS_DIR, spec.wheelhouse, type="bind", read_only=True))
-    return {
-        "image": spec.image,
-        "command": spec.command,
-        "name": spec.name,
-        "labels": dict(spec.labels),
-        "environment": {"HOME": "/tmp", "PIP_NO_CACHE_DIR": "1", "NVIDIA_VISIBLE_DEVICES": "void"},
-        "user": JOB_USER,
-        "working_dir": "/tmp",
-        "network_mode": spec.network,
-        "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={scratch_bytes(PREP_MEMORY) // MIB}m"},
-        "mounts": mounts,
-        "shm_size": 64 * MIB,
-        **_hardened(PREP_MEMORY, PREP_NANO_CPUS, PREP_PIDS_LIMIT),
-    }
+    """Keyword arguments for the requirements step's container: a job container (``container_config``:
+    no network, no GPU, the job's limits, every hardening) whose only mounts are the cache volume and
+    an anonymous volume the wheels are put into. Never a host path."""
+    job = ContainerSpec(
+        name=spec.name,
+        image=spec.image,
+        command=spec.command,
+        env={**spec.env, "PIP_NO_CACHE_DIR": "1"},
+        labels=spec.labels,
+        memory_bytes=spec.memory_bytes,
+        nano_cpus=spec.nano_cpus,
+    )
+    config = container_config(job)
+    config["mounts"] = [Mount(PREP_DEPS_DIR, spec.volume, type="volume"), Mount(PREP_WHEELS_DIR, None, type="volume")]
+    return config
 
 
 def _tar(files: Mapping[str, bytes], dirs: Mapping[str, int] | None = None) -> bytes:
@@ -367,6 +377,20 @@ class DockerRuntime:
         with docker_errors("docker info failed", transport=True):
             return dict(self.client.info())
 
+    def check_seccomp(self) -> None:
+        """ConfigError when the engine cannot apply a seccomp profile: no job may run without the project's.
+
+        Docker lists ``name=seccomp,profile=...`` in its security options when its kernel and build
+        support seccomp; without it, a container asking for a profile is refused at create.
+        """
+        options = [str(option) for option in self.info().get("SecurityOptions") or ()]
+        if not any(option.startswith("name=seccomp") for option in options):
+            raise ConfigError(
+                "the Docker engine has no seccomp support (its security options: "
+                f"{', '.join(options) or 'none'}): jobs run only under the project's seccomp profile, so this "
+                "worker takes none; use a kernel and Docker built with seccomp"
+            )
+
     def probe(self, timeout_s: float = 5.0) -> str:
         """The engine's version, asked on a connection of its own that gives up after ``timeout_s``
         (a hung engine must not hold up the caller); "" when it does not answer."""
@@ -389,6 +413,13 @@ class DockerRuntime:
         with docker_errors(f"cannot inspect image {image}", ok=(404,)):
             return str(self.client.api.inspect_image(image)["Id"])
         return None  # 404: not here
+
+    def image_digests(self, image: str) -> frozenset[str]:
+        """Every digest that names the local ``image``: its registry digests (RepoDigests) and its ID."""
+        with docker_errors(f"cannot inspect image {image}"):
+            info = self.client.api.inspect_image(image)
+        digests = {str(entry).partition("@")[2] for entry in info.get("RepoDigests") or ()}
+        return frozenset({*digests, str(info["Id"])} - {""})
 
     def pull(self, image: str, stall_timeout_s: float) -> Generator[dict[str, Any], None, None]:
         """Pull ``image``, yielding dockerd's progress events; ImageUnavailable when it fails.
@@ -446,10 +477,52 @@ class DockerRuntime:
             yield from chunks
 
     def create_prep(self, spec: PrepSpec) -> str:
-        """Create a requirements container whose site directory in the volume belongs to the job user."""
+        """Create a requirements container whose site and temporary directories in the volume belong to
+        the job user."""
         container_id = self._create(prep_container_config(spec), spec.image)
-        self._put(container_id, PREP_DEPS_DIR, _tar({}, {"site": int(JOB_USER.split(":", maxsplit=1)[0])}))
+        uid = int(JOB_USER.split(":", maxsplit=1)[0])
+        self._put(container_id, PREP_DEPS_DIR, _tar({}, {"site": uid, "tmp": uid}))
         return container_id
+
+    def put_files(self, container_id: str, directory: str, paths: Sequence[Path]) -> None:
+        """Copy host files (read-only, root-owned) into a created container's ``directory`` (a volume):
+        streamed from a temporary tar, so wheels of any size never sit in memory."""
+        with tempfile.TemporaryFile() as archive:
+            with tarfile.open(fileobj=archive, mode="w") as tar:
+                for path in paths:
+                    info = tar.gettarinfo(str(path), arcname=path.name)
+                    info.mode, info.uid, info.gid, info.uname, info.gname = 0o444, 0, 0, "", ""
+                    with path.open("rb") as data:
+                        tar.addfile(info, data)
+            archive.seek(0)
+            try:
+                with docker_errors("cannot put files into the container", container_id):
+                    self.client.api.put_archive(container_id, directory, archive)
+            except ContainerError:
+                self.remove(container_id)
+                raise
+
+    def image_config(self, image: str) -> tuple[dict[str, str], str]:
+        """(the environment its config declares, its architecture) of a local image."""
+        with docker_errors(f"cannot inspect image {image}"):
+            info = self.client.api.inspect_image(image)
+        env = dict(entry.partition("=")[::2] for entry in (info.get("Config") or {}).get("Env") or ())
+        return env, str(info.get("Architecture", ""))
+
+    def link_target(self, container_id: str, path: str) -> str | None:
+        """Where ``path`` in a created container's files resolves to (a symbolic link's target; the path
+        itself otherwise); None when there is no such file. Nothing in the container runs."""
+        with docker_errors(f"cannot read {path}", container_id, ok=(404,)):
+            stream, stat = self.client.api.get_archive(container_id, path)
+            for _ in stream:  # drain it, so the connection goes back to the pool
+                pass
+            return str(stat.get("linkTarget") or path)
+        return None  # 404: no such file
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume; one gone already or in use (another worker's step holds it now) stays as it is."""
+        with docker_errors(f"cannot remove volume {name}", ok=(404, 409)):
+            self.client.api.remove_volume(name)
 
     def _create(self, config: dict[str, Any], image: str) -> str:
         name = config["name"]
@@ -460,6 +533,9 @@ class DockerRuntime:
         except docker.errors.APIError as exc:
             if exc.status_code == 409:
                 raise NameTaken(f"container {name} exists already", status_code=409, container=name) from None
+            if "seccomp" in str(exc.explanation or exc).lower():
+                action = "the Docker engine refused the project's seccomp profile (tasks/seccomp.json)"
+                raise container_error(exc, action, name) from None
             raise container_error(exc, "cannot create container", name) from None
 
     def _put(self, container_id: str, path: str, archive: bytes) -> None:
@@ -541,6 +617,7 @@ class DockerRuntime:
             finished_at_ms=_ms(state.get("FinishedAt", "")),
             image_id=str(info.get("Image", "")),
             created_at_ms=_ms(str(info.get("Created", ""))),
+            labels=dict((info.get("Config") or {}).get("Labels") or {}),
             runtime=str(info.get("HostConfig", {}).get("Runtime") or ""),
             sandbox=applied_sandbox(info),
         )

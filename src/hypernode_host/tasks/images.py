@@ -1,17 +1,19 @@
 """The image a job runs: the local one, or pulled within HN_PULL_TIMEOUT with its progress in the log.
 
 Admission has already checked the name against the allow-list (before any Docker call); here
-the image is only resolved to the ID that ends up in the result.
+the image is resolved to the ID that ends up in the result and, when only digest-pinned entries
+allow it, checked to be one of those images.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, Protocol
 
-from hypernode_host.errors import ImageUnavailable
+from hypernode_host.core.jobs import Reason
+from hypernode_host.errors import ImageUnavailable, JobRejected
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,7 @@ _TICKS = frozenset({"Downloading", "Extracting", "Waiting", "Verifying Checksum"
 
 class ImageRuntime(Protocol):
     def image_id(self, image: str) -> str | None: ...
+    def image_digests(self, image: str) -> frozenset[str]: ...
     def pull(self, image: str, stall_timeout_s: float) -> Generator[dict[str, Any], None, None]: ...
 
 
@@ -80,3 +83,17 @@ def ensure_image(
         raise ImageUnavailable(f"image {image} is not available: the pull ended without it")
     log.info("pulled %s: %s", image, found)
     return found
+
+
+def check_pinned(runtime: ImageRuntime, image: str, image_id: str, digests: Sequence[str]) -> None:
+    """JobRejected (image_not_allowed) unless the local image is one that ``digests`` pin: a registry
+    digest it was pulled by (RepoDigests) or its image ID. Nothing to check without pins."""
+    if not digests:
+        return
+    held = runtime.image_digests(image_id)
+    if held.isdisjoint(digests):
+        pins = ", ".join(d[:19] for d in digests)
+        raise JobRejected(
+            f"image {image!r} is not the one this node pins ({pins}…): it is {image_id[:19]}…",
+            reason=Reason.IMAGE_NOT_ALLOWED,
+        )

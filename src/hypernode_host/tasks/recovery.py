@@ -14,7 +14,14 @@ import logging
 
 from hypernode_host.errors import ContainerError
 from hypernode_host.state import RedisDown, Store
-from hypernode_host.tasks.containers import LABEL_JOB, LABEL_NODE, LABEL_ROLE, LABEL_WORKER, DockerRuntime
+from hypernode_host.tasks.containers import (
+    LABEL_JOB,
+    LABEL_NODE,
+    LABEL_NODE_ID,
+    LABEL_ROLE,
+    LABEL_WORKER,
+    DockerRuntime,
+)
 from hypernode_host.tasks.requirements import PREP_ROLE
 from hypernode_host.tasks.runner import JobRunner
 
@@ -35,9 +42,13 @@ def recover(runner: JobRunner, runtime: DockerRuntime, store: Store) -> None:
 
 
 def reap(runner: JobRunner, runtime: DockerRuntime, store: Store) -> None:
-    """Remove the slot's containers whose job is finished or unknown, and its requirements containers."""
-    for container_id, labels in runtime.labelled(LABEL_WORKER, str(runner.slot.id)):
-        if labels.get(LABEL_NODE) != runner.settings.node_name:
+    """Remove the slot's containers whose job is finished or unknown, and its requirements containers.
+
+    Only this node's (its identity's label), of this host and slot: another node on the same engine,
+    or another host of this node, numbers its slots alike and may run a job of the same id.
+    """
+    for container_id, labels in runtime.labelled(LABEL_NODE_ID, runner.node):
+        if labels.get(LABEL_NODE) != runner.settings.node_name or labels.get(LABEL_WORKER) != str(runner.slot.id):
             continue
         if labels.get(LABEL_ROLE) == PREP_ROLE:
             log.info("removing a requirements container left by a previous worker: %s", container_id[:12])

@@ -18,8 +18,9 @@ import logging
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any, Protocol
 
 from hypernode_host import AGENT_VERSION
@@ -38,18 +39,21 @@ from hypernode_host.state.records import JobRecord
 from hypernode_host.tasks import artifacts
 from hypernode_host.tasks.containers import (
     LABEL_ATTEMPT,
+    LABEL_DEADLINE,
     LABEL_GPUS,
     LABEL_JOB,
     LABEL_NODE,
+    LABEL_NODE_ID,
     LABEL_WORKER,
     OUT_DIR,
     SCRIPT_PATH,
     ContainerSpec,
     OutputStream,
+    owned_by,
 )
-from hypernode_host.tasks.images import ImageRuntime, ensure_image
+from hypernode_host.tasks.images import ImageRuntime, check_pinned, ensure_image
 from hypernode_host.tasks.logcapture import LogCapture
-from hypernode_host.tasks.requirements import PrepRuntime, RequirementsInstaller
+from hypernode_host.tasks.requirements import Limits, PrepRuntime, RequirementsInstaller
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +76,22 @@ class Runtime(ImageRuntime, PrepRuntime, Protocol):
     def archive(self, container_id: str, path: str) -> Iterator[bytes]: ...
 
 
-def container_name(job_id: str) -> str:
-    """Deterministic, so Docker's unique names make a second container for a job impossible."""
-    return f"hn-job-{job_id}"
+def container_name(node: str, job_id: str) -> str:
+    """Deterministic, so Docker's unique names make a second container for a job impossible; the
+    node's identity in it, so another node on the same engine running the same job id gets its own.
+    (Docker's names are ``[a-zA-Z0-9][a-zA-Z0-9_.-]+``: a job id is of those characters, 64 at most.)"""
+    return f"hn-job-{node}-{job_id}"
 
 
-def holder_name(job_id: str) -> str:
-    """The job's outputs holder (tasks/artifacts.py): one per job, like its container."""
-    return f"hn-out-{job_id}"
+def _deadline_label(labels: Mapping[str, str]) -> float | None:
+    """The epoch deadline (s) a container was created with, when its labels carry one."""
+    value = labels.get(LABEL_DEADLINE, "")
+    return int(value) / 1000 if value.isdigit() else None
+
+
+def holder_name(node: str, job_id: str) -> str:
+    """The job's outputs holder (tasks/artifacts.py): one per job and node, like its container."""
+    return f"hn-out-{node}-{job_id}"
 
 
 def job_times(docker_started: int, docker_finished: int, before_start: int | None, after_exit: int) -> tuple[int, int]:
@@ -180,7 +192,12 @@ class JobRunner:
         self.slot = slot
         self.slots = slots
         self.clock = clock
-        self.installer = RequirementsInstaller(runtime, settings, slot.id)
+        self.installer = RequirementsInstaller(runtime, settings, slot.id, lambda: self.node)
+
+    @cached_property
+    def node(self) -> str:
+        """The node's identity on the engine, asked of Redis once (state/node.py)."""
+        return self.store.node.identity()
 
     def run(self, job_id: str) -> None:
         """Run (or reattach to) the job and store exactly one result for it."""
@@ -195,11 +212,11 @@ class JobRunner:
         if record.done:
             log.info("job %s: already finished; duplicate delivery ignored", job_id)
             return
-        name = container_name(job_id)
+        name = container_name(self.node, job_id)
         kept = record.pending()
         if kept is not None:  # the worker died between keeping the result and publishing it
             log.info("job %s: publishing the result its previous worker kept", job_id)
-            self._publish(job_id, name, None, kept)
+            self._publish(job_id, name, None, kept, self._gpus_of(record.received_job()))
             return
         attempt = self.claim(job_id, record, name)
         if attempt <= 0:
@@ -232,7 +249,7 @@ class JobRunner:
         except Exception as exc:
             log.exception("job %s: its result could not be built", job_id)
             result = self._error(job_id, job, Reason.INTERNAL, internal_detail("building its result", exc))
-        self._publish(job_id, name, outcome.container_id, result)
+        self._publish(job_id, name, outcome.container_id, result, self._gpus_of(job))
 
     def claim(self, job_id: str, record: JobRecord, name: str) -> int:
         """The attempt number once this slot holds the job; 0 or -1 (logged) when it must leave it."""
@@ -265,7 +282,7 @@ class JobRunner:
         """
         spec = JobSpec.parse({**job, "id": replay_id})
         admission = replace(admit(spec, self.settings, self.slots), image=image_id)
-        name = container_name(replay_id)
+        name = container_name(self.node, replay_id)
         outcome = None
         try:
             outcome = self._execute_admitted(replay_id, spec, admission, name, 1)
@@ -273,24 +290,24 @@ class JobRunner:
             return replace(outcome, collected=collected)
         finally:
             self._remove(name, outcome.container_id if outcome else None)
-            self._remove(holder_name(replay_id))
+            self._remove(holder_name(self.node, replay_id))
 
     def _holder(self, job_id: str, image_id: str, attempt: int) -> str | None:
         """A fresh outputs holder for the job (tasks/artifacts.py), when the node keeps output files."""
         if self.settings.max_output_bytes <= 0:
             return None
-        self._remove(holder_name(job_id))  # an earlier attempt's: its files are not this run's
-        labels = {LABEL_JOB: job_id, LABEL_NODE: self.settings.node_name, LABEL_WORKER: str(self.slot.id)}
-        labels[LABEL_ATTEMPT] = str(attempt)
+        self._remove(holder_name(self.node, job_id))  # an earlier attempt's: its files are not this run's
+        labels = {LABEL_JOB: job_id, LABEL_NODE: self.settings.node_name, LABEL_NODE_ID: self.node}
+        labels |= {LABEL_WORKER: str(self.slot.id), LABEL_ATTEMPT: str(attempt)}
         return self.runtime.create_holder(
-            holder_name(job_id), image_id, labels, artifacts.tmpfs_bytes(self.settings.max_output_bytes)
+            holder_name(self.node, job_id), image_id, labels, artifacts.tmpfs_bytes(self.settings.max_output_bytes)
         )
 
     def _collect(self, job_id: str) -> artifacts.Collected | None:
         """The job's output files, read from its holder; None when the node keeps none or they are lost."""
         if self.settings.max_output_bytes <= 0:
             return None
-        holder = self.runtime.find(holder_name(job_id))
+        holder = self.runtime.find(holder_name(self.node, job_id))
         if holder is None or not self.runtime.state(holder).running:
             log.warning("job %s: its outputs holder is gone; no output files", job_id)
             return None
@@ -311,24 +328,35 @@ class JobRunner:
     def _execute_admitted(self, job_id: str, spec: JobSpec, admission: Admission, name: str, attempt: int) -> Outcome:
         existing = self.runtime.find(name)
         if existing is not None:
-            started_ms = self.runtime.state(existing).started_at_ms
+            found = self.runtime.state(existing)
+            if not owned_by(self.node, found.labels):
+                raise ContainerError(f"container {name} exists but belongs to another node; left alone")
+            started_ms = found.started_at_ms
             if started_ms:
                 log.info("job %s: reattaching to container %s", job_id, existing[:12])
-                deadline = started_ms / 1000 + admission.timeout_s  # from its own start: survives restarts
+                # The deadline it was created with (its requirements took part of the timeout), else
+                # from its own start: either survives restarts.
+                deadline = _deadline_label(found.labels) or started_ms / 1000 + admission.timeout_s
                 return self._follow(job_id, existing, self.runtime.logs(existing), deadline, None)
             self.runtime.remove(existing)  # created but never started: its files may be missing
         if self.store.cancels.requested(job_id):
             return self._never_started(job_id)
         image_id = ensure_image(self.runtime, admission.image, self.settings.pull_timeout)
+        check_pinned(self.runtime, admission.image, image_id, admission.digests)
         deps = None
+        job_deadline = None
         if admission.requirements:
+            # Installing them is part of the job: it counts against the job's own timeout.
+            job_deadline = self.clock() + admission.timeout_s
+            limits = Limits(spec.memory_bytes, int(spec.cpuLimit * 1e9), admission.timeout_s)
             deps = self.installer.ensure(
-                image_id, admission.requirements, should_stop=lambda: self.store.cancels.requested(job_id)
+                image_id, admission.requirements, limits, should_stop=lambda: self.store.cancels.requested(job_id)
             )
         if self.store.cancels.requested(job_id):
             return self._never_started(job_id)
         holder = self._holder(job_id, image_id, attempt)
-        container_id = self.runtime.create(self._spec(job_id, spec, image_id, name, attempt, deps, holder))
+        container_spec = self._spec(job_id, spec, image_id, name, attempt, deps, job_deadline, holder)
+        container_id = self.runtime.create(container_spec)
         output = self.runtime.attach(container_id)
         before_start = self._now_ms()
         try:
@@ -336,7 +364,8 @@ class JobRunner:
         except ContainerError:
             output.close()
             raise
-        deadline = self.clock() + admission.timeout_s  # a hair after Docker's StartedAt: never early
+        # A hair after Docker's StartedAt: never early.
+        deadline = job_deadline if job_deadline is not None else self.clock() + admission.timeout_s
         return self._follow(job_id, container_id, output, deadline, before_start)
 
     def _follow(
@@ -391,10 +420,12 @@ class JobRunner:
         name: str,
         attempt: int,
         deps: str | None,
+        deadline: float | None = None,
         holder: str | None = None,
     ) -> ContainerSpec:
         files = {"script.py": spec.script.encode()} if spec.script is not None else {}
         uuids = gpus_for(self.slot, spec.gpus)
+        extra = {LABEL_DEADLINE: str(int(deadline * 1000))} if deadline is not None else {}
         return ContainerSpec(
             name=name,
             image=image_id,
@@ -403,9 +434,11 @@ class JobRunner:
             labels={
                 LABEL_JOB: job_id,
                 LABEL_NODE: self.settings.node_name,
+                LABEL_NODE_ID: self.node,
                 LABEL_WORKER: str(self.slot.id),
                 LABEL_ATTEMPT: str(attempt),
                 LABEL_GPUS: ",".join(uuids),
+                **extra,
             },
             memory_bytes=spec.memory_bytes,
             nano_cpus=max(round(spec.cpuLimit * 1e9), MIN_NANO_CPUS),  # 0 would mean no limit at all
@@ -442,7 +475,16 @@ class JobRunner:
         self.runtime.kill(container_id)
         self.runtime.wait(container_id, 10)
 
-    def _publish(self, job_id: str, name: str, container_id: str | None, result: dict[str, Any]) -> None:
+    def _gpus_of(self, job: dict[str, Any]) -> tuple[str, ...]:
+        """The GPUs the job runs on (its job.finished event names them); none when its spec does not parse."""
+        try:
+            return gpus_for(self.slot, JobSpec.parse(job).gpus)
+        except Exception:  # a spec that does not parse never ran on a GPU
+            return ()
+
+    def _publish(
+        self, job_id: str, name: str, container_id: str | None, result: dict[str, Any], gpus: Sequence[str] = ()
+    ) -> None:
         """Keep the result, remove the container, then put the result in the outbox.
 
         Kept first, so a worker dying at any point never loses a result nor runs the job again;
@@ -451,8 +493,8 @@ class JobRunner:
         self.store.jobs.keep_result(job_id, result)
         self._remove(name, container_id)
         if self.settings.max_output_bytes > 0:
-            self._remove(holder_name(job_id))  # after the job's container, which mounts its volume
-        self.store.jobs.finish(job_id, result)
+            self._remove(holder_name(self.node, job_id))  # after the job's container, which mounts its volume
+        self.store.jobs.finish(job_id, result, gpus=gpus, node=self.settings.node_name)
 
     def _result(self, job_id: str, job: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
         status, reason, collected = outcome.status, None, outcome.collected
@@ -520,8 +562,11 @@ class JobRunner:
 
     def _remove(self, name: str, container_id: str | None = None) -> None:
         try:
-            container_id = container_id or self.runtime.find(name)
-            if container_id is not None:
+            if not container_id:  # none made, or this worker did not make it: look, and touch only ours
+                container_id = self.runtime.find(name)
+                if container_id is not None and not owned_by(self.node, self.runtime.state(container_id).labels):
+                    return  # another node's, under a name it took from us: never ours to remove
+            if container_id:
                 self.runtime.remove(container_id)
         except ContainerError as exc:
             log.warning("container %s not removed: %s (it is reaped at the next worker start)", name, exc)

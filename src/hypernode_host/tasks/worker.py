@@ -188,6 +188,10 @@ class SlotWorker:
         self._recovery = threading.Thread(target=self._recover, name="recovery", daemon=True)
 
     def run(self) -> None:
+        try:
+            self.runtime.check_seccomp()  # before any job: none may run without the project's profile
+        except ContainerError as exc:  # the engine is down: every job fails with that until it is back
+            log.warning("cannot ask the Docker engine whether it applies seccomp profiles: %s", exc)
         self.leases.acquire()  # before touching any container: this slot's GPUs are ours alone
         try:
             self.monitor.open()

@@ -35,6 +35,9 @@ def test_the_stats_count_jobs_free_slots_and_say_which_slots_take_no_jobs() -> N
         "queued_jobs": 0,
         "free_slots": 0,
         "unhealthy_slots": [],
+        "uptime_24h": None,
+        "uptime_7d": None,
+        "uptime_30d": None,
     }
 
 

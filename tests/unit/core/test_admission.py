@@ -7,7 +7,7 @@ import random
 import pytest
 
 from hypernode_host.bridge.backoff import reconnect_delays
-from hypernode_host.core.admission import admit, image_allowed
+from hypernode_host.core.admission import admit, image_allowed, open_patterns, pinned_digests, split_pin
 from hypernode_host.core.jobs import JobSpec, parse_requirements, parse_size
 from hypernode_host.core.slots import CPU_QUEUE, plan_slots
 from hypernode_host.errors import ConfigError, JobRejected
@@ -93,6 +93,45 @@ def test_sizes() -> None:
 def test_image_patterns() -> None:
     assert image_allowed("ghcr.io/acme/train:1", ["ghcr.io/acme/*"])
     assert not image_allowed("ghcr.io/acme2/x", ["ghcr.io/acme/*"])
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_an_entry_may_pin_a_digest_that_the_worker_then_requires() -> None:
+    assert split_pin(f"ghcr.io/acme/train@{DIGEST}") == ("ghcr.io/acme/train", DIGEST)
+    assert split_pin("ghcr.io/acme/*") == ("ghcr.io/acme/*", None)
+    assert split_pin("x@sha256:short") == ("x@sha256:short", None)  # not a digest: an ordinary pattern
+    pinned = [f"ghcr.io/acme/train@{DIGEST}"]
+    assert pinned_digests("ghcr.io/acme/train", pinned) == (DIGEST,)
+    assert pinned_digests(f"ghcr.io/acme/train@{DIGEST}", pinned) == (DIGEST,)
+    assert pinned_digests("ghcr.io/acme/other", pinned) is None
+    assert pinned_digests("ghcr.io/acme/train", [*pinned, "ghcr.io/acme/*"]) == ()  # an unpinned entry allows any
+    settings = Settings.from_env({"HN_JOB_IMAGE": "img", "HN_ALLOWED_IMAGES": f"ghcr.io/acme/train@{DIGEST}"})
+    spec = JobSpec.parse({"id": "j", "command": "x", "image": "ghcr.io/acme/train:1"})
+    assert admit(spec, settings, plan_slots([], 1)).digests == (DIGEST,)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "is_open"),
+    [
+        ("*", True),
+        ("*/*", True),
+        ("docker.io/*", True),
+        ("docker.io/someuser/*", True),
+        ("someuser/*", True),
+        ("python:3.11-*", True),
+        ("127.0.0.1:*/hn/*", True),
+        ("ghcr.io/*", True),
+        ("ghcr.io/acme/*", False),
+        ("registry.example.com:5000/team/*", False),
+        ("python:3.11-slim", False),
+        ("hypernode/job-python:3.11", False),
+        (f"someuser/train@{DIGEST}", False),
+    ],
+)
+def test_patterns_that_let_anyone_publish_a_matching_image(pattern: str, is_open: bool) -> None:
+    assert open_patterns([pattern]) == ([pattern] if is_open else [])
 
 
 def test_simulated_inventory_is_stable_and_mixed() -> None:

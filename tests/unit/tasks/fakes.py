@@ -126,6 +126,9 @@ class FakeRuntime:
     def version(self) -> str:
         return "fake-engine"
 
+    def image_digests(self, image: str) -> frozenset[str]:
+        return frozenset({"sha256:fake", "sha256:" + "fa" * 32})
+
     def pull(self, image: str, stall_timeout_s: float) -> Iterator[dict[str, Any]]:
         raise AssertionError("the fake runtime has every image")
 
@@ -189,9 +192,11 @@ class FakeRuntime:
             finished_at_ms=container.finished_at_ms,
             image_id=container.image,
             created_at_ms=container.created_at_ms,
+            labels=dict(container.labels),
         )
 
     def remove(self, container_id: str) -> None:
+        assert container_id, "docker-py raises NullResource for a remove without an id"
         self._call("remove")
         self.containers.pop(container_id, None)
 
@@ -258,7 +263,7 @@ class FakeJobs:
         self.events.append("keep_result")
         self.hashes[job_id]["pending_result"] = json.dumps(dict(result))
 
-    def finish(self, job_id: str, result: Mapping[str, Any]) -> bool:
+    def finish(self, job_id: str, result: Mapping[str, Any], **_: Any) -> bool:
         self.events.append("finish")
         fields = self.hashes[job_id]
         if fields["state"] in (JobState.FINISHED, JobState.REPORTED):
@@ -293,9 +298,15 @@ class FakeCancels:
         return job_id in self.flags
 
 
+NODE_IDENTITY = "0123456789ab"
+
+
 class FakeNode:
     def node_id(self) -> str | None:
         return "node-1"
+
+    def identity(self) -> str:
+        return NODE_IDENTITY
 
 
 class FakeStore:

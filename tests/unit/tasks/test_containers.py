@@ -16,6 +16,7 @@ from hypernode_host.tasks.containers import (
     prep_container_config,
     scratch_bytes,
 )
+from hypernode_host.tasks.seccomp import security_opt
 
 
 def spec(**overrides: object) -> ContainerSpec:
@@ -56,7 +57,7 @@ def test_every_field_of_the_contract() -> None:
         },
         "mounts": [Mount("/job", None, type="volume")],
         "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges:true"],
+        "security_opt": ["no-new-privileges:true", security_opt()],
         "pids_limit": 1024,
         "mem_limit": 256 << 20,
         "memswap_limit": 256 << 20,
@@ -92,49 +93,40 @@ def test_requirements_volume_is_read_only_and_first_on_the_path() -> None:
     assert config["network_mode"] == "none"
 
 
-def test_requirements_step_is_hardened_like_a_job_and_mounts_only_its_wheelhouse() -> None:
-    config = prep_container_config(
-        PrepSpec(
-            name="hn-prep-0123456789abcdef",
-            image="sha256:abc",
-            command=["sh", "-c", "pip install"],
-            labels={"hypernode.role": "prep"},
-            volume="hn-req-0123456789abcdef",
-            wheelhouse="/srv/wheels",
+def test_requirements_step_is_a_job_container_with_the_jobs_limits_and_no_host_path() -> None:
+    """It runs the job's image, so it is built as a job is (no network, the job's memory, CPUs and
+    pids, seccomp, no capabilities), with the cache volume writable and an anonymous one for the wheels."""
+    prep = PrepSpec(
+        name="hn-prep-0123456789ab-0123456789abcdef",
+        image="sha256:abc",
+        command=["sh", "-c", "pip install"],
+        labels={"hypernode.role": "prep"},
+        volume="hn-req-0123456789ab-0123456789abcdef",
+        memory_bytes=256 << 20,
+        nano_cpus=500_000_000,
+        env={"TMPDIR": "/deps/tmp"},
+    )
+    config = prep_container_config(prep)
+    job = container_config(
+        spec(
+            name=prep.name,
+            command=prep.command,
+            labels=prep.labels,
+            env={"TMPDIR": "/deps/tmp", "PIP_NO_CACHE_DIR": "1"},
+            nano_cpus=500_000_000,
         )
     )
     assert config == {
-        "image": "sha256:abc",
-        "command": ["sh", "-c", "pip install"],
-        "name": "hn-prep-0123456789abcdef",
-        "labels": {"hypernode.role": "prep"},
-        "environment": {"HOME": "/tmp", "PIP_NO_CACHE_DIR": "1", "NVIDIA_VISIBLE_DEVICES": "void"},
-        "user": "65534:65534",
-        "working_dir": "/tmp",
-        "network_mode": "none",
-        "read_only": True,
-        "tmpfs": {"/tmp": "rw,nosuid,nodev,size=256m"},
+        **job,
         "mounts": [
-            Mount("/deps", "hn-req-0123456789abcdef", type="volume"),
-            Mount("/wheels", "/srv/wheels", type="bind", read_only=True),
+            Mount("/deps", "hn-req-0123456789ab-0123456789abcdef", type="volume"),
+            Mount("/wheels", None, type="volume"),
         ],
-        "shm_size": 64 << 20,
-        "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges:true"],
-        "pids_limit": 256,
-        "mem_limit": 1 << 30,
-        "memswap_limit": 1 << 30,
-        "oom_score_adj": 500,
-        "nano_cpus": 1_000_000_000,
-        "ulimits": [Ulimit(name="nofile", soft=4096, hard=4096), Ulimit(name="core", soft=0, hard=0)],
-        "ipc_mode": "private",
-        "init": True,
-        "privileged": False,
-        "restart_policy": {"Name": "no"},
-        "auto_remove": False,
-        "log_config": LogConfig(type="local", config={"max-size": "10m", "max-file": "3", "compress": "false"}),
-        "detach": True,
     }
+    assert config["network_mode"] == "none" and config["mem_limit"] == 256 << 20 and config["pids_limit"] == 1024
+    assert config["security_opt"] == ["no-new-privileges:true", security_opt()]
+    assert "NVIDIA_VISIBLE_DEVICES" in config["environment"] and "device_requests" not in config
+    assert all(m["Type"] == "volume" for m in config["mounts"])
 
 
 def test_never_a_host_path_or_the_docker_socket() -> None:

@@ -7,20 +7,25 @@ import json
 from typing import Any
 
 import pytest
-from fakes import SIGKILL_EXIT, SIGTERM_EXIT, Behaviour, FakeClock, FakeRuntime, FakeStore
+from fakes import NODE_IDENTITY, SIGKILL_EXIT, SIGTERM_EXIT, Behaviour, FakeClock, FakeRuntime, FakeStore
 
 from hypernode_host.core.proofs import NodeKey
 from hypernode_host.core.slots import CPU_QUEUE, plan_slots
 from hypernode_host.errors import ContainerError, NameTaken
 from hypernode_host.settings import Settings
-from hypernode_host.tasks.containers import LABEL_JOB, LABEL_NODE, LABEL_ROLE, LABEL_WORKER
+from hypernode_host.tasks.containers import LABEL_JOB, LABEL_NODE, LABEL_NODE_ID, LABEL_ROLE, LABEL_WORKER
 from hypernode_host.tasks.recovery import recover
 from hypernode_host.tasks.requirements import PREP_ROLE
-from hypernode_host.tasks.runner import STOP_GRACE_S, JobRunner, container_name
+from hypernode_host.tasks.runner import STOP_GRACE_S, JobRunner
+from hypernode_host.tasks.runner import container_name as named
 
 NODE = "rig"
 SETTINGS = Settings.from_env({"HN_JOB_IMAGE": "img", "HN_NODE_NAME": NODE, "HN_JOB_TIMEOUT": "60"})
 SLOTS = plan_slots([], 2)
+
+
+def container_name(job_id: str) -> str:
+    return named(NODE_IDENTITY, job_id)
 
 
 class Rig:
@@ -52,8 +57,8 @@ class Rig:
         assert record is not None and record.done, record
         return record.result()
 
-    def labels(self, job_id: str, slot: int = 0, node: str = NODE) -> dict[str, str]:
-        return {LABEL_JOB: job_id, LABEL_NODE: node, LABEL_WORKER: str(slot)}
+    def labels(self, job_id: str, slot: int = 0, node: str = NODE, identity: str = NODE_IDENTITY) -> dict[str, str]:
+        return {LABEL_JOB: job_id, LABEL_NODE: node, LABEL_NODE_ID: identity, LABEL_WORKER: str(slot)}
 
 
 @pytest.fixture
@@ -199,12 +204,56 @@ def test_recovery_resumes_the_slots_interrupted_jobs_then_reaps_only_its_own_lef
     finished = rig.job("finished")
     rig.runner.run(finished)
     finished_left = rig.runtime.leftover("old", rig.labels(finished), Behaviour(), None)
-    prep = rig.runtime.leftover("prep", {LABEL_NODE: NODE, LABEL_WORKER: "0", LABEL_ROLE: PREP_ROLE}, Behaviour(), 1)
+    prep_labels = {LABEL_NODE: NODE, LABEL_NODE_ID: NODE_IDENTITY, LABEL_WORKER: "0", LABEL_ROLE: PREP_ROLE}
+    prep = rig.runtime.leftover("prep", prep_labels, Behaviour(), 1)
     other_slot = rig.runtime.leftover("x", rig.labels("unknown", slot=1), Behaviour(), 1)
-    other_node = rig.runtime.leftover("y", rig.labels("unknown", node="another-rig"), Behaviour(), 1)
+    other_host = rig.runtime.leftover("y", rig.labels("unknown", node="another-rig"), Behaviour(), 1)
+    # Another node on the same engine: same host name, same slot, a job of the same id; never touched.
+    other_node = rig.runtime.leftover("z", rig.labels(finished, identity="ba9876543210"), Behaviour(), 1)
 
     recover(rig.runner, rig.runtime, rig.store)  # type: ignore[arg-type]
 
     assert rig.result(interrupted)["logs"] == "resumed\n"
-    assert set(rig.runtime.containers) == {other_slot, other_node}
+    assert set(rig.runtime.containers) == {other_slot, other_host, other_node}
     assert finished_left not in rig.runtime.containers and prep not in rig.runtime.containers
+
+
+def test_a_container_under_the_jobs_name_that_names_another_node_is_never_reattached_nor_removed(rig: Rig) -> None:
+    job_id = rig.job()
+    foreign = rig.runtime.leftover(
+        container_name(job_id), rig.labels(job_id, identity="ba9876543210"), Behaviour(output=(b"private\n",)), 5
+    )
+
+    rig.runner.run(job_id)
+
+    result = rig.result(job_id)
+    assert (result["status"], result["reason"]) == ("error", "engine_error")
+    assert "belongs to another node" in result["logs"] and "private" not in result["logs"]
+    assert foreign in rig.runtime.containers
+    assert not any(e.startswith(("logs", "remove", "create")) for e in rig.events)
+
+
+def test_job_containers_are_named_after_the_nodes_identity(rig: Rig) -> None:
+    job_id = rig.job()
+
+    rig.runner.run(job_id)
+
+    assert f"create hn-job-{NODE_IDENTITY}-{job_id}" in rig.events
+
+
+@pytest.mark.parametrize(("pin", "status"), [("fa" * 32, "completed"), ("0b" * 32, "error")])
+def test_an_image_allowed_only_by_a_pinned_digest_runs_only_if_it_is_that_image(pin: str, status: str) -> None:
+    settings = Settings.from_env(
+        {"HN_JOB_IMAGE": "img", "HN_NODE_NAME": NODE, "HN_ALLOWED_IMAGES": f"ghcr.io/acme/train@sha256:{pin}"}
+    )
+    rig = Rig()
+    rig.runner = JobRunner(settings, rig.store, rig.runtime, NodeKey.generate(), SLOTS[0], SLOTS, clock=rig.clock)  # type: ignore[arg-type]
+    job_id = rig.job(image="ghcr.io/acme/train:1")
+
+    rig.runner.run(job_id)
+
+    result = rig.result(job_id)
+    assert result["status"] == status
+    if status == "error":
+        assert result["reason"] == "image_not_allowed" and "is not the one this node pins" in result["logs"]
+        assert not any(e.startswith("create") for e in rig.events)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fakes import Behaviour, FakeClock, FakeRuntime, FakeStore
+from fakes import NODE_IDENTITY, Behaviour, FakeClock, FakeRuntime, FakeStore
 
 from hypernode_host.core.proofs import NodeKey, execution_hash, verify_signature
 from hypernode_host.core.slots import CPU_QUEUE, plan_slots
@@ -46,7 +46,7 @@ def result(store: FakeStore, job_id: str) -> dict[str, Any]:
 def test_an_unexpected_error_while_running_ends_the_job_with_a_signed_error_and_removes_its_container() -> None:
     runner, runtime, store = rig()
     job_id = job(store)
-    runtime.behaviours[container_name(job_id)] = Behaviour(runs_for_s=5)
+    runtime.behaviours[container_name(NODE_IDENTITY, job_id)] = Behaviour(runs_for_s=5)
     runtime.failures["start"] = KeyError("\x1b[2Jsomething broke\nforged line")  # no ContainerError: a bug
 
     runner.run(job_id)
@@ -105,9 +105,9 @@ def test_start_up_recovery_goes_on_past_a_job_that_raises() -> None:
     runner, runtime, store = rig()
     for job_id in ("r1", "r2"):
         job(store, job_id)
-        store.jobs.claim(job_id, "rig", 0, container_name(job_id))
+        store.jobs.claim(job_id, "rig", 0, container_name(NODE_IDENTITY, job_id))
     for job_id in ("r1", "r2"):  # each found its container gone, and raises while making a new one
-        runtime.behaviours[container_name(job_id)] = Behaviour()
+        runtime.behaviours[container_name(NODE_IDENTITY, job_id)] = Behaviour()
     runtime.failures["create"] = RuntimeError("engine confused")
 
     recover(runner, runtime, store)  # type: ignore[arg-type]
