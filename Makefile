@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # What ruff checks and formats: the package, its tests and the benchmarks (bench/ruff.toml adds its import groups).
 RUFF_PATHS := src tests bench
 
-.PHONY: help services venv demo demo-upstream lint test test-unit fuzz format clean bench bench-exec bench-bridge gpu-check
+.PHONY: help services venv demo demo-upstream lint test test-unit fuzz format clean bench bench-exec bench-bridge bench-retention chaos gpu-check
 
 help: ## list the targets
 	@echo "hypernode-host make targets:"
@@ -60,6 +60,12 @@ bench-exec: services venv ## container run overhead vs raw docker-py; 1 GB log f
 
 bench-bridge: services venv ## heartbeat jitter under load, bridge RSS, job frame to container start
 	HN_TEST_IMAGE=$(JOB_IMAGE) $(VENV_BIN)/python bench/bridge.py
+
+bench-retention: services venv ## Redis bytes per retained job and per tombstone; memory flat with a short retention
+	HN_TEST_IMAGE=$(JOB_IMAGE) $(VENV_BIN)/python bench/retention.py
+
+chaos: services venv ## a few hundred jobs over two slots under random faults; one result each (CHAOS_ARGS="--jobs 300")
+	HN_TEST_IMAGE=$(JOB_IMAGE) $(VENV_BIN)/python bench/chaos.py --engine $${CHAOS_ARGS:-}
 
 gpu-check: venv ## NVML discovery and the GPU tests against real NVML (on a GPU machine)
 	bash scripts/gpu-check

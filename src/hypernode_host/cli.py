@@ -330,24 +330,86 @@ def demo(
 
 
 @app.command()
-def gpus(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """The GPUs this node sees and the worker slots it would run."""
+def gpus(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    clear_quarantine: Annotated[
+        bool, typer.Option("--clear-quarantine", help="Forget the workloads the poison-job breaker refuses.")
+    ] = False,
+) -> None:
+    """The GPUs this node sees, the worker slots it would run, and the workloads it refuses."""
     from hypernode_host.bridge.stats import wire_gpu
     from hypernode_host.core.slots import plan_slots
     from hypernode_host.gpu.inventory import discover
-    from hypernode_host.ops.views import gpus_view
+    from hypernode_host.ops.views import gpus_view, quarantine_lines
 
     settings = load_settings()
+    if clear_quarantine:
+        with exit_codes(), _store(settings) as store:
+            cleared = store.quarantine.clear(settings.node_name)
+        if as_json:
+            _echo_json({"cleared": cleared})
+        else:
+            typer.echo(f"cleared {cleared} quarantined workload(s) on {settings.node_name}")
+        return
     found = discover(settings)
     slots = plan_slots(found, settings.cpu_slots, settings.gpus_per_worker)
+    held = _quarantined(settings)
     if as_json:
         payload = {
             "gpus": [wire_gpu(g).model_dump() | g.details() for g in found],
             "slots": [{"slot": s.id, "queues": list(s.queues), "gpus": list(s.gpu_uuids)} for s in slots],
+            "quarantine": [dataclasses.asdict(q) for q in held],
         }
         typer.echo(json.dumps(payload))
         return
     _console().print(gpus_view(found, slots))
+    for line in quarantine_lines(held):
+        typer.echo(line)
+
+
+def _store(settings: Settings) -> Store:
+    from hypernode_host.ops.check import REDIS_TIMEOUT_S
+    from hypernode_host.state import Store
+
+    return Store.open(settings, timeout_s=REDIS_TIMEOUT_S)
+
+
+def _quarantined(settings: Settings) -> list[Any]:
+    """The workloads the breaker refuses on this host; none listed while Redis does not answer."""
+    from hypernode_host.state import RedisError
+
+    try:
+        with _store(settings) as store:
+            return list(store.quarantine.all(settings.node_name))
+    except RedisError:
+        return []
+
+
+@app.command("sim-gpu")
+def sim_gpu(
+    index: Annotated[int, typer.Argument(metavar="INDEX", help="The simulated GPU's index (see `gpus`).")],
+    xid: Annotated[
+        int | None, typer.Option("--xid", help="The driver reports this Xid for it (79: off the bus).")
+    ] = None,
+    lost: Annotated[bool, typer.Option("--lost", help="It falls off the bus: NVML cannot reach it.")] = False,
+    busy: Annotated[bool, typer.Option("--busy", help="A compute process the node did not start runs on it.")] = False,
+    idle: Annotated[bool, typer.Option("--idle", help="That foreign process is gone.")] = False,
+    healthy: Annotated[bool, typer.Option("--healthy", help="Reachable again, its Xids cleared.")] = False,
+    driver: Annotated[
+        str | None, typer.Option("--driver", help="The host's driver is now VERSION (with --cuda).")
+    ] = None,
+    cuda: Annotated[str | None, typer.Option("--cuda", help="The newest CUDA that driver supports (12.4).")] = None,
+) -> None:
+    """Change a simulated GPU's state for the running node (HN_SIMULATE_GPUS), through its Redis."""
+    from hypernode_host.ops.simulate import Change, simulate
+
+    settings = quiet_settings()
+    change = Change(xid=xid, lost=lost, busy=busy, idle=idle, healthy=healthy, driver=driver, cuda=cuda)
+    try:
+        with exit_codes(), _store(settings) as store:
+            typer.echo(simulate(settings, store, index, change))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
 
 
 # Inspection: read the node's Redis with the layout the code writes ---------------------------
@@ -501,13 +563,13 @@ def replay(
 def workers(as_json: JsonOption = False) -> None:
     """Each worker slot: its queues and GPUs, whether it is alive, the job it runs, its last heartbeat."""
     from hypernode_host.core.clock import now_ms
-    from hypernode_host.ops.inspect import workers_view
+    from hypernode_host.ops.inspect import hosts_view, workers_view
     from hypernode_host.ops.views import workers_table
 
     with inspecting() as (settings, store, _queues, slots):
         rows = workers_view(store, slots, settings.node_name)
     if as_json:
-        _echo_json({"workers": rows})
+        _echo_json({"workers": rows, "hosts": hosts_view(rows)})
     else:
         _console().print(workers_table(rows, now_ms()))
 
@@ -614,7 +676,8 @@ def top(
                 {
                     "node": inspection.node_summary(store),
                     "queues": queues.stats(inspection.known_queues(store, slots)),
-                    "workers": inspection.workers_view(store, slots, settings.node_name),
+                    "workers": (rows := inspection.workers_view(store, slots, settings.node_name)),
+                    "hosts": inspection.hosts_view(rows),
                     "jobs": inspection.recent_jobs(store, slots, limit=limit),
                 }
             )

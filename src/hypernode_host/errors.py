@@ -9,10 +9,12 @@ HypernodeError
 ├── JobRejected          a job refused at admission (bad id, limits, image, capacity)
 ├── ContainerError       the Docker engine failed us (not the job's own failure)
 │   ├── ImageUnavailable the image is missing and could not be pulled
+│   ├── EngineUnreachable the engine stopped answering (restarting, stopped) while a job ran
 │   └── NameTaken        the job's container name is taken: another worker holds the job
 ├── RequirementsFailed   a job's requirements could not be installed (pip's reason)
 ├── KeyFileError         the node key file is unreadable or malformed
 ├── GpuError             NVML or GPU inventory trouble
+├── StorageRefused       the node's Redis refuses writes: a new job cannot be taken in
 ├── UnknownJob           an operator named a job (or dead letter) this node does not have
 ├── Stopping             the bridge was asked to stop while it waited (for Redis)
 ├── RequestRefused       the reference backend turns a peer's request down (the text it sends)
@@ -76,12 +78,20 @@ class ImageUnavailable(ContainerError):
     reason = "image_pull_failed"
 
 
+class EngineUnreachable(ContainerError):
+    """The Docker engine stopped answering while a job ran (it is restarting, or stopped)."""
+
+
 class KeyFileError(HypernodeError):
     """The node key file cannot be used."""
 
 
 class GpuError(HypernodeError):
     """NVML or the GPU inventory failed."""
+
+
+class DriverMismatch(GpuError):
+    """NVML's library and the loaded kernel driver differ: the driver was upgraded and the host not rebooted."""
 
 
 class NameTaken(ContainerError):
@@ -97,6 +107,13 @@ class RequirementsFailed(HypernodeError):
         super().__init__(message)
         if reason is not None:  # "timeout": installing them took the rest of the job's timeout
             self.reason = reason
+
+
+class StorageRefused(HypernodeError):
+    """The node's Redis refuses writes (out of memory under noeviction, a disk it cannot persist to):
+    a new job cannot be recorded, so it is refused; the message is the server's reason."""
+
+    reason = "node_storage_full"
 
 
 class UnknownJob(HypernodeError):

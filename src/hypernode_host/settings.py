@@ -71,6 +71,18 @@ class Settings(BaseModel):
     job_timeout: int = Field(
         300, alias="HN_JOB_TIMEOUT", gt=0, description="Longest any job may run, s (caps a job's own timeout)."
     )
+    job_retention: int = Field(
+        604_800,
+        alias="HN_JOB_RETENTION",
+        gt=0,
+        description="How long a settled job keeps its full record, s; then it shrinks to a tombstone.",
+    )
+    tombstone_retention: int = Field(
+        2_592_000,
+        alias="HN_TOMBSTONE_RETENTION",
+        gt=0,
+        description="How long a tombstone stops the job id running again, s; then the id is forgotten.",
+    )
     max_log_size: int = Field(
         10_000, alias="HN_MAX_LOG_SIZE", ge=256, description="Characters of logs sent per job (head and tail)."
     )
@@ -110,7 +122,21 @@ class Settings(BaseModel):
         description="Extra images jobs may name: comma-separated fnmatch patterns (name@sha256:... pins one).",
     )
     simulate_gpus: str | None = Field(
-        None, alias="HN_SIMULATE_GPUS", description="Simulated GPUs: 4 or 2xRTX4090:24576 (unset: NVML)."
+        None,
+        alias="HN_SIMULATE_GPUS",
+        description="Simulated GPUs: 4, 2xRTX4090:24576 or 1xA100:81920:mig=3g.40gb+3g.40gb (unset: NVML).",
+    )
+    simulate_driver: str | None = Field(
+        None,
+        alias="HN_SIMULATE_DRIVER",
+        pattern=r"^[0-9]+(\.[0-9]+)*/[0-9]+(\.[0-9]+)*$",
+        description="The simulated GPUs' driver at start, VERSION/CUDA: 550.54/12.4 (unset: no CUDA version).",
+    )
+    poison_quarantine: int = Field(
+        3600,
+        alias="HN_POISON_QUARANTINE",
+        ge=0,
+        description="Seconds a workload whose GPU failed under it is refused on this node's other GPUs (0: off).",
     )
     cpu_slots: int = Field(1, alias="HN_CPU_SLOTS", ge=0, le=256, description="CPU-only worker slots.")
     key_file: Path = Field(
@@ -131,6 +157,16 @@ class Settings(BaseModel):
         ge=0,
         description="Memory kept for the node itself (dockerd, Redis, the agent), MiB: a job's memoryLimit "
         "may be at most the host's memory less this.",
+    )
+    disk_floor: str = Field(
+        "5g",
+        alias="HN_DISK_FLOOR",
+        pattern=r"^\s*\d+(\.\d+)?\s*[bkmgtBKMGT]?\s*$",
+        description="Free disk kept on the Docker data root (5g): least recently used images and requirements "
+        "volumes are removed to keep it; below it with nothing to remove, jobs are refused (0: off).",
+    )
+    prepull: tuple[str, ...] = Field(
+        (), alias="HN_PREPULL", description="Images pulled at start and never collected: comma-separated."
     )
     pull_timeout: int = Field(600, alias="HN_PULL_TIMEOUT", gt=0, description="Longest an image pull may take, s.")
     metrics_port: int = Field(
@@ -190,7 +226,7 @@ class Settings(BaseModel):
     def _default_when_empty(cls, value: Any) -> Any:
         return _default_state_dir() if value == "" else value
 
-    @field_validator("allowed_images", "notify_url", "notify_events", mode="before")
+    @field_validator("allowed_images", "prepull", "notify_url", "notify_events", mode="before")
     @classmethod
     def _split_patterns(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -209,6 +245,7 @@ class Settings(BaseModel):
     @field_validator(
         "redis_url",
         "simulate_gpus",
+        "simulate_driver",
         "gpu_job_image",
         "pip_index_url",
         "pip_find_links",
@@ -255,6 +292,13 @@ class Settings(BaseModel):
     def own_redis(self) -> bool:
         """HN_REDIS_URL is not set: the node runs its own Redis (`up` starts it)."""
         return self.redis_url is None
+
+    @property
+    def disk_floor_bytes(self) -> int:
+        """HN_DISK_FLOOR in bytes (0: off)."""
+        text = self.disk_floor.strip().lower()
+        unit = text[-1] if text[-1] in "bkmgt" else ""
+        return int(float(text.removesuffix(unit).strip()) * (1 << (10 * "bkmgt".index(unit) if unit else 0)))
 
     def gpu_image(self) -> str:
         return self.gpu_job_image or self.job_image

@@ -69,7 +69,7 @@ def resumed(stack: Stack, registrations: int) -> bool:
 def test_heartbeats_carry_real_uptime_and_counts_once_registered(stack: Stack) -> None:
     with BridgeThread(stack.env) as bridge:
         node_id = stack.wait_registered()
-        beats = wait_for(lambda: (b := stack.backend.heartbeats(node_id)) and len(b) >= 3 and b, timeout=15)
+        beats = wait_for(lambda: (b := stack.backend.heartbeats(node_id)) and len(b) >= 3 and b, timeout=60)
 
     assert bridge.error is None
     stats = [beat.stats for beat in beats]
@@ -86,9 +86,9 @@ def test_after_a_drop_the_bridge_resumes_its_node_and_spends_its_token_once(stac
         node_id = stack.wait_registered()
         assert stack.proxy.drop() == 1
 
-        wait_for(lambda: resumed(stack, 2), timeout=15)
+        wait_for(lambda: resumed(stack, 2), timeout=60)
         beats = len(stack.backend.heartbeats(node_id))
-        wait_for(lambda: len(stack.backend.heartbeats(node_id)) > beats, timeout=10)  # beating again
+        wait_for(lambda: len(stack.backend.heartbeats(node_id)) > beats, timeout=60)  # beating again
 
     assert bridge.error is None
     assert only_node(stack)["nodeId"] == node_id
@@ -100,7 +100,7 @@ def test_a_bridge_restarted_on_the_same_redis_resumes_the_same_node(stack: Stack
     with BridgeThread(stack.env):
         node_id = stack.wait_registered()
     with BridgeThread(stack.env) as again:
-        wait_for(lambda: resumed(stack, 2), timeout=15)
+        wait_for(lambda: resumed(stack, 2), timeout=60)
     assert again.error is None
     assert only_node(stack)["nodeId"] == node_id
 
@@ -115,11 +115,11 @@ def test_a_half_open_connection_is_noticed_by_pings_and_replaced(
         accepted = stack.proxy.accepted
         stack.proxy.set_mode("blackhole")  # both ends stay open and hear nothing: no FIN, no RST
 
-        wait_for(lambda: stack.proxy.accepted > accepted, timeout=15)  # noticed: it dials again
+        wait_for(lambda: stack.proxy.accepted > accepted, timeout=60)  # noticed: it dials again
         stack.proxy.set_mode("pass")
         stack.proxy.drop()  # the backend's end of the dead connection
 
-        wait_for(lambda: resumed(stack, 2), timeout=15)
+        wait_for(lambda: resumed(stack, 2), timeout=60)
     assert "keepalive ping timeout" in caplog.text
 
 
@@ -136,7 +136,7 @@ def test_after_a_drop_upstream_refuses_the_spent_token_and_a_new_one_registers_a
         stack.give_token()
 
         second = wait_for(lambda: (n := [x for x in stack.backend.nodes() if x["connected"]]) and n[0]["nodeId"])
-        wait_for(lambda: len(stack.backend.heartbeats(second)) >= 2, timeout=15)  # beating again
+        wait_for(lambda: len(stack.backend.heartbeats(second)) >= 2, timeout=60)  # beating again
         assert stack.refusal() is None  # `check` no longer says refused
 
     assert bridge.error is None
@@ -150,7 +150,7 @@ def test_while_the_backend_is_unreachable_the_bridge_retries_with_capped_backoff
     caplog.set_level(logging.INFO)
     stack.proxy.set_mode("refuse")
     with BridgeThread(stack.env):
-        wait_for(lambda: stack.proxy.accepted >= 6, timeout=20)
+        wait_for(lambda: stack.proxy.accepted >= 6, timeout=60)
         stack.proxy.set_mode("pass")
         stack.wait_registered()
 
@@ -177,12 +177,12 @@ def test_bad_frames_are_refused_and_the_connection_stays(stack: Stack) -> None:
         for frame in frames:
             assert stack.backend.send_raw(frame, node_id) == 1
 
-        wait_for(lambda: stack.node_counter("frames_refused") == len(frames), timeout=10)
+        wait_for(lambda: stack.node_counter("frames_refused") == len(frames), timeout=60)
         if stack.upstream:  # it takes no error frames ("Unknown message type"): it hears none
             node_id = wait_for(lambda: stack.backend.heartbeats(node_id) and node_id)  # still beating
             assert only_node(stack)["errors"] == [] and only_node(stack)["connected"]
             return
-        errors = wait_for(lambda: (e := only_node(stack)["errors"]) and len(e) == len(frames) and e, timeout=10)
+        errors = wait_for(lambda: (e := only_node(stack)["errors"]) and len(e) == len(frames) and e, timeout=60)
         assert only_node(stack)["registrations"] == 1  # the same connection all along
 
     assert errors == [
@@ -208,9 +208,9 @@ def test_a_frame_over_the_session_cap_gets_one_error_reply_and_the_connection_st
 
         wait_for(lambda: stack.node_counter("frames_refused") == 1, timeout=30)
         if not stack.upstream:  # upstream's backend takes no error frames
-            [error] = wait_for(lambda: only_node(stack)["errors"], timeout=10)
+            [error] = wait_for(lambda: only_node(stack)["errors"], timeout=60)
             assert error == f"frame too large ({(50 << 20) + 24} > {MAX_FRAME_BYTES} characters)"
-        wait_for(lambda: len(stack.backend.heartbeats(node_id)) > beats + 1, timeout=10)  # still beating
+        wait_for(lambda: len(stack.backend.heartbeats(node_id)) > beats + 1, timeout=60)  # still beating
         assert only_node(stack)["registrations"] == 1 and only_node(stack)["connected"]  # never dropped
 
     assert "ZZZZZZZZ" not in caplog.text  # a summary, never the payload
@@ -229,7 +229,7 @@ def test_an_invalid_token_parks_the_bridge_until_a_new_token_registers_it_at_onc
 
         stack.give_token()
         node_id = stack.wait_registered()
-        wait_for(lambda: stack.backend.heartbeats(node_id), timeout=15)
+        wait_for(lambda: stack.backend.heartbeats(node_id), timeout=60)
 
     assert bridge.error is None
     assert stack.proxy.accepted == 2 and stack.backend.registers_refused() == 1
@@ -253,7 +253,7 @@ def test_a_refused_bridge_closes_its_connection_with_1008_and_stops_with_1000(
     stack.write_token("tok-not-issued")
     with BridgeThread(stack.env):
         stack.wait_refused()
-        wait_for(lambda: "(code 1008)" in caplog.text, timeout=10)  # policy, not 1011 (our own failure)
+        wait_for(lambda: "(code 1008)" in caplog.text, timeout=60)  # policy, not 1011 (our own failure)
         stack.give_token()
         stack.wait_registered()
     assert "(code 1000)" in caplog.text  # a shutdown is a normal close
@@ -265,7 +265,7 @@ def test_a_token_already_used_by_another_node_refuses_the_second_one(stack: Stac
         with RedisProcess() as other_redis:  # another machine: no node id of its own to resume
             env = node_env(other_redis.url, stack.proxy.url, stack.token, tmp_path / "other")
             with BridgeThread(env) as intruder:
-                wait_for(lambda: intruder.bridge.session.refusal, timeout=15)
+                wait_for(lambda: intruder.bridge.session.refusal, timeout=60)
             assert intruder.error is None  # refused, not ended
             assert refusal_in(other_redis) == "Token already used"
 
@@ -303,7 +303,7 @@ def test_an_http_403_at_the_handshake_parks_the_bridge_like_a_refused_token(
 ) -> None:
     with GatewayThread(HTTPStatus.FORBIDDEN) as gateway:
         with BridgeThread(node_env(redis_server.url, gateway.url, token, tmp_path)) as bridge:
-            wait_for(lambda: refusal_in(redis_server), timeout=15)
+            wait_for(lambda: refusal_in(redis_server), timeout=60)
             time.sleep(QUIET_S)
             assert gateway.handshakes == 1
         assert bridge.error is None
@@ -314,7 +314,7 @@ def test_an_http_503_at_the_handshake_is_retried(redis_server: RedisProcess, tok
     with GatewayThread(HTTPStatus.SERVICE_UNAVAILABLE) as gateway:
         env = node_env(redis_server.url, gateway.url, token, tmp_path, HN_RECONNECT_MAX_DELAY="0.2")
         with BridgeThread(env) as bridge:
-            wait_for(lambda: gateway.handshakes >= 3, timeout=15)  # a passing outage: tried again and again
+            wait_for(lambda: gateway.handshakes >= 3, timeout=60)  # a passing outage: tried again and again
     assert bridge.error is None
 
 
@@ -370,12 +370,12 @@ def test_the_token_never_reaches_any_log_line_at_any_level(
         stack.backend.send_raw("not json", node_id)  # a refused frame
         stack.backend.push({"type": "error", "message": "Invalid token"}, node_id)  # a backend error
         stack.proxy.drop()  # a reconnect (and its register frame)
-        wait_for(lambda: resumed(stack, 2), timeout=15)
+        wait_for(lambda: resumed(stack, 2), timeout=60)
         stack.proxy.set_mode("refuse")  # connection failures
         stack.proxy.drop()
-        wait_for(lambda: stack.proxy.accepted >= 5, timeout=15)
+        wait_for(lambda: stack.proxy.accepted >= 5, timeout=60)
         stack.proxy.set_mode("pass")
-        wait_for(lambda: resumed(stack, 3), timeout=15)
+        wait_for(lambda: resumed(stack, 3), timeout=60)
     stack.write_token(stack.token + "-revoked")
     with BridgeThread(stack.env) as refused:
         stack.wait_refused()  # an auth failure, with our token in the register it sent
@@ -469,7 +469,7 @@ def test_wss_refuses_an_untrusted_certificate_and_never_falls_back_to_plain_text
     stack, _ = tls_stack
     caplog.set_level(logging.INFO)
     with BridgeThread(stack.env):  # the system's trust store: the private CA is not in it
-        wait_for(lambda: stack.proxy.accepted >= 3, timeout=20)
+        wait_for(lambda: stack.proxy.accepted >= 3, timeout=60)
 
     assert "certificate verify failed" in caplog.text
     assert stack.backend.nodes() == []  # no register ever reached the backend
@@ -496,6 +496,6 @@ def test_wss_refuses_a_trusted_certificate_for_another_host(
     ):
         env = node_env(redis_server.url, f"wss://localhost:{proxy.port}", token, tmp_path, HN_RECONNECT_MAX_DELAY="0.3")
         with BridgeThread(env, tuning):
-            wait_for(lambda: proxy.accepted >= 2, timeout=20)
+            wait_for(lambda: proxy.accepted >= 2, timeout=60)
         assert backend.nodes() == []
     assert "Hostname mismatch" in caplog.text

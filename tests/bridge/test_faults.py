@@ -203,8 +203,8 @@ def test_a_flood_of_malformed_frames_leaves_the_connection_up_and_jobs_running(
 
         answered = 0 if stack.upstream else 500  # each one answered, to a backend that takes error frames
         wait_for(lambda: len(stack.backend.nodes()[0]["errors"]) == answered, timeout=30)
-        wait_for(lambda: len(stack.backend.heartbeats(node_id)) > beats, timeout=10)  # and still beating
-        wait_for(lambda: stack.node_counter("frames_refused") == 500, timeout=10)  # hn:node is this test's
+        wait_for(lambda: len(stack.backend.heartbeats(node_id)) > beats, timeout=60)  # and still beating
+        wait_for(lambda: stack.node_counter("frames_refused") == 500, timeout=60)  # hn:node is this test's
         assert stack.backend.nodes()[0]["registrations"] == 1  # the same connection all along
     assert result["status"] == "completed"
     assert_ran_once_and_settled(stack, [job])
@@ -335,6 +335,66 @@ def test_redis_restarted_with_aof_while_jobs_are_queued_loses_none(stack: Stack,
         assert all(copy == copies[0] for copy in copies)
 
 
+def test_a_job_whose_message_redis_lost_is_requeued_by_the_reconciler_and_runs_once(
+    stack: Stack, worker: NodeProcess
+) -> None:
+    busy = stack.job(script="import time\ntime.sleep(4)\nprint('busy done')")
+    lost = stack.job(script="print('lost done')")
+    with BridgeThread(stack.env):
+        stack.wait_registered()
+        stack.backend.send_job(busy)
+        wait_for(lambda: stack.record(busy["id"]).get("state") == "running", timeout=60)
+        stack.backend.send_job(lost)  # waits behind the running job: the worker prefetches one
+        wait_for(lambda: stack.record(lost["id"]).get("enqueued"), timeout=30)
+        queue = stack.record(lost["id"])["queue"]
+        [redis_id] = stack.redis.lrange(f"{keys.DRAMATIQ_NAMESPACE}:{queue}", 0, -1)
+        # What a Redis that lost its last second of writes leaves: the job queued, its message gone.
+        stack.redis.lrem(f"{keys.DRAMATIQ_NAMESPACE}:{queue}", 0, redis_id)
+        stack.redis.hdel(f"{keys.DRAMATIQ_NAMESPACE}:{queue}.msgs", redis_id)
+
+        results = results_of(stack, [busy, lost], worker)
+        assert "lost done" in results[lost["id"]]["logs"]
+        assert_ran_once_and_settled(stack, [busy, lost])
+    assert int(stack.redis.hget(keys.RECONCILER, "requeued") or 0) >= 1
+
+
+def test_redis_refusing_writes_refuses_new_jobs_with_an_error_and_loses_none_accepted_before(
+    stack: Stack, worker: NodeProcess
+) -> None:
+    before = stack.job(script="import time\ntime.sleep(3)\nprint('accepted before')")
+    during = stack.job(script="print('never runs')")
+    after = stack.job(script="print('after')")
+    with BridgeThread(stack.env):
+        node_id = stack.wait_registered()
+        stack.backend.send_job(before)
+        wait_for(lambda: stack.record(before["id"]).get("state") == "running", timeout=60)
+        stack.redis.config_set("maxmemory-policy", "noeviction")
+        stack.redis.config_set("maxmemory", 1)  # every write refused: out of memory
+        try:
+            stack.backend.send_job(during)
+            refused = results_of(stack, [during], worker)[during["id"]]
+            assert (refused["status"], refused["reason"]) == ("error", "node_storage_full")
+            assert "Redis refuses writes" in refused["logs"] and "OOM" in refused["logs"]
+            beats = len(stack.backend.heartbeats(node_id))
+
+            def said_why() -> bool:
+                fresh = stack.backend.heartbeats(node_id)[beats:]
+                return any("Redis refuses writes" in line for b in fresh for line in b.stats["unhealthy_slots"])
+
+            wait_for(said_why, timeout=60)  # still beating, and saying why
+            assert stack.record(before["id"]).get("state") == "running"  # its result waits for room
+        finally:
+            stack.redis.config_set("maxmemory", 0)
+
+        results = results_of(stack, [before], worker)
+        assert "accepted before" in results[before["id"]]["logs"]
+        stack.backend.send_job(after)
+        assert results_of(stack, [after], worker)[after["id"]]["status"] == "completed"
+        assert_ran_once_and_settled(stack, [before, after])
+    assert not stack.redis.exists(keys.JOB.format(job_id=during["id"]))  # never taken in: sent again, it runs
+    assert len(stack.backend.results(during["id"])) == 1
+
+
 def aof_redis_queued(server: RedisProcess) -> int:
     with redis.Redis.from_url(server.url, decode_responses=True) as client:
         return int(client.scard(keys.QUEUED))
@@ -352,15 +412,15 @@ def test_a_job_sent_again_is_never_run_again(stack: Stack, worker: NodeProcess) 
 
         stack.backend.push({"type": "job", **job})  # while it runs: the backend hears where it stands
         if not stack.upstream:  # upstream takes no job_status ("Unknown message type"): it hears nothing
-            wait_for(lambda: stack.backend.jobs()[0]["statuses"] == ["running"], timeout=10)
+            wait_for(lambda: stack.backend.jobs()[0]["statuses"] == ["running"], timeout=60)
         first = results_of(stack, [job], worker)[job["id"]]
-        wait_for(lambda: stack.record(job["id"]).get("state") == "reported", timeout=10)
+        wait_for(lambda: stack.record(job["id"]).get("state") == "reported", timeout=60)
 
         stack.backend.push({"type": "job", **job})  # once reported: the same result again, if deduplicated
         if stack.upstream:  # a second copy would be credited again: none goes, and the job stays reported
-            wait_for(lambda: len(stack.backend.heartbeats(stack.backend.wait_for_node())) >= 2, timeout=10)
+            wait_for(lambda: len(stack.backend.heartbeats(stack.backend.wait_for_node())) >= 2, timeout=60)
         else:
-            wait_for(lambda: len(stack.backend.results(job["id"])) == 2, timeout=10)
+            wait_for(lambda: len(stack.backend.results(job["id"])) == 2, timeout=60)
 
     assert stack.backend.results(job["id"]) == ([first] if stack.upstream else [first, first])
     assert stack.backend.credits(job["id"]) == 1
@@ -381,7 +441,7 @@ def test_heartbeats_count_active_queued_completed_and_failed_jobs_and_free_slots
             beats = stack.backend.heartbeats(node_id)
             return beats[-1].stats if beats else {}
 
-        before = wait_for(lambda: (s := latest()) and s["free_slots"] == 1 and s, timeout=15)  # one idle worker
+        before = wait_for(lambda: (s := latest()) and s["free_slots"] == 1 and s, timeout=60)  # one idle worker
         stack.backend.send_job(slow)
         stack.backend.send_job(waiting)
         busy = wait_for(lambda: (s := latest()) and s["active_jobs"] == 1 and s["queued_jobs"] == 1 and s, timeout=30)

@@ -82,7 +82,7 @@ class Node:
         workers = wait_for(lambda: (w := self.workers()) and len(w) == slots and w, timeout=30)
         for worker in workers.values():
             os.kill(worker.pid, 0)  # raises if the worker process is gone
-        wait_for(lambda: job_containers(self.name) == [], timeout=20)
+        wait_for(lambda: job_containers(self.name) == [], timeout=60)
 
     def close(self) -> None:
         self.redis.close()

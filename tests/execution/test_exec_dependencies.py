@@ -380,7 +380,7 @@ def registry(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
     repository = f"127.0.0.1:{port}/hn/job-python"
     client = docker.from_env()
     try:
-        wait_for(lambda: _answers(port), timeout=20)
+        wait_for(lambda: _answers(port), timeout=60)
         client.images.get(TEST_IMAGE).tag(repository, "test")
         for event in client.images.push(repository, "test", stream=True, decode=True):
             assert "error" not in event, event
@@ -464,5 +464,7 @@ def test_a_pull_that_hangs_gives_up_at_the_pull_timeout(node: Node, silent_regis
     result = node.run(script="print('never')", image=image, wait_s=PULL_TIMEOUT_S + 30)
 
     assert result["status"] == "error"
-    assert result["logs"] == f"image {image} is not available: pull failed (no progress for {PULL_TIMEOUT_S} s)"
+    # A stalled pull is tried again (tasks/imagecache.py), twice, then the job ends.
+    stalled = f"image {image} is not available: pull failed (no progress for {PULL_TIMEOUT_S} s)"
+    assert result["logs"] == f"{stalled} (after 3 attempts)"
     node.assert_unharmed()

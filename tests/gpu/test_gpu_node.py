@@ -15,12 +15,21 @@ import redis
 from gpu_support import assert_no_gpu_shared_at_once, gpu_job, gpus_seen, live, max_overlap, wait_for_slots
 
 from hypernode_host.backend.harness import BackendThread
+from hypernode_host.errors import ContainerError
 from hypernode_host.gpu.inventory import discover
 from hypernode_host.gpu.simulated import simulated_gpus
 from hypernode_host.settings import Settings
 from hypernode_host.state.gpuflags import GpuFlags
 from hypernode_host.tasks.containers import LABEL_GPUS, LABEL_NODE, DockerRuntime
 from support import NodeProcess, job_containers, node_stack, wait_for
+
+
+def running(runtime: DockerRuntime, container_id: str) -> bool:
+    """Whether a listed container runs; one removed since it was listed (its job just ended) does not."""
+    try:
+        return runtime.state(container_id).running
+    except ContainerError:
+        return False
 
 
 class GpuNode:
@@ -67,7 +76,7 @@ def test_eight_one_gpu_jobs_run_four_at_a_time_each_on_its_own_gpu(gpu_node: Gpu
     def running_labels() -> list[str]:
         runtime = DockerRuntime()
         labelled = runtime.labelled(LABEL_NODE, gpu_node.node.node_name)
-        return [labels[LABEL_GPUS] for cid, labels in labelled if runtime.state(cid).running]
+        return [labels[LABEL_GPUS] for cid, labels in labelled if running(runtime, cid)]
 
     on_gpus = wait_for(lambda: (labels := running_labels()) and len(labels) == 4 and labels, timeout=60)
     assert sorted(on_gpus) == sorted(gpu_node.uuids)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypernode_host.core.slots import plan_slots
+from hypernode_host.core.cuda import version_tuple
+from hypernode_host.core.slots import SlotState, plan_slots
 from hypernode_host.gpu import nvml
 from hypernode_host.gpu.inventory import discover
 from hypernode_host.gpu.monitor import SlotMonitor
@@ -40,9 +41,26 @@ def test_a_slot_monitor_watches_xids_and_reads_healthy(real_nvml: Any) -> None:
     monitor = SlotMonitor(flags=None, uuids=slot.gpu_uuids, simulated=False)  # type: ignore[arg-type]
     monitor.open()
     try:
-        assert monitor.check() == (True, "ok")
+        condition = monitor.check()
+        assert condition.healthy, condition  # serving, or busy when something else computes on the GPU now
+        assert condition.state is not SlotState.DRAINING, condition
+        assert monitor.start_driver is not None and monitor.start_driver.version, monitor.start_driver
     finally:
         monitor.close()
+
+
+def test_the_driver_and_its_cuda_version_are_read(real_nvml: Any) -> None:
+    driver, cuda = nvml.driver_versions()
+    assert driver is not None and version_tuple(driver) is not None, driver
+    assert cuda is not None and version_tuple(cuda) is not None, cuda
+    assert {(g.driver_version, g.cuda_version) for g in nvml.list_gpus()} == {(driver, cuda)}
+
+
+def test_the_compute_process_list_is_read_for_every_gpu(real_nvml: Any) -> None:
+    uuids = [g.uuid for g in nvml.list_gpus()]
+    processes = nvml.compute_processes(uuids)
+    assert sorted(processes) == sorted(uuids)
+    assert all(all(pid > 0 for pid in pids) for pids in processes.values()), processes
 
 
 def test_discover_uses_nvml_without_simulation(real_nvml: Any) -> None:

@@ -57,10 +57,11 @@ from hypernode_host.core.messages import MAX_WIRE_BYTES, HeartbeatStats, HostInf
 from hypernode_host.core.proofs import NodeKey
 from hypernode_host.core.slots import GpuInfo, Slot
 from hypernode_host.core.uptime import uptimes
-from hypernode_host.errors import ConfigError, ProtocolError, Stopping
+from hypernode_host.errors import ConfigError, ProtocolError, Stopping, StorageRefused
+from hypernode_host.gpu.capacity import node_driver
 from hypernode_host.logs import wire_logger
 from hypernode_host.settings import Settings
-from hypernode_host.state import RedisDown, Store, redis_url
+from hypernode_host.state import RedisDown, RedisError, Store, redis_url, write_refusal
 from hypernode_host.state.ledger import Ledger
 from hypernode_host.state.records import Registration
 
@@ -158,6 +159,7 @@ class Bridge:
         self._beat_sent_ms = 0
         self._unsaved_refusals = 0
         self._redis_notes = Throttle(burst=1, window_s=30.0)
+        self._writes_refused: str | None = None  # Redis's reason while it refuses writes, said in heartbeats
         # Events and uptime: offline since (epoch ms; a starting bridge is offline until registered), whether
         # node.offline went out for it, the last connection error, the slots' health at the last reading.
         self._offline_since: int | None = now_ms()
@@ -544,6 +546,13 @@ class Bridge:
             known = await self._redis(self.intake.accept, job_id, fields)
         except Stopping:
             raise
+        except StorageRefused as refused:  # not recorded, so not accepted: the backend hears so at once
+            self._writes_refused = str(refused).partition("(")[2].rstrip(")") or str(refused)
+            result = await self._redis(self.intake.refusal_result, job_id, fields, refused)
+            if self.session.send_unstored_result(job_id, result):
+                await self._flush(link)
+            log.warning("job %s refused: %s", job_id, refused)
+            return
         except Exception:
             # A bug met by one job must not cost the other jobs their connection, nor the bridge its
             # life: the backend hears that this one was not taken in (a recorded job whose intake was
@@ -630,12 +639,23 @@ class Bridge:
             log.exception("reading the heartbeat stats failed; sending the last ones")
 
     def _read_stats(self, refused: int, beat_sent_ms: int, span: tuple[int, int] | None = None) -> HeartbeatStats:
-        if refused:
-            self.store.node.count("frames_refused", refused)
-        if beat_sent_ms:
-            self.store.node.heartbeat(beat_sent_ms)
-        if span is not None:
-            self._credit(*span)
+        try:
+            if refused:
+                self.store.node.count("frames_refused", refused)
+            if beat_sent_ms:
+                self.store.node.heartbeat(beat_sent_ms)  # also how a write refusal is seen to end
+            if span is not None:
+                self._credit(*span)
+        except RedisError as exc:
+            if (why := write_refusal(exc)) is None:
+                raise
+            if self._writes_refused is None:
+                log.warning("Redis refuses writes (%s): new jobs get an error result until it takes them", why)
+            self._writes_refused = why
+        else:
+            if self._writes_refused is not None:
+                log.warning("Redis takes writes again; taking jobs")
+            self._writes_refused = None
         hours, first_seen, self._uptime_total_ms = self.store.uptime.read()
         self._uptime_ratios = {u.window: u.ratio for u in uptimes(hours, first_seen, now_ms())}
         queued, running = self.store.jobs.active_counts()
@@ -661,7 +681,11 @@ class Bridge:
         stats = self._stats or HeartbeatStats(jobs_completed=0, jobs_failed=0, total_uptime=0, active_jobs=0, gpus=[])
         pending = now_ms() - self._up_mark if self._up_mark is not None else 0
         ratios = {f"uptime_{window}": ratio for window, ratio in self._uptime_ratios.items()}
-        return stats.model_copy(update={"total_uptime": (self._uptime_total_ms + max(pending, 0)) // 1000, **ratios})
+        update: dict[str, Any] = {"total_uptime": (self._uptime_total_ms + max(pending, 0)) // 1000, **ratios}
+        if self._writes_refused is not None:  # no slot can take a job the node cannot record
+            line = f"node: Redis refuses writes ({self._writes_refused}); new jobs are refused"
+            update |= {"free_slots": 0, "unhealthy_slots": [*stats.unhealthy_slots, line]}
+        return stats.model_copy(update=update)
 
     # Redis, patiently ------------------------------------------------------------------------
 
@@ -669,13 +693,20 @@ class Bridge:
         """Run a Redis-using call in a thread; while Redis is down, wait and try again.
 
         Nothing is lost by waiting: a job frame not yet recorded was not accepted, a result not yet
-        acknowledged stays in the outbox. Every call passed here is safe to repeat.
+        acknowledged stays in the outbox. Every call passed here is safe to repeat. A Redis that
+        refuses writes (out of memory, a full disk) is waited for the same way; only a new job does
+        not wait for it (Intake.accept refuses it with an error result instead).
         """
         delay = REDIS_RETRY_FIRST_S
         while True:
             try:
                 return await asyncio.to_thread(call, *args, **kwargs)
             except RedisDown as exc:
+                self._redis_unavailable(exc)
+            except RedisError as exc:  # refusing writes lasts until room is freed: the same wait
+                if write_refusal(exc) is None:
+                    raise
+                self._writes_refused = write_refusal(exc)
                 self._redis_unavailable(exc)
             if await self._stopped_within(delay):
                 raise Stopping
@@ -704,14 +735,18 @@ class Bridge:
         return {"slots": len(self.slots), "gpus": sum(len(s.gpus) for s in self.slots)}
 
     def _host_info(self) -> HostInfo:
+        gpus = self.gpus()
+        driver = node_driver(gpus)
         return HostInfo(
             hostname=self.settings.node_name,
             os=platform.system(),
             os_version=platform.release(),
             arch=platform.machine(),
-            gpus=[wire_gpu(g) for g in self.gpus()],
+            gpus=[wire_gpu(g) for g in gpus],
             docker_version=self.docker_version,
             agent_version=AGENT_VERSION,
+            driver_version=driver.version,
+            cuda_version=driver.cuda,
         )
 
     def close(self) -> None:

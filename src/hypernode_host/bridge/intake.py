@@ -25,10 +25,10 @@ from hypernode_host.core.jobs import JobSpec, JobState, Reason, reason_of
 from hypernode_host.core.proofs import NodeKey
 from hypernode_host.core.results import error_result, internal_detail
 from hypernode_host.core.slots import Slot
-from hypernode_host.errors import JobRejected
+from hypernode_host.errors import JobRejected, StorageRefused
 from hypernode_host.gpu.capacity import serving_slots
 from hypernode_host.settings import Settings
-from hypernode_host.state import RedisDown, Store
+from hypernode_host.state import RedisDown, RedisError, Store, write_refusal
 from hypernode_host.state.records import JobRecord
 from hypernode_host.tasks.broker import enqueue_job
 
@@ -60,6 +60,24 @@ class Intake:
         None: a new job (queued, or refused with an error result in the outbox), or a record this
         version cannot read.
         """
+        try:
+            recorded, queue, refusal = self._record(job_id, fields)
+        except RedisError as exc:  # reads included: a Redis out of memory refuses MULTI too
+            if (why := write_refusal(exc)) is None:
+                raise
+            raise StorageRefused(f"job not taken in: the node's Redis refuses writes ({why})") from None
+        if not recorded:
+            return self._known(job_id)
+        try:
+            self._complete_or_end(job_id, fields, queue, refusal)
+        except RedisError as exc:  # taken in: its message (or refusal) follows once Redis takes writes again
+            if (why := write_refusal(exc)) is None:
+                raise
+            log.warning("job %s: recorded, but Redis refuses writes (%s); the reconciler completes it", job_id, why)
+        return None
+
+    def _record(self, job_id: str, fields: Mapping[str, Any]) -> tuple[bool, str, tuple[str, str] | None]:
+        """Admit and record the job: (new, its queue, its refusal)."""
         refusal: tuple[str, str] | None = None
         try:
             queue = admit(JobSpec.parse(fields), self.settings, self.serving_slots()).queue
@@ -67,13 +85,29 @@ class Intake:
             queue, refusal = "", (exc.reason, str(exc))
         except RedisDown:
             raise
+        except RedisError as exc:
+            if write_refusal(exc) is not None:
+                raise
+            log.exception("job %s: admission failed", job_id)
+            queue, refusal = "", (Reason.INTERNAL, internal_detail("admitting it", exc))
         except Exception as exc:  # a fault of ours, met by this job alone: it ends with an error result
             log.exception("job %s: admission failed", job_id)
             queue, refusal = "", (Reason.INTERNAL, internal_detail("admitting it", exc))
-        if self.store.jobs.record(job_id, fields, queue, refusal):
-            self._complete_or_end(job_id, fields, queue, refusal)
-            return None
-        return self._known(job_id)
+        return self.store.jobs.record(job_id, fields, queue, refusal), queue, refusal
+
+    def refusal_result(self, job_id: str, fields: Mapping[str, Any], refused: StorageRefused) -> dict[str, Any]:
+        """The error result of a job that could not even be recorded: sent as is, stored nowhere (its id
+        is not claimed, so the same job sent later runs)."""
+        result = error_result(
+            job_id=job_id,
+            job=fields,
+            node_id=self.store.node.node_id(),
+            key=self.key,
+            reason=reason_of(refused.reason),
+            detail=str(refused),
+            at_ms=now_ms(),
+        )
+        return result.model_dump(mode="json")
 
     def reconcile(self) -> None:
         """Complete the intake of jobs recorded by a bridge that died before it could enqueue them.
@@ -104,6 +138,11 @@ class Intake:
             self._complete(job_id, fields, queue, refusal)
         except RedisDown:
             raise
+        except RedisError as exc:
+            if write_refusal(exc) is not None:  # not the job's fault: it is completed once Redis takes writes
+                raise
+            log.exception("job %s: intake failed", job_id)
+            self._complete(job_id, fields, "", (Reason.INTERNAL, internal_detail("taking it in", exc)))
         except Exception as exc:
             log.exception("job %s: intake failed", job_id)
             self._complete(job_id, fields, "", (Reason.INTERNAL, internal_detail("taking it in", exc)))

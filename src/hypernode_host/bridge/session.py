@@ -260,6 +260,15 @@ class Session:
         self._queue_result(InFlight(job_id, entry_id), frame)
         return True
 
+    def send_unstored_result(self, job_id: str, result: Mapping[str, Any]) -> bool:
+        """Queue the result of a job the node could not take in, which no outbox holds: it goes once, on
+        this connection, and its settlement changes nothing here. False when not registered."""
+        if self.state is not State.REGISTERED:
+            return False
+        frame = json.dumps(dict(result), separators=(",", ":"), ensure_ascii=False)
+        self._queue_result(InFlight(job_id, None), frame)
+        return True
+
     def repeat(self, job_id: str, state: JobState, stored_result: str | None) -> Repeat:
         """A job id the node already has came again: queue what the backend should hear (never a second run).
 

@@ -76,10 +76,14 @@ class Reason(enum.StrEnum):
     OOM = "oom"  # the kernel killed it for exceeding its memory limit
     TIMEOUT = "timeout"  # it outlived its time limit
     CANCELLED = "cancelled"  # the backend or the operator cancelled it
-    GPU_LOST = "gpu_lost"  # its GPU failed while it ran
+    GPU_LOST = "gpu_lost"  # its GPU failed while it ran (a critical Xid, or it fell off the bus)
+    CUDA_INCOMPATIBLE = "cuda_incompatible"  # its image needs a newer CUDA than this GPU's driver supports
+    DISK_FULL = "disk_full"  # the Docker data root is below HN_DISK_FLOOR and nothing is left to collect
+    QUARANTINED = "quarantined"  # the same workload made a GPU of this node fail a short while ago
     ENGINE_ERROR = "engine_error"  # the Docker engine failed to run it (not the job's own failure)
     ENGINE_RESTARTED = "engine_restarted"  # the Docker engine restarted while it ran
     NODE_SHUTDOWN = "node_shutdown"  # the node stopped before it could run
+    NODE_STORAGE_FULL = "node_storage_full"  # the node's Redis refused to store it (out of memory, disk full)
     OUTPUT_TOO_LARGE = "output_too_large"  # it wrote more output files than the node keeps
     OPERATOR_DROPPED = "operator_dropped"  # the node's operator dropped it (dead letters purged)
     INTERNAL = "internal"  # a fault of the agent itself; its log says more

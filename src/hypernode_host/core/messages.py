@@ -149,6 +149,9 @@ class GpuEntry(Message):
     power_w: float | None = None
     healthy: bool = True
     health: str = "ok"
+    # (ext) the driver and the newest CUDA it supports, so a backend can route images by CUDA version
+    driver_version: str | None = None
+    cuda_version: str | None = None
 
 
 class HostInfo(Message):
@@ -159,6 +162,8 @@ class HostInfo(Message):
     gpus: list[GpuEntry]
     docker_version: str
     agent_version: str
+    driver_version: str | None = None  # (ext) the GPU driver and its CUDA version; None without GPUs
+    cuda_version: str | None = None
 
 
 class Register(Message):
@@ -183,7 +188,10 @@ class HeartbeatStats(Message):
     gpus: list[GpuEntry]
     queued_jobs: int = 0
     free_slots: int = 0
-    unhealthy_slots: list[str] = []  # (ext) one line per slot that takes no jobs, and why
+    unhealthy_slots: list[str] = []  # (ext) one line per slot that takes no jobs for a fault, and why
+    busy_slots: list[str] = []  # (ext) one line per slot whose GPU runs processes the node did not start
+    driver_version: str | None = None  # (ext) the GPU driver now, and the newest CUDA it supports
+    cuda_version: str | None = None
     # (ext) the share of the last 24 h, 7 and 30 days the node was registered (None: not observed yet)
     uptime_24h: float | None = None
     uptime_7d: float | None = None
@@ -227,6 +235,7 @@ class JobResult(Message):
     artifactsRoot: str | None = None  # (ext) their Merkle root (also in the receipt)
     receiptHash: str | None = None
     receiptSignature: str | None = None
+    gpuFault: str | None = None  # (ext) with reason gpu_lost: what the GPU reported, and the workload's quarantine
 
 
 class Pong(Message):

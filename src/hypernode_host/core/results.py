@@ -43,6 +43,7 @@ def make_result(
     reason: Reason | None = None,
     facts: receipts.RunFacts | None = None,
     artifacts: Sequence[outputs.Artifact] | None = None,
+    gpu_fault: str | None = None,
 ) -> JobResult:
     """A signed result; ``job`` is the job exactly as received (it fixes jobDigest).
 
@@ -83,6 +84,7 @@ def make_result(
         receipt=receipts.receipt(facts),
         artifacts=listing,
         artifactsRoot=root,
+        gpuFault=gpu_fault,
     )
     # Sealed last, over the result exactly as it is stored and sent: every field is covered.
     return JobResult.model_validate(receipts.seal(unsealed.model_dump(mode="json"), key))

@@ -5,6 +5,7 @@ Pure: discovery (gpu/inventory.py) finds the GPUs, everything here plans with th
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -33,10 +34,39 @@ class GpuInfo:
     healthy: bool = True
     health: str = "ok"  # one line: why the GPU is unhealthy
     simulated: bool = False
+    parent_uuid: str | None = None  # a MIG instance: the UUID of the GPU it is carved from
+    mig_profile: str | None = None  # a MIG instance: its profile ("3g.40gb")
+    compute_processes: int = 0  # compute processes NVML lists on it (simulated: those `sim-gpu --busy` put there)
 
     def details(self) -> dict[str, Any]:
         """Every field, for `hypernode-host gpus --json` and the worker registration."""
         return asdict(self)
+
+
+class SlotState(enum.StrEnum):
+    """Whether a slot takes jobs, and if not, which kind of why (its registration's ``state``)."""
+
+    SERVING = "serving"  # takes jobs
+    BUSY = "busy"  # its GPU runs compute processes the node did not start: not a fault, no jobs until free
+    DRAINING = "draining"  # the driver changed under the node (or NVML disagrees with it): no new jobs
+    UNHEALTHY = "unhealthy"  # a GPU is lost, reported a critical Xid, or has memory errors
+
+
+@dataclass(frozen=True)
+class SlotCondition:
+    """What a slot's checks found: its state and one line saying why ("ok" while serving)."""
+
+    state: SlotState = SlotState.SERVING
+    reason: str = "ok"
+
+    @property
+    def serving(self) -> bool:
+        return self.state is SlotState.SERVING
+
+    @property
+    def healthy(self) -> bool:
+        """Its GPUs are fine (a busy or draining slot is not sick)."""
+        return self.state is not SlotState.UNHEALTHY
 
 
 @dataclass(frozen=True)
@@ -93,14 +123,21 @@ def plan_slots(gpus: Sequence[GpuInfo], cpu_slots: int, gpus_per_worker: int = 1
     """GPU slots of ``gpus_per_worker`` GPUs each (ids from 0), then ``cpu_slots`` CPU slots.
 
     GPUs of one model (name and memory) are grouped in index order, so a slot never mixes
-    models; a model's GPUs left over after its last full slot make one smaller slot.
+    models; a model's GPUs left over after its last full slot make one smaller slot. A GPU in
+    MIG mode gets no slot itself: each of its MIG instances is one slot of its own (a job cannot
+    span instances), addressed by its MIG UUID.
     """
     models: dict[tuple[str, int], list[GpuInfo]] = {}
+    instances: list[GpuInfo] = []
     for gpu in sorted(gpus, key=lambda g: g.index):
-        models.setdefault((gpu.name, gpu.memory_total_mb), []).append(gpu)
+        if gpu.parent_uuid is not None:
+            instances.append(gpu)
+        elif not gpu.mig_enabled:
+            models.setdefault((gpu.name, gpu.memory_total_mb), []).append(gpu)
     groups = [
         tuple(same[i : i + gpus_per_worker]) for same in models.values() for i in range(0, len(same), gpus_per_worker)
     ]
+    groups += [(mig,) for mig in instances]
     slots = [Slot(id=i, gpus=group) for i, group in enumerate(groups)]
     slots += [Slot(id=len(groups) + i) for i in range(cpu_slots)]
     return slots

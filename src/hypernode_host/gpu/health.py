@@ -6,14 +6,21 @@ driver reported a critical Xid for it. A slot with an unhealthy GPU stops taking
 worker keeps its registration (``healthy=0`` and the reason) so the heartbeat and ``check``
 can say why, and resumes by itself once the GPU is healthy again.
 
-Simulated GPUs have no driver to fail: a test or an operator marks one lost in Redis
-(state/gpuflags.py), and ``simulated_health`` reads those marks as the verdict.
+Simulated GPUs have no driver to fail: a test or an operator (`hypernode-host sim-gpu`) marks one
+lost or gives it Xids in Redis (state/gpuflags.py), and ``simulated_health`` reads those as NVML's.
+
+Two conditions stop a slot without making it unhealthy: a driver that changed under the node
+(``driver_problem``: the slot drains) and compute processes the node did not start (``foreign_problem``:
+the slot is busy). Both clear by themselves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from hypernode_host.core.cuda import Driver
+from hypernode_host.state.gpuflags import SimulatedState
 
 # Xids the driver reports for a job's own faults: the GPU itself is fine. The same list as
 # NVIDIA's k8s-device-plugin (internal/rm/health.go); every other critical Xid marks the GPU.
@@ -72,5 +79,41 @@ def summarize(health: Iterable[GpuHealth]) -> tuple[bool, str]:
 # Simulated GPUs -------------------------------------------------------------------------------
 
 
-def simulated_health(uuids: Sequence[str], marks: Mapping[str, str]) -> list[GpuHealth]:
-    return [GpuHealth(u, u not in marks, f"marked lost: {marks[u]}" if u in marks else "ok") for u in uuids]
+def simulated_health(uuids: Sequence[str], states: Mapping[str, SimulatedState]) -> list[GpuHealth]:
+    """The verdict on each simulated GPU from what was injected into it."""
+    return [_simulated(u, states.get(u, SimulatedState())) for u in uuids]
+
+
+def _simulated(uuid: str, state: SimulatedState) -> GpuHealth:
+    if state.lost is not None:
+        return GpuHealth(uuid, False, f"marked lost: {state.lost}")
+    return judge(Readings(uuid, xids=state.xids))
+
+
+# Conditions that are not faults ---------------------------------------------------------------
+
+DRIVER_FIX = (
+    "reboot the host so that the installed driver is the loaded one, then `apt-mark hold` the driver "
+    "packages so that unattended upgrades cannot change it under running jobs"
+)
+
+
+def driver_problem(start: Driver | None, now: Driver | str) -> str | None:
+    """Why a slot drains: NVML's library disagrees with the loaded driver (``now`` is NVML's error), or
+    the driver differs from the one the worker started with; None when it is consistent."""
+    if isinstance(now, str):
+        return f"{now}; fix: {DRIVER_FIX}"
+    if start is not None and start.version and now.version != start.version:
+        return f"the GPU driver changed from {start} to {now} since the worker started; fix: {DRIVER_FIX}"
+    return None
+
+
+def foreign_problem(processes: Mapping[str, Sequence[int] | int]) -> str | None:
+    """Why a slot is busy: its GPUs run compute processes the node did not start (pids, or a count)."""
+    lines = []
+    for uuid, found in processes.items():
+        count = found if isinstance(found, int) else len(found)
+        if count:
+            pids = "" if isinstance(found, int) else f" (pid {', '.join(str(p) for p in found[:5])})"
+            lines.append(f"{uuid}: {count} compute process(es) the node did not start{pids}")
+    return "; ".join(lines) or None

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 
+from hypernode_host.core.cuda import Driver
 from hypernode_host.core.slots import GpuInfo, Slot, plan_slots
 from hypernode_host.errors import GpuError
 from hypernode_host.gpu import nvml
 from hypernode_host.gpu.capacity import busy_gpus
-from hypernode_host.gpu.simulated import simulated_gpus, with_load, with_lost
+from hypernode_host.gpu.simulated import simulated_gpus, start_driver, with_driver, with_load, with_states
 from hypernode_host.settings import Settings
 from hypernode_host.state import RedisError, Store
 
@@ -27,7 +28,8 @@ def discover(settings: Settings, store: Store | None = None) -> list[GpuInfo]:
     caller has one (the bridge, every heartbeat), else over a connection opened for the call.
     """
     if settings.simulate_gpus is not None:
-        gpus = simulated_gpus(settings.simulate_gpus, seed=settings.node_name)
+        driver = start_driver(settings.simulate_driver)
+        gpus = simulated_gpus(settings.simulate_gpus, seed=settings.node_name, driver=driver)
         if store is not None:
             return observe_simulated(store, settings.node_name, gpus)
         with Store.open(settings, timeout_s=REDIS_TIMEOUT_S) as own:
@@ -40,16 +42,18 @@ def discover(settings: Settings, store: Store | None = None) -> list[GpuInfo]:
 
 
 def observe_simulated(store: Store, host: str, gpus: list[GpuInfo]) -> list[GpuInfo]:
-    """Simulated GPUs as ``host``'s running jobs and the lost marks in Redis make them read now."""
+    """Simulated GPUs as ``host``'s running jobs and what `sim-gpu` put in Redis make them read now."""
     if not gpus:
         return gpus
     try:
         busy = busy_gpus(store.registry.all(), host)
-        marks = store.gpuflags.lost([g.uuid for g in gpus])
+        states = store.gpuflags.states([g.uuid for g in gpus])
+        driver = store.gpuflags.driver(host)
     except RedisError as exc:
         log.debug("simulated GPUs read idle: Redis unavailable (%s)", exc)
         return gpus
-    return with_lost(with_load(gpus, busy), marks)
+    gpus = with_states(with_load(gpus, busy), states)
+    return with_driver(gpus, Driver(driver[0], driver[1] or None)) if driver else gpus
 
 
 def plan_node_slots(settings: Settings) -> list[Slot]:

@@ -7,13 +7,14 @@ which keeps one open: NVML reports an Xid only to an event set registered before
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from hypernode_host.core.slots import GpuInfo
-from hypernode_host.errors import GpuError
+from hypernode_host.errors import DriverMismatch, GpuError
 from hypernode_host.gpu.health import Readings, judge
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ def session() -> Iterator[Any]:
     try:
         nvml.nvmlInit()
     except nvml.NVMLError as exc:
+        if exc.value == getattr(nvml, "NVML_ERROR_LIB_RM_VERSION_MISMATCH", None):
+            raise DriverMismatch(f"Failed to initialize NVML: Driver/library version mismatch ({exc})") from None
         raise GpuError(f"NVML unavailable ({exc}); this node runs CPU jobs only") from None
     try:
         yield nvml
@@ -63,6 +66,27 @@ def cuda_version(encoded: int | None) -> str | None:
     return f"{encoded // 1000}.{encoded % 1000 // 10}"
 
 
+def driver_versions() -> tuple[str | None, str | None]:
+    """(driver version, newest CUDA it supports) now; DriverMismatch after an upgrade without a reboot."""
+    with session() as nvml:
+        driver = _maybe(nvml, nvml.nvmlSystemGetDriverVersion)
+        return (_text(driver) if driver else None, cuda_version(_maybe(nvml, nvml.nvmlSystemGetCudaDriverVersion)))
+
+
+def compute_processes(uuids: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """The pids of the compute processes on each GPU (by UUID) that NVML lists; () where it cannot say."""
+    with session() as nvml:
+        found: dict[str, tuple[int, ...]] = {}
+        for uuid in uuids:
+            try:
+                handle = nvml.nvmlDeviceGetHandleByUUID(uuid.encode())
+                listed = _maybe(nvml, nvml.nvmlDeviceGetComputeRunningProcesses, handle) or []
+            except nvml.NVMLError:
+                listed = []  # an unreachable GPU is the health check's to report
+            found[uuid] = tuple(int(p.pid) for p in listed)
+        return found
+
+
 def list_gpus() -> list[GpuInfo]:
     """Every GPU NVML sees, with memory, utilisation and health now.
 
@@ -84,8 +108,50 @@ def list_gpus() -> list[GpuInfo]:
             except nvml.NVMLError as exc:
                 log.warning("GPU %d cannot be read (%s); it gets no slot", index, exc)
                 continue
-            gpus.append(_describe(nvml, index, handle, uuid, versions))
+            gpu = _describe(nvml, index, handle, uuid, versions)
+            gpus.append(gpu)
+            if gpu.mig_enabled:
+                gpus += _instances(nvml, handle, gpu)
         return gpus
+
+
+def _instances(nvml: Any, handle: Any, gpu: GpuInfo) -> list[GpuInfo]:
+    """The MIG instances carved from ``gpu``: each a GPU of its own, by MIG UUID (its profile named)."""
+    try:
+        count = int(nvml.nvmlDeviceGetMaxMigDeviceCount(handle))
+    except nvml.NVMLError as exc:
+        log.warning("GPU %d (%s): its MIG instances cannot be listed (%s)", gpu.index, gpu.uuid, exc)
+        return []
+    found = []
+    for slot in range(count):
+        try:
+            mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+        except nvml.NVMLError:
+            continue  # no instance in this position
+        try:
+            uuid = _text(nvml.nvmlDeviceGetUUID(mig))
+            memory = nvml.nvmlDeviceGetMemoryInfo(mig)
+            attributes = _maybe(nvml, nvml.nvmlDeviceGetAttributes, mig)
+        except nvml.NVMLError as exc:
+            log.warning("GPU %d: MIG instance %d cannot be read (%s); it gets no slot", gpu.index, slot, exc)
+            continue
+        total = int(memory.total) // (1 << 20)
+        profile = (
+            f"{int(attributes.gpuInstanceSliceCount)}g.{round(total / 1024)}gb" if attributes is not None else "mig"
+        )
+        found.append(
+            dataclasses.replace(
+                gpu,
+                uuid=uuid,
+                name=f"{gpu.name} MIG {profile}",
+                memory_total_mb=total,
+                memory_free_mb=int(memory.free) // (1 << 20),
+                mig_enabled=None,
+                parent_uuid=gpu.uuid,
+                mig_profile=profile,
+            )
+        )
+    return found
 
 
 def _describe(nvml: Any, index: int, handle: Any, uuid: str, versions: tuple[str | None, str | None]) -> GpuInfo:
@@ -95,6 +161,7 @@ def _describe(nvml: Any, index: int, handle: Any, uuid: str, versions: tuple[str
         temp = _maybe(nvml, nvml.nvmlDeviceGetTemperature, handle, nvml.NVML_TEMPERATURE_GPU)
         power = _maybe(nvml, nvml.nvmlDeviceGetPowerUsage, handle)
         mig = _maybe(nvml, nvml.nvmlDeviceGetMigMode, handle)
+        processes = _maybe(nvml, nvml.nvmlDeviceGetComputeRunningProcesses, handle)
         health = judge(_readings(nvml, handle, uuid))
         name = _text(nvml.nvmlDeviceGetName(handle))
     except nvml.NVMLError as exc:
@@ -113,6 +180,7 @@ def _describe(nvml: Any, index: int, handle: Any, uuid: str, versions: tuple[str
         driver_version=versions[0],
         cuda_version=versions[1],
         mig_enabled=bool(mig[0] == nvml.NVML_DEVICE_MIG_ENABLE) if mig is not None else None,
+        compute_processes=len(processes) if processes is not None else 0,
         healthy=health.healthy,
         health=health.reason,
     )

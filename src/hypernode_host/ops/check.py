@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from hypernode_host.core.clock import now_ms
 from hypernode_host.core.messages import plain
+from hypernode_host.core.slots import SlotState
 from hypernode_host.errors import ContainerError, GpuError
 from hypernode_host.gpu.inventory import plan_node_slots
 from hypernode_host.logs import redact
@@ -164,8 +165,11 @@ def check_workers(settings: Settings, store: Store, only: Sequence[int] | None) 
         elif holders.exited(worker.pidns, worker.pid):  # killed before its registration's TTL ran out
             detail = f"its process {worker.pid} has exited; the registration is stale"
             findings.append(Finding(name, Level.FAIL, detail, "restart it"))
-        elif not worker.healthy:
-            findings.append(Finding(name, Level.FAIL, f"takes no jobs: {worker.health}"))
+        elif worker.state is SlotState.BUSY:  # not a fault: it serves again once the GPU is free
+            findings.append(Finding(name, Level.WARN, f"busy, takes no jobs: {worker.health}"))
+        elif not worker.serving:
+            detail, _, fix = worker.health.partition("; fix: ")
+            findings.append(Finding(name, Level.FAIL, f"takes no jobs ({worker.state.value}): {detail}", fix))
         elif worker.slot.queue != by_id[slot_id].queue:
             detail = f"serves {worker.slot.queue}, expected {by_id[slot_id].queue}: its settings differ from these"
             findings.append(Finding(name, Level.FAIL, detail, "give every part the same HN_* settings"))

@@ -14,8 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hypernode_host.core.admission import open_patterns
-from hypernode_host.core.slots import GpuInfo
-from hypernode_host.errors import ConfigError, ContainerError, GpuError
+from hypernode_host.core.cuda import Driver
+from hypernode_host.core.slots import GpuInfo, SlotState
+from hypernode_host.errors import ConfigError, ContainerError, DriverMismatch, GpuError
+from hypernode_host.gpu import nvml
+from hypernode_host.gpu.capacity import node_driver
+from hypernode_host.gpu.health import DRIVER_FIX
 from hypernode_host.gpu.inventory import discover
 from hypernode_host.ops.check import REDIS_TIMEOUT_S, docker_fix, redis_fix, shown_url
 from hypernode_host.ops.findings import Finding, Level
@@ -50,6 +54,9 @@ def run_doctor(
     else:
         findings.append(describe_gpus(gpus))
     real_gpus = any(not g.simulated for g in gpus)
+    driver = check_driver(settings, gpus)
+    if driver is not None:
+        findings.append(driver)
     info = _docker_info(runtime)
     if info is None:
         findings.append(Finding("docker", Level.FAIL, "the Docker engine does not answer", docker_fix()))
@@ -81,6 +88,36 @@ def _docker_info(runtime: DockerRuntime) -> dict[str, Any] | None:
         return runtime.info()
     except ContainerError:
         return None
+
+
+def check_driver(settings: Settings, gpus: Sequence[GpuInfo]) -> Finding | None:
+    """The GPU driver: NVML consistent with the loaded driver, and no worker draining for a driver change.
+
+    None on a host without GPUs (or NVML), where there is no driver to judge.
+    """
+    if settings.simulate_gpus is None:
+        try:
+            version, cuda = nvml.driver_versions()
+        except DriverMismatch as exc:  # discovery found no GPU because of it: say so, with the fix
+            return Finding("gpu-driver", Level.FAIL, str(exc), DRIVER_FIX)
+        except GpuError:
+            return None
+        driver = Driver(version, cuda)
+    elif not gpus:
+        return None
+    else:
+        driver = node_driver(gpus)
+    try:
+        with Store.open(settings, timeout_s=REDIS_TIMEOUT_S) as store:
+            draining = [
+                r for r in store.registry.all() if r.host == settings.node_name and r.state is SlotState.DRAINING
+            ]
+    except RedisError:
+        draining = []  # the redis finding says why
+    if draining:
+        detail = draining[0].health.partition("; fix: ")[0]
+        return Finding("gpu-driver", Level.FAIL, f"{len(draining)} slot(s) draining: {detail}", DRIVER_FIX)
+    return Finding("gpu-driver", Level.OK, f"driver {driver}")
 
 
 def describe_gpus(gpus: Sequence[GpuInfo]) -> Finding:

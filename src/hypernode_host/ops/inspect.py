@@ -60,6 +60,8 @@ class JobRow:
     rejection: str | None = None  # the backend's text, when it refused the result (state rejected)
     reason: str | None = None  # why it did not complete (core/jobs.py Reason)
     progress: dict[str, Any] | None = None  # the latest HN-PROGRESS a job reported: {percent, message}
+    compacted_at: int | None = None  # when retention shrank it to a tombstone (HN_JOB_RETENTION)
+    pull: str | None = None  # its image pull now, with bytes and percent (a running job's first phase)
 
 
 def _slot_gpus(slots: Sequence[Slot]) -> dict[int, list[str]]:
@@ -77,10 +79,18 @@ def recent_jobs(
     """The newest ``limit`` jobs, optionally only those in ``state`` or ended with ``status`` (state/jobs.py
     says how few records that reads)."""
     gpus = _slot_gpus(slots)
-    return [_row(record, gpus) for record in store.jobs.recent(limit, state, status)]
+    return [_row(record, gpus, _pull(store, record)) for record in store.jobs.recent(limit, state, status)]
 
 
-def _row(record: JobRecord, gpus: dict[int, list[str]]) -> JobRow:
+def _pull(store: Store, record: JobRecord) -> str | None:
+    """The image pull a running job is in, in one line; None when it pulls nothing."""
+    if record.state is not JobState.RUNNING:
+        return None
+    phase = store.images.pull(record.id)
+    return phase.describe() if phase is not None else None
+
+
+def _row(record: JobRecord, gpus: dict[int, list[str]], pull: str | None = None) -> JobRow:
     result = record.result()
     return JobRow(
         id=record.id,
@@ -97,6 +107,8 @@ def _row(record: JobRecord, gpus: dict[int, list[str]]) -> JobRow:
         rejection=record.rejection,
         reason=result.get("reason"),
         progress=_progress(record),
+        compacted_at=record.compacted_at,
+        pull=pull,
     )
 
 
@@ -130,6 +142,11 @@ class JobDetail:
     log_tail: list[str] = field(default_factory=list)
     rejection: str | None = None  # the backend's text, when it refused the result
     progress: dict[str, Any] | None = None  # the latest HN-PROGRESS it reported
+    # Retention (HN_JOB_RETENTION) shrank the record to a tombstone: the job, its result and its logs
+    # are gone; what is left is its final state and status, its times and the result's SHA-256.
+    compacted_at: int | None = None
+    result_sha256: str | None = None
+    pull: str | None = None  # its image pull now, with bytes and percent
 
 
 PROOF_FIELDS = ("jobDigest", "image", "logsHash", "fullLogsHash", "executionHash", "signature", "nodePublicKey")
@@ -162,6 +179,9 @@ def job_detail(store: Store, job_id: str, tail_lines: int = 20) -> JobDetail:
         log_tail=lines[-tail_lines:] if tail_lines > 0 else [],
         rejection=record.rejection,
         progress=_progress(record),
+        compacted_at=record.compacted_at,
+        result_sha256=record.result_sha256,
+        pull=_pull(store, record),
     )
 
 
@@ -174,6 +194,8 @@ def _timeline(record: JobRecord, result: dict[str, Any]) -> dict[str, int | None
     }
     if record.rejected_at is not None:  # the backend refused the result
         timeline["rejected"] = record.rejected_at
+    if record.compacted_at is not None:
+        timeline["compacted"] = record.compacted_at
     return timeline
 
 
@@ -210,26 +232,62 @@ class WorkerRow:
     queues: list[str]
     gpus: list[str]
     alive: bool  # registered, and its registration has not expired
-    healthy: bool | None  # whether it takes jobs (its GPUs pass their checks); None when not alive
-    health: str
+    healthy: bool | None  # whether its GPUs pass their checks; None when not alive
+    health: str  # why it takes no jobs ("ok" while it serves)
     pid: int | None
     seen_at: int | None  # epoch ms of its last registration refresh
     current_job: str | None
+    state: str = "down"  # serving, busy, draining, unhealthy (core/slots.py SlotState), or down
 
 
 def workers_view(store: Store, slots: Sequence[Slot], host: str) -> list[WorkerRow]:
-    """Every slot of this node (``host``) and every live worker of any host, with the job each one runs."""
+    """Every slot of this node (``host``), every live worker of any host, and every worker of another
+    host that vanished without a clean stop (down), grouped by host, with the job each one runs."""
     registered = worker_registrations(store)
     planned = {(host, s.id): s for s in slots}
-    return [
-        _worker_row(key, registered.get(key), planned.get(key)) for key in sorted(planned.keys() | registered.keys())
-    ]
+    vanished = set(store.registry.members()) - registered.keys() - planned.keys()
+    keys = sorted(planned.keys() | registered.keys() | vanished)
+    return [_worker_row(key, registered.get(key), planned.get(key)) for key in keys]
+
+
+@dataclass(frozen=True)
+class HostRow:
+    """One host of the node and the health of its workers, for `workers` and `top`."""
+
+    host: str
+    workers: int
+    serving: int
+    down: int
+    other: dict[str, int]  # busy, draining, unhealthy: how many
+
+    def describe(self) -> str:
+        if self.down == self.workers:
+            return f"{self.host}: lost: none of its {self.workers} worker(s) is alive"
+        parts = [f"{self.serving} of {self.workers} serving"]
+        parts += [f"{n} {state}" for state, n in sorted(self.other.items())]
+        parts += [f"{self.down} down"] if self.down else []
+        return f"{self.host}: {', '.join(parts)}"
+
+
+def hosts_view(rows: Sequence[WorkerRow]) -> list[HostRow]:
+    """The workers' rows summed up per host."""
+    hosts: dict[str, list[WorkerRow]] = {}
+    for row in rows:
+        hosts.setdefault(row.host, []).append(row)
+    summary = []
+    for host, mine in sorted(hosts.items()):
+        other: dict[str, int] = {}
+        for row in mine:
+            if row.alive and row.state != "serving":
+                other[row.state] = other.get(row.state, 0) + 1
+        serving = sum(1 for r in mine if r.alive and r.state == "serving")
+        summary.append(HostRow(host, len(mine), serving, sum(1 for r in mine if not r.alive), other))
+    return summary
 
 
 def _worker_row(key: tuple[str, int], worker: Registration | None, plan: Slot | None) -> WorkerRow:
     if worker is None:
-        assert plan is not None  # every key is planned or registered
-        queues, gpus = list(plan.queues), list(plan.gpu_uuids)
+        queues, gpus = (list(plan.queues), list(plan.gpu_uuids)) if plan is not None else ([], [])
         return WorkerRow(
             *key,
             queues,
@@ -251,6 +309,7 @@ def _worker_row(key: tuple[str, int], worker: Registration | None, plan: Slot | 
         pid=worker.pid or None,
         seen_at=worker.seen_at,
         current_job=worker.job or None,
+        state=worker.state.value,
     )
 
 

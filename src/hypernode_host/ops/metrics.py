@@ -3,8 +3,8 @@
 Served on ``HN_METRICS_HOST:HN_METRICS_PORT`` (loopback by default; port 0 turns it off):
 jobs by final status, job duration (buckets from a second to a day), queue depth, in flight,
 dead letters, outbox size, reconnects, results the backend rejected, whether it refuses the token,
-live workers and slots taking no jobs, uptime, events by kind, the notifier's deliveries and per-GPU
-utilisation and memory.
+live workers and slots taking no jobs, uptime, events by kind, the notifier's deliveries, the reconciler's
+passes and repairs, and per-GPU utilisation and memory.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from hypernode_host.core.clock import now_ms
 from hypernode_host.core.events import Kind
 from hypernode_host.core.jobs import Reason, Status
 from hypernode_host.core.slots import GpuInfo, plan_slots
@@ -105,7 +106,29 @@ class NodeCollector(Collector):
         rejected = CounterMetricFamily(
             "hn_results_rejected", "Results the backend answered with an error.", value=summary.results_rejected
         )
-        counters = [jobs, reasons, durations, reconnects, rejected, *self._events(summary)]
+        reconciler = self.store.reconciler.stats()
+        passes = CounterMetricFamily(
+            "hn_reconciler_passes", "Reconciler passes (one per few seconds for the node).", value=reconciler.passes
+        )
+        requeued = CounterMetricFamily(
+            "hn_reconciler_requeued",
+            "Jobs the reconciler requeued: queued or running with no message and nobody holding them.",
+            value=reconciler.requeued,
+        )
+        refused = CounterMetricFamily(
+            "hn_reconciler_finished",
+            "Jobs the reconciler finished: refused at intake, their error result never stored.",
+            value=reconciler.finished,
+        )
+        if reconciler.last_at is not None:
+            gauges.append(
+                (
+                    "hn_reconciler_last_pass_age_seconds",
+                    "Seconds since the reconciler's last pass.",
+                    max(now_ms() - reconciler.last_at, 0) / 1000,
+                )
+            )
+        counters = [jobs, reasons, durations, reconnects, rejected, passes, requeued, refused, *self._events(summary)]
         gauges.append(
             (
                 "hn_slots_unhealthy",

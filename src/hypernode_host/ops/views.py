@@ -21,8 +21,9 @@ from hypernode_host.core.slots import GpuInfo, Slot
 from hypernode_host.escapes import shown, shown_text
 from hypernode_host.ops.deadletters import DeadLetter
 from hypernode_host.ops.findings import Finding, Level
-from hypernode_host.ops.inspect import JobDetail, JobRow, NodeSummary, WorkerRow
+from hypernode_host.ops.inspect import JobDetail, JobRow, NodeSummary, WorkerRow, hosts_view
 from hypernode_host.ops.ledger import LedgerExport
+from hypernode_host.state.quarantine import Quarantined
 from hypernode_host.tasks.dramatiq_redis import QueueStats
 
 LEVEL_STYLE = {Level.OK: "green", Level.WARN: "yellow", Level.FAIL: "bold red"}
@@ -99,7 +100,13 @@ def jobs_table(rows: Sequence[JobRow], now_ms: int) -> Table:
     for job in rows:
         table.add_row(
             _text(job.id),
-            _text(job.state),
+            _text(
+                f"{job.state} (compacted)"
+                if job.compacted_at is not None
+                else f"{job.state} ({job.pull})"
+                if job.pull
+                else job.state
+            ),
             _text(job.status),
             _text(job.reason),
             _text(progress_text(job.progress)),
@@ -135,6 +142,11 @@ def job_view(job: JobDetail) -> RenderableType:
         rows.append(("rejected by the backend", job.rejection))
     if job.progress is not None:
         rows.append(("progress", progress_text(job.progress)))
+    if job.compacted_at is not None:
+        rows.append(("compacted", f"{clock(job.compacted_at)}: retention kept only this tombstone"))
+        rows.append(("result sha256", job.result_sha256))
+    if job.pull is not None:
+        rows.append(("image", job.pull))
     rows += [(f"spec {name}", value) for name, value in job.spec.items()]
     rows += [(name, clock(at)) for name, at in job.timeline.items()]
     rows += [(name, value) for name, value in job.proofs.items()]
@@ -150,13 +162,15 @@ def job_view(job: JobDetail) -> RenderableType:
 def workers_table(rows: Sequence[WorkerRow], now_ms: int) -> Table:
     table = Table("host", "slot", "queues", "GPUs", "state", "job", "last seen", "pid", title="workers")
     table.title_justify = "left"
+    table.caption = plain("; ".join(h.describe() for h in hosts_view(rows)), 2000)  # each host's health
+    table.caption_justify = "left"
     for w in rows:
         if not w.alive:
             state = Text("down", style="bold red")
-        elif w.healthy:
+        elif w.state == "serving":
             state = Text("alive", style="green")
-        else:
-            state = Text(f"unhealthy: {w.health}", style="yellow")
+        else:  # busy, draining or unhealthy, and why (the driver's fix included)
+            state = Text(f"{w.state}: {w.health}", style="yellow" if w.state == "busy" else "bold yellow")
         table.add_row(
             _text(w.host),
             str(w.slot),
@@ -211,7 +225,7 @@ def uptime_text(shares: dict[str, float | None]) -> str:
 
 def gpus_view(gpus: Sequence[GpuInfo], slots: Sequence[Slot]) -> RenderableType:
     """The GPUs found and the worker slots planned on them."""
-    table = Table("index", "name", "uuid", "memory MiB", "util %", "driver", "health")
+    table = Table("index", "name", "uuid", "memory MiB", "util %", "driver", "CUDA", "processes", "health")
     for g in gpus:
         table.add_row(
             str(g.index),
@@ -220,10 +234,21 @@ def gpus_view(gpus: Sequence[GpuInfo], slots: Sequence[Slot]) -> RenderableType:
             str(g.memory_total_mb),
             str(g.utilization_pct),
             _text(g.driver_version),
+            _text(g.cuda_version),
+            str(g.compute_processes),
             _text(g.health),
         )
     found: RenderableType = table if gpus else Text("no GPUs: this node runs CPU jobs only")
     return Group(found, *(Text(shown(f"{s.describe()} → {', '.join(s.queues)}")) for s in slots))
+
+
+def quarantine_lines(held: Sequence[Quarantined]) -> list[str]:
+    """The workloads the poison-job breaker refuses, one line each (their texts escaped)."""
+    lines = [
+        plain(f"quarantined workload {q.workload}: {q.ttl_s} s left, after job {q.job_id} on {q.gpu} ({q.reason})", 400)
+        for q in held
+    ]
+    return lines + (["clear with: hypernode-host gpus --clear-quarantine"] if held else [])
 
 
 def findings_table(findings: Sequence[Finding]) -> Table:

@@ -28,6 +28,24 @@ HEALTH_CHECK_INTERVAL_S = 30
 RedisError = redis.RedisError
 RedisRefused = redis.ResponseError  # the server answered with an error (a managed Redis refusing CONFIG)
 RedisDown = (redis.ConnectionError, redis.TimeoutError)  # an outage or restart (loading its AOF included)
+# How a server that takes reads but refuses writes says so: out of memory under noeviction ("OOM ...",
+# which redis-py raises as OutOfMemoryError without the word, also inside a script or a pipeline's
+# message), a disk it cannot persist to ("MISCONF"), a read-only replica ("READONLY", ReadOnlyError).
+_REFUSING_WRITES = ("OOM command not allowed", "command not allowed when used memory", "MISCONF", "READONLY")
+
+
+def write_refusal(exc: BaseException) -> str | None:
+    """The server's own words when ``exc`` says it refuses writes (out of memory, a full disk, a replica);
+    None for any other error. Such a refusal lasts until an operator or the server's own expiry frees
+    room: callers wait and try again, or refuse new work with this reason."""
+    if not isinstance(exc, redis.ResponseError):
+        return None
+    text = " ".join(str(exc).split())
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) and not text.startswith("OOM"):
+        text = f"OOM {text}"  # as the server said it
+    if isinstance(exc, redis.ReadOnlyError) or any(marker in text for marker in _REFUSING_WRITES):
+        return text[:200]
+    return None
 
 
 def own_redis_url(state_dir: Path) -> str | None:

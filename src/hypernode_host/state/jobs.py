@@ -1,5 +1,12 @@
 """Job records (keys.JOB) and their indexes: the one atomic claim of a job id, a worker's claim of a
-job, its result stored once, and the reads listings need.
+job, its result stored once, retention, and the reads listings need.
+
+Retention: a settled job (acknowledged or rejected: keys.SETTLED) keeps its full record for
+HN_JOB_RETENTION, then ``compact`` shrinks it to a tombstone of a few hundred bytes (id, final state
+and status, SHA-256 of the result, its times) that still stops a second run and still answers the
+job id sent again; HN_TOMBSTONE_RETENTION later ``forget`` removes the tombstone and the job's index
+entries. A job that is queued, running or finished with its result still in the outbox is never
+touched: so Redis holds the unsettled jobs plus a bounded window of settled ones.
 
 Listings cost a few pipelined round trips whatever the backlog: queued and running jobs come from
 their sets, finished ones from the index of finished jobs (newest result first), and a listing
@@ -9,6 +16,7 @@ records, so it stays fast on a huge backlog.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
@@ -23,21 +31,16 @@ from hypernode_host.state.events import Events
 from hypernode_host.state.records import JobRecord
 from hypernode_host.state.stats import DURATION_BUCKETS_S, bucket_bound
 
+# What the reconciler reads of each queued or running job (never its script or result).
+ACTIVE = ("state", "queue", "host", "slot", "received_at", "enqueued", "refusal", "refusal_reason", "pending_result")
 LISTED = (
-    "state",
-    "status",
-    "queue",
-    "slot",
-    "attempt",
-    "received_at",
-    "finished_at",
-    "result",
-    "rejection",
+    "state", "status", "queue", "slot", "attempt", "received_at", "finished_at", "result", "rejection", "compacted_at",
     "progress",
-)
+)  # fmt: skip
 PAGE = 1000  # most records read per pipeline while filtering the job index
 SCAN_LIMIT = 20_000  # newest records a filtered listing looks at
 SET_LIMIT = 10_000  # a queued/running set up to this size is read whole and sorted by receipt
+RETENTION_BATCH = 500  # records compacted (or tombstones forgotten) per call
 
 
 def _key(job_id: str) -> str:
@@ -50,6 +53,8 @@ class Jobs:
         self._record = scripts.register(client, "record")
         self._claim = scripts.register(client, "claim")
         self._finish = scripts.register(client, "finish")
+        self._compact = scripts.register(client, "compact")
+        self._forget = scripts.register(client, "forget")
         self._events = Events(client)
 
     # A job's life ----------------------------------------------------------------------------
@@ -143,6 +148,43 @@ class Jobs:
         self._events.emit(Kind.JOB_FINISHED, finished_event(job_id, result, gpus), node=node)
         return True
 
+    # Retention ---------------------------------------------------------------------------------
+
+    def compact(self, settled_before_ms: int, at_ms: int, limit: int = RETENTION_BATCH) -> int:
+        """Shrink to tombstones (compact.lua) the records of up to ``limit`` jobs settled before
+        ``settled_before_ms``, oldest first; how many it shrank."""
+        ids = cast(list[str], self._client.zrangebyscore(keys.SETTLED, "-inf", settled_before_ms, start=0, num=limit))
+        if not ids:
+            return 0
+        pipe = self._client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(_key(job_id), "result")
+        results = cast(list[str | None], pipe.execute())
+        pipe = self._client.pipeline(transaction=False)
+        for job_id, result in zip(ids, results, strict=True):
+            digest = hashlib.sha256(result.encode()).hexdigest() if result is not None else ""
+            self._compact(keys=[_key(job_id), keys.SETTLED, keys.TOMBSTONES], args=[job_id, at_ms, digest], client=pipe)
+        return sum(int(done) for done in pipe.execute())
+
+    def forget(self, compacted_before_ms: int, limit: int = RETENTION_BATCH) -> int:
+        """Remove up to ``limit`` tombstones made before ``compacted_before_ms`` and their index entries."""
+        ids = cast(
+            list[str], self._client.zrangebyscore(keys.TOMBSTONES, "-inf", compacted_before_ms, start=0, num=limit)
+        )
+        pipe = self._client.pipeline(transaction=False)
+        for job_id in ids:
+            touched = [_key(job_id), keys.JOB_INDEX, keys.FINISHED_INDEX, keys.TOMBSTONES]
+            self._forget(keys=touched, args=[job_id], client=pipe)
+        return sum(int(done) for done in pipe.execute()) if ids else 0
+
+    def retained(self) -> tuple[int, int]:
+        """(settled jobs with their full record, tombstones)."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zcard(keys.SETTLED)
+        pipe.zcard(keys.TOMBSTONES)
+        full, tombstones = pipe.execute()
+        return int(full), int(tombstones)
+
     # Reads -------------------------------------------------------------------------------------
 
     def running(self, host: str | None = None, slot: int | None = None) -> list[str]:
@@ -150,7 +192,7 @@ class Jobs:
         ids = sorted(cast(set[str], self._client.smembers(keys.RUNNING)))
         if host is None:
             return ids
-        pipe = self._client.pipeline()
+        pipe = self._client.pipeline(transaction=False)  # reads: no MULTI, which Redis refuses when out of memory
         for job_id in ids:
             pipe.hmget(_key(job_id), ["host", "slot"])
         holders = cast(list[list[str | None]], pipe.execute())
@@ -160,9 +202,33 @@ class Jobs:
             if h == host and (slot is None or s == str(slot))
         ]
 
+    def active(self) -> list[tuple[JobRecord, bool]]:
+        """Every queued or running job, with ACTIVE's fields only, and whether its holder (the worker
+        whose claim it carries, if any) has a live registration; three round trips."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.smembers(keys.QUEUED)
+        pipe.smembers(keys.RUNNING)
+        queued, running = cast(list[set[str]], pipe.execute())
+        ids = sorted(queued | running)
+        if not ids:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(_key(job_id), *ACTIVE)
+        records = []
+        for job_id, values in zip(ids, pipe.execute(), strict=True):
+            fields = {name: value for name, value in zip(ACTIVE, values, strict=True) if value is not None}
+            if fields.get("state") in (JobState.QUEUED, JobState.RUNNING):  # else it moved on meanwhile
+                records.append(JobRecord.parse(job_id, fields))
+        pipe = self._client.pipeline(transaction=False)
+        for record in records:
+            pipe.exists(keys.WORKER.format(host=record.host or "", slot="" if record.slot is None else record.slot))
+        alive = [bool(found) and bool(record.host) for record, found in zip(records, pipe.execute(), strict=True)]
+        return list(zip(records, alive, strict=True))
+
     def active_counts(self) -> tuple[int, int]:
         """(queued, running) job counts."""
-        pipe = self._client.pipeline()
+        pipe = self._client.pipeline(transaction=False)  # reads: no MULTI, which Redis refuses when out of memory
         pipe.scard(keys.QUEUED)
         pipe.scard(keys.RUNNING)
         queued, running = pipe.execute()

@@ -11,6 +11,8 @@ PREFIX = "hn"
 JOB = PREFIX + ":job:{job_id}"  # hash: the job record (state/records.py JobRecord names its fields)
 JOB_INDEX = PREFIX + ":jobs"  # zset: job id scored by receipt time (ms); listings walk it newest first
 FINISHED_INDEX = PREFIX + ":finished"  # zset: job id scored by the time its result was stored (ms)
+SETTLED = PREFIX + ":settled"  # zset: full records of settled jobs, scored by settlement (ms); retention walks it
+TOMBSTONES = PREFIX + ":tombstones"  # zset: compacted records (tombstones), scored by compaction (ms)
 QUEUED = PREFIX + ":queued"  # set: ids of jobs waiting for a worker
 RUNNING = PREFIX + ":running"  # set: ids of jobs a worker has claimed
 ARTIFACTS = PREFIX + ":artifacts:{job_id}"  # hash: path -> base64 of a finished job's output file, with a TTL
@@ -27,6 +29,8 @@ STATS = PREFIX + ":stats"  # hash: completed, failed: jobs finished (the heartbe
 STATUS_COUNTS = PREFIX + ":jobs-by-status"  # hash: final status -> jobs finished with it
 REASON_COUNTS = PREFIX + ":jobs-by-reason"  # hash: reason (core/jobs.py Reason) -> jobs that ended with it
 DURATIONS = PREFIX + ":durations"  # hash: "<status>|<bucket bound>", "<status>|count", "<status>|sum"
+RECONCILER = PREFIX + ":reconciler"  # hash: the reconciler's passes and what they repaired (state/reconciler.py)
+RECONCILER_LOCK = PREFIX + ":reconciler-lock"  # string, with a TTL: the worker whose reconciler pass is due
 
 # Events and uptime -----------------------------------------------------------------------------
 EVENTS = PREFIX + ":events"  # stream, capped (state/events.py): fields kind, at, node, data (JSON)
@@ -42,6 +46,16 @@ WORKER = PREFIX + ":worker:{host}:{slot}"
 WORKERS = PREFIX + ":worker-slots"  # set: "<host>:<slot>" of every worker that has registered
 GPU_LEASE = PREFIX + ":gpu-lease:{uuid}"  # string, with a TTL: the owner id of the worker holding the GPU
 GPU_LOST = PREFIX + ":gpu-lost:{uuid}"  # string: a simulated GPU marked lost, and why (DEL heals it)
+# hash: what `sim-gpu` injected into a simulated GPU: xids (comma-separated), foreign (processes not ours)
+GPU_SIM = PREFIX + ":gpu-sim:{uuid}"
+SIM_DRIVER = PREFIX + ":sim-driver:{host}"  # hash: driver, cuda: the driver a host's simulated GPUs read now
+# string, with a TTL: a workload (image + script digest) whose GPU failed under it, refused on this host
+QUARANTINE = PREFIX + ":quarantine:{host}:{workload}"
+
+# The image cache (tasks/imagecache.py) -------------------------------------------------------
+IMAGE_USE = PREFIX + ":image-use:{host}"  # zset: image a job pulled or ran -> last use (epoch ms), for LRU collection
+VOLUME_USE = PREFIX + ":volume-use:{host}"  # zset: requirements volume -> last use (epoch ms)
+PULL = PREFIX + ":pull:{job_id}"  # hash, with a TTL: a job's image pull now: image, done, total (bytes), attempt
 
 # Queues ----------------------------------------------------------------------------------------
 DRAMATIQ_NAMESPACE = "hn-dramatiq"  # the prefix of Dramatiq's own keys, apart from ours and other apps'

@@ -1,5 +1,8 @@
 """The outbox (keys.REPLY_STREAM): a result stays there until the backend acknowledges it.
 
+Settled (acknowledged or rejected), it leaves the stream, so the outbox holds unsettled results only,
+and the job enters keys.SETTLED, where retention (state/jobs.py ``compact``) finds it later.
+
 A finished job's result is added atomically with its record (jobs.finish), so a bridge killed at
 any moment resends it after restart.
 """
@@ -11,8 +14,9 @@ from typing import Any, cast
 
 import redis
 
+from hypernode_host.core.clock import now_ms
 from hypernode_host.core.jobs import JobState
-from hypernode_host.state import keys
+from hypernode_host.state import keys, scripts
 from hypernode_host.state.records import OutboxEntry
 
 BATCH = 100
@@ -25,6 +29,7 @@ def _entries(rows: list[tuple[str, dict[str, str]]]) -> list[OutboxEntry]:
 class Outbox:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
+        self._settle_script = scripts.register(client, "settle")
 
     def entries(self, after: str = "-", count: int = BATCH) -> list[OutboxEntry]:
         """Results waiting for an ack, oldest first, strictly after entry id ``after``."""
@@ -48,19 +53,16 @@ class Outbox:
     def size(self) -> int:
         return int(self._client.xlen(keys.REPLY_STREAM))
 
-    def acknowledge(self, entry_id: str, job_id: str) -> None:
-        """The backend has the result: drop it from the outbox, the job is reported."""
-        pipe = self._client.pipeline()
-        pipe.xdel(keys.REPLY_STREAM, entry_id)
-        pipe.hset(keys.JOB.format(job_id=job_id), mapping={"state": JobState.REPORTED.value})
-        pipe.execute()
+    def acknowledge(self, entry_id: str, job_id: str, at_ms: int | None = None) -> bool:
+        """The backend has the result: drop it from the outbox, the job is reported (and its retention
+        starts: keys.SETTLED). False when the job was settled already (a second copy of the ack)."""
+        return self._settle(entry_id, job_id, JobState.REPORTED, now_ms() if at_ms is None else at_ms, "")
 
-    def reject(self, entry_id: str, job_id: str, reason: str, at_ms: int) -> None:
+    def reject(self, entry_id: str, job_id: str, reason: str, at_ms: int) -> bool:
         """The backend refused the result (``reason``, its text): it leaves the outbox, so it is never sent
-        again, and stays in the job's record, rejected, for the operator."""
-        pipe = self._client.pipeline()
-        pipe.xdel(keys.REPLY_STREAM, entry_id)
-        record = keys.JOB.format(job_id=job_id)
-        pipe.hset(record, mapping={"state": JobState.REJECTED.value, "rejection": reason, "rejected_at": at_ms})
-        pipe.hincrby(keys.NODE, "results_rejected", 1)
-        pipe.execute()
+        again, and stays in the job's record, rejected, for the operator. False when already settled."""
+        return self._settle(entry_id, job_id, JobState.REJECTED, at_ms, reason)
+
+    def _settle(self, entry_id: str, job_id: str, state: JobState, at_ms: int, rejection: str) -> bool:
+        touched = [keys.JOB.format(job_id=job_id), keys.REPLY_STREAM, keys.SETTLED, keys.NODE]
+        return bool(self._settle_script(keys=touched, args=[entry_id, job_id, state.value, at_ms, rejection]))

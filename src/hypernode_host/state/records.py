@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from hypernode_host.core.jobs import JobState, Status
-from hypernode_host.core.slots import GpuInfo, Slot
+from hypernode_host.core.slots import GpuInfo, Slot, SlotState
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -76,6 +76,9 @@ class JobRecord:
     rejection: str | None = None  # the backend's text when it refused the result (state rejected)
     rejected_at: int | None = None  # epoch ms of that refusal
     progress_json: str | None = None  # the latest HN-PROGRESS marker of a running job (core/progress.py)
+    settled_at: int | None = None  # epoch ms the backend acknowledged or rejected its result
+    compacted_at: int | None = None  # epoch ms it shrank to a tombstone (retention); None: the full record
+    result_sha256: str | None = None  # a tombstone's digest of the result it had
 
     @classmethod
     def parse(cls, job_id: str, fields: Mapping[str, str]) -> JobRecord:
@@ -100,6 +103,9 @@ class JobRecord:
             rejection=fields.get("rejection"),
             rejected_at=_optional_int(fields.get("rejected_at")),
             progress_json=fields.get("progress"),
+            settled_at=_optional_int(fields.get("settled_at")),
+            compacted_at=_optional_int(fields.get("compacted_at")),
+            result_sha256=fields.get("result_sha256"),
         )
 
     @property
@@ -201,13 +207,23 @@ class Registration:
     owner: str = ""  # the owner id of its GPU leases (state/holders.py)
     pid: int = 0
     pidns: str = ""  # the pid namespace ``pid`` belongs to (state/holders.py)
-    healthy: bool = True
-    health: str = "ok"
+    healthy: bool = True  # its GPUs are fine (false: state unhealthy)
+    health: str = "ok"  # why it takes no jobs, in one line
+    state: SlotState = SlotState.SERVING  # whether it takes jobs, and if not the kind of why
     job: str = ""  # the job running on the slot now ("" when idle)
     job_gpus: tuple[str, ...] = ()  # the UUIDs that job was given
     job_gpu_memory_mb: int | None = None
     docker: str = ""  # the version of the Docker engine the worker reached at its last check; "": none answered
     seen_at: int | None = None  # epoch ms of its last write (set by state/registry.py, not by the worker)
+
+    def __post_init__(self) -> None:
+        if not self.healthy and self.state is SlotState.SERVING:  # written as healthy=False alone
+            object.__setattr__(self, "state", SlotState.UNHEALTHY)
+
+    @property
+    def serving(self) -> bool:
+        """It takes jobs now."""
+        return self.state is SlotState.SERVING
 
     def fields(self) -> dict[str, str | int]:
         """The hash as stored (flat strings, readable with redis-cli)."""
@@ -226,6 +242,7 @@ class Registration:
             "gpu_memory_mb": ",".join(str(g.memory_total_mb) for g in gpus),
             "healthy": int(self.healthy),
             "health": self.health,
+            "state": self.state.value,
             "job": self.job,
             "job_gpus": ",".join(self.job_gpus),
             "job_gpu_memory_mb": "" if self.job_gpu_memory_mb is None else self.job_gpu_memory_mb,
@@ -242,14 +259,18 @@ class Registration:
                 GpuInfo(index=int(i), uuid=u, name=n, memory_total_mb=int(m), memory_free_mb=int(m))
                 for u, n, m, i in zip(uuids, names, memory, indexes, strict=True)
             )
+            healthy = fields.get("healthy", "1") == "1"
+            # A registration without a state (an older worker's) says only healthy or not.
+            state = _member(SlotState, fields.get("state")) or (SlotState.SERVING if healthy else SlotState.UNHEALTHY)
             return cls(
                 host=fields["host"],
                 slot=Slot(id=int(fields["slot"]), gpus=gpus),
                 owner=fields.get("owner", ""),
                 pid=int(fields.get("pid") or 0),
                 pidns=fields.get("pidns", ""),
-                healthy=fields.get("healthy", "1") == "1",
+                healthy=healthy,
                 health=fields.get("health", "ok"),
+                state=state,
                 job=fields.get("job", ""),
                 job_gpus=tuple(_split(fields.get("job_gpus", ""))),
                 job_gpu_memory_mb=_optional_int(fields.get("job_gpu_memory_mb")),

@@ -39,10 +39,20 @@ class Registry:
         pipe.srem(keys.WORKERS, f"{host}:{slot}")
         pipe.execute()
 
+    def members(self) -> list[tuple[str, int]]:
+        """(host, slot) of every worker that registered and did not unregister: a live one, or one whose
+        registration expired without a clean stop (a killed worker, a lost host)."""
+        found = []
+        for member in cast(set[str], self._client.smembers(keys.WORKERS)):
+            host, _, slot = member.rpartition(":")
+            if slot.isdigit():
+                found.append((host, int(slot)))
+        return sorted(found)
+
     def all(self) -> list[Registration]:
         """Every live registration, of every host, by host and slot (expired ones are gone)."""
         members = sorted(cast(set[str], self._client.smembers(keys.WORKERS)))
-        pipe = self._client.pipeline()
+        pipe = self._client.pipeline(transaction=False)  # reads: no MULTI, which Redis refuses when out of memory
         for member in members:
             host, _, slot = member.rpartition(":")
             pipe.hgetall(_key(host, slot))

@@ -3,9 +3,11 @@
 Each part owns its keys (state/keys.py names them all): ``jobs`` the job records and their
 indexes, ``outbox`` the results waiting for the backend's ack, ``node`` the bridge's view of its
 connection, ``registry`` the live workers, ``cancels`` the cancel flags, ``stats`` the counters
-and durations, ``gpuflags`` the simulated GPU faults, ``events`` the
-node's events for the notifier, ``uptime`` the registered time per hour, and ``leases(...)`` the GPU leases. The
-client itself stays inside: nothing outside state/ talks to Redis directly.
+and durations, ``gpuflags`` the simulated GPU faults, ``reconciler`` the reconciler's turn and its
+counters, ``events`` the node's events for the notifier, ``uptime`` the registered time per hour,
+``quarantine`` the workloads refused after their GPU failed, ``images`` the image cache's LRU and pull
+phases, and ``leases(...)`` the GPU leases. The client itself stays inside: nothing outside state/ talks
+to Redis directly.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from hypernode_host.state.cancels import Cancels
 from hypernode_host.state.connect import connect, redis_url
 from hypernode_host.state.events import Events
 from hypernode_host.state.gpuflags import GpuFlags
+from hypernode_host.state.imagecache import ImageUse
 from hypernode_host.state.jobs import Jobs
 from hypernode_host.state.leases import GpuLeases
 from hypernode_host.state.node import Node
 from hypernode_host.state.outbox import Outbox
+from hypernode_host.state.quarantine import Quarantine
+from hypernode_host.state.reconciler import Reconciler
 from hypernode_host.state.registry import Registry
 from hypernode_host.state.stats import Stats
 from hypernode_host.state.uptime import UptimeRecord
@@ -50,6 +55,9 @@ class Store:
         self.stats = Stats(client)
         self.gpuflags = GpuFlags(client)
         self.artifacts = Artifacts(client)
+        self.reconciler = Reconciler(client)
+        self.quarantine = Quarantine(client)
+        self.images = ImageUse(client)
         self.events = Events(client)
         self.uptime = UptimeRecord(client)
 

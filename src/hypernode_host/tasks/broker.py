@@ -41,9 +41,13 @@ def build_broker(redis_url: str) -> RedisBroker:
     return broker
 
 
+def job_message(queue: str, job_id: str, redis_id: str | None = None) -> dramatiq.Message[None]:
+    """The ``run_job`` message for a job id (the record in Redis holds the job); with ``redis_id``,
+    as Dramatiq's enqueue would store it (its id in Redis, which each enqueue makes anew)."""
+    options = {} if redis_id is None else {"redis_message_id": redis_id}
+    return dramatiq.Message(queue_name=queue, actor_name=ACTOR_NAME, args=(job_id,), kwargs={}, options=options)
+
+
 def enqueue_job(broker: RedisBroker, queue: str, job_id: str) -> None:
     """Put a job id on ``queue`` for the ``run_job`` actor (the record in Redis holds the job)."""
-    message: dramatiq.Message[None] = dramatiq.Message(
-        queue_name=queue, actor_name=ACTOR_NAME, args=(job_id,), kwargs={}, options={}
-    )
-    broker.enqueue(message)
+    broker.enqueue(job_message(queue, job_id))

@@ -32,7 +32,7 @@ import requests.exceptions
 from docker.types import DeviceRequest, DriverConfig, LogConfig, Mount, Ulimit
 
 from hypernode_host.core.receipts import Sandbox, seccomp_profile
-from hypernode_host.errors import ConfigError, ContainerError, ImageUnavailable, NameTaken
+from hypernode_host.errors import ConfigError, ContainerError, EngineUnreachable, ImageUnavailable, NameTaken
 from hypernode_host.tasks import seccomp
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ WORK_DIR = "/work"
 PIDS_LIMIT = 1024
 SHM_SIZE = 256 << 20  # the largest each scratch tmpfs may get (scratch_bytes)
 NOFILE_LIMIT = 4096
+ENGINE_PROBE_S = 2.0  # how long a "does the engine answer at all" probe waits
 # Labels every job container carries: they are how a restarted worker finds its containers.
 LABEL_JOB = "hypernode.job_id"
 LABEL_NODE = "hypernode.node"  # the host's HN_NODE_NAME (hosts sharing one Redis number their slots alike)
@@ -410,9 +411,20 @@ class DockerRuntime:
 
     def image_id(self, image: str) -> str | None:
         """The local image ID of ``image``; None when it is not here."""
-        with docker_errors(f"cannot inspect image {image}", ok=(404,)):
+        with docker_errors(f"cannot inspect image {image}", ok=(404,), transport=True):
             return str(self.client.api.inspect_image(image)["Id"])
         return None  # 404: not here
+
+    def remove_image(self, image: str) -> None:
+        """Remove a local image (never forced: one a container uses stays, with a 409 ContainerError)."""
+        with docker_errors(f"cannot remove image {image}"):
+            self.client.api.remove_image(image)
+
+    def image_env(self, image: str) -> list[str]:
+        """The ``KEY=value`` environment of the image's config (where it states its CUDA requirement)."""
+        with docker_errors(f"cannot inspect image {image}"):
+            env = (self.client.api.inspect_image(image).get("Config") or {}).get("Env") or []
+        return [str(item) for item in env]
 
     def image_digests(self, image: str) -> frozenset[str]:
         """Every digest that names the local ``image``: its registry digests (RepoDigests) and its ID."""
@@ -453,7 +465,7 @@ class DockerRuntime:
 
     def find(self, name: str) -> str | None:
         """The id of the container called ``name``, if any."""
-        with docker_errors(f"cannot inspect container {name}", name, ok=(404,)):
+        with docker_errors(f"cannot inspect container {name}", name, ok=(404,), transport=True):
             return str(self.client.api.inspect_container(name)["Id"])
         return None  # 404: no such container
 
@@ -537,10 +549,12 @@ class DockerRuntime:
                 action = "the Docker engine refused the project's seccomp profile (tasks/seccomp.json)"
                 raise container_error(exc, action, name) from None
             raise container_error(exc, "cannot create container", name) from None
+        except requests.exceptions.RequestException as exc:  # no answer: the engine is gone
+            raise ContainerError(f"cannot create container: {exc}", container=name) from None
 
     def _put(self, container_id: str, path: str, archive: bytes) -> None:
         try:
-            with docker_errors("cannot put files into the container", container_id):
+            with docker_errors("cannot put files into the container", container_id, transport=True):
                 self.client.api.put_archive(container_id, path, archive)
         except ContainerError:
             self.remove(container_id)  # a container without its files must never start
@@ -548,7 +562,7 @@ class DockerRuntime:
 
     def has_file(self, container_id: str, path: str) -> bool:
         """True when ``path`` exists in the container (created or not: its volumes are mounted for this)."""
-        with docker_errors(f"cannot read {path}", container_id, ok=(404,)):
+        with docker_errors(f"cannot read {path}", container_id, ok=(404,), transport=True):
             stream, _ = self.client.api.get_archive(container_id, path)
             for _ in stream:  # drain it, so the connection goes back to the pool
                 pass
@@ -556,17 +570,17 @@ class DockerRuntime:
         return False  # 404: no such file
 
     def ensure_volume(self, name: str, labels: Mapping[str, str]) -> None:
-        with docker_errors(f"cannot create volume {name}"):
+        with docker_errors(f"cannot create volume {name}", transport=True):
             self.client.api.create_volume(name, labels=dict(labels))
 
     def volume_created(self, name: str) -> str | None:
         """When the volume was created (its identity: a pruned and recreated one differs); None if absent."""
-        with docker_errors(f"cannot inspect volume {name}", ok=(404,)):
+        with docker_errors(f"cannot inspect volume {name}", ok=(404,), transport=True):
             return str(self.client.api.inspect_volume(name).get("CreatedAt", ""))
         return None  # 404: no such volume
 
     def start(self, container_id: str) -> None:
-        with docker_errors("start failed", container_id):
+        with docker_errors("start failed", container_id, transport=True):
             self.client.api.start(container_id)
 
     def attach(self, container_id: str) -> OutputStream:
@@ -593,20 +607,31 @@ class DockerRuntime:
 
     def output_tail(self, container_id: str, lines: int) -> bytes:
         """The last ``lines`` lines a finished container wrote."""
-        with docker_errors("cannot read the output", container_id):
+        with docker_errors("cannot read the output", container_id, transport=True):
             return bytes(self.client.api.logs(container_id, stdout=True, stderr=True, tail=lines))
 
     def wait(self, container_id: str, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s``; True when the container has exited (or is gone)."""
+        """Wait up to ``timeout_s``; True when the container has exited (or is gone). EngineUnreachable
+        when the engine itself no longer answers (restarting or stopped)."""
         try:
             with docker_errors("wait failed", container_id, ok=(404,)):
                 self.client.api.wait(container_id, timeout=timeout_s)
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+        except requests.exceptions.ReadTimeout:
             return False  # still running: docker-py raises requests' errors, not its own
+        except requests.exceptions.ConnectionError as exc:
+            # A read timeout can come as a ConnectionError too: only an engine that does not answer a
+            # fresh connection is gone.
+            if not self.probe(ENGINE_PROBE_S):
+                raise EngineUnreachable(f"the Docker engine stopped answering: {exc}", container=container_id) from None
+            return False
         return True
 
+    def reachable(self) -> bool:
+        """Whether the engine answers now (a fresh connection, a short timeout)."""
+        return bool(self.probe(ENGINE_PROBE_S))
+
     def state(self, container_id: str) -> ContainerState:
-        with docker_errors("inspect failed", container_id):
+        with docker_errors("inspect failed", container_id, transport=True):
             info = self.client.api.inspect_container(container_id)
         state = info["State"]
         return ContainerState(
@@ -631,12 +656,12 @@ class DockerRuntime:
             log.warning("container %s: stop did not answer in time; killing it", container_id[:12])
 
     def kill(self, container_id: str) -> None:
-        with docker_errors("kill failed", container_id, ok=(404, 409)):  # already gone or not running
+        with docker_errors("kill failed", container_id, ok=(404, 409), transport=True):  # gone or not running
             self.client.api.kill(container_id)
 
     def remove(self, container_id: str) -> None:
         try:
-            with docker_errors("remove failed", container_id, ok=(404,)):
+            with docker_errors("remove failed", container_id, ok=(404,), transport=True):
                 self.client.api.remove_container(container_id, force=True, v=True)
         except ContainerError as exc:
             if exc.status_code == 409 and "already in progress" in str(exc):
@@ -646,7 +671,7 @@ class DockerRuntime:
     def labelled(self, label: str, value: str | None = None) -> list[tuple[str, dict[str, str]]]:
         """(id, labels) of every container, running or not, that carries ``label`` (=value)."""
         selector = label if value is None else f"{label}={value}"
-        with docker_errors("list failed"):
+        with docker_errors("list failed", transport=True):
             found = self.client.api.containers(all=True, filters={"label": selector})
         return [(str(c["Id"]), dict(c.get("Labels") or {})) for c in found]
 

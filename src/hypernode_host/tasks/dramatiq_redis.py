@@ -12,12 +12,21 @@ Dramatiq keeps, under its namespace (keys.DRAMATIQ_NAMESPACE), per queue (broker
 
 A Dramatiq upgrade that changes any of it fails tests/integration/test_dramatiq_layout.py first.
 The reads here cost a few pipelined round trips whatever the length of the queues.
+
+No stranded message: Dramatiq requeues an ack set only once its broker stops heartbeating, so a
+message fetched by a live worker whose fetch reply was lost, or that sat in the cache of a consumer
+that died of a connection error, would stay in that ack set for as long as the worker lives. So
+every consumer of a WakingRedisBroker, before its first fetch (Dramatiq makes a new consumer after
+each connection error), puts back on its queue every message of its ack set that the broker has
+not handed to the worker: in its ack set and not held means nobody runs it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -30,13 +39,36 @@ from dramatiq.errors import ConnectionClosed
 
 from hypernode_host.core.clock import now_ms
 from hypernode_host.settings import Settings
-from hypernode_host.state import connect, keys, redis_url, scripts
+from hypernode_host.state import connect, keys, redis_url, scripts, write_refusal
+
+log = logging.getLogger(__name__)
 
 NAMESPACE = keys.DRAMATIQ_NAMESPACE
 HEARTBEATS = f"{NAMESPACE}:__heartbeats__"
 # An enqueue pushes a token on its queue's wake list (keys.WAKE); spare tokens only cost an idle
 # consumer one empty fetch, and the list is trimmed to this many.
 WAKE_TOKENS_MAX = 64
+# An idle consumer looks at its broker's ack set this often too: a message whose ack or nack Redis
+# refused (out of memory) stays there, released by the worker, until someone puts it back.
+RESTORE_EVERY_S = 30.0
+REFUSED_WAIT_MAX_S = 5.0  # the longest wait between two tries of a write Redis refused
+
+
+def _wait_while_refused(write: Any, *args: Any) -> Any:
+    """``write(*args)``, tried again while Redis refuses writes (out of memory, a full disk): such a
+    refusal ends when room is freed, and a fetched message must not be dropped meanwhile."""
+    delay = 0.25
+    while True:
+        try:
+            return write(*args)
+        except redis.ResponseError as exc:
+            why = write_refusal(exc)
+            if why is None:
+                raise
+            if delay < REFUSED_WAIT_MAX_S:  # said while the waits grow, not at every try
+                log.warning("Redis refuses writes (%s); trying again in %.1f s", why, delay)
+        time.sleep(delay)
+        delay = min(delay * 2, REFUSED_WAIT_MAX_S)
 
 
 def queue_key(queue: str, suffix: str = "") -> str:
@@ -61,11 +93,37 @@ class WakingConsumer(_RedisConsumer):
     place, so the next message is fetched the moment the running job ends.
     """
 
-    def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+    def __init__(self, broker: WakingRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        self.waking_broker = broker
         self._freed = threading.Event()
+        self._restored = False
+        self._restore_at = 0.0
+        self._refused = False  # the last fetch was refused (logged once per refusal)
 
     def __next__(self) -> MessageProxy | None:
+        if not self._restored or (not self.message_cache and time.monotonic() >= self._restore_at):
+            try:
+                self.restore()
+            except redis.ConnectionError as exc:
+                raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+            except redis.ResponseError as exc:  # refusing writes: the next call tries again
+                if write_refusal(exc) is None:
+                    raise
+        try:
+            found = self._next()
+        except redis.ResponseError as exc:
+            if (why := write_refusal(exc)) is None:
+                raise
+            if not self._refused:
+                log.warning("queue %s: Redis refuses writes (%s); not fetching meanwhile", self.queue_name, why)
+                self._refused = True
+            time.sleep(self.timeout / 1000)
+            return None
+        self._refused = False
+        return found
+
+    def _next(self) -> MessageProxy | None:
         if not self.message_cache:
             if self.outstanding_message_count >= self.prefetch:
                 self._freed.wait(self.timeout / 1000)
@@ -81,23 +139,78 @@ class WakingConsumer(_RedisConsumer):
             except redis.ConnectionError as exc:  # as Dramatiq's own consumer reports it: restarted in 1 s
                 raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         found: MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
+        if found is not None:
+            self.waking_broker.hold(self.queue_name, _redis_id(found))
         return found
+
+    def restore(self) -> list[str]:
+        """Put back on the queue every message of this broker's ack set that the worker does not hold.
+
+        Called before the consumer's first fetch, and every RESTORE_EVERY_S while it has nothing
+        fetched and not handed out (so no message is both in the ack set and not yet held because it
+        is on its way to the worker). The ack set is read before the held ids: a
+        message acked in between is no longer in the ack set, and Dramatiq's requeue moves only
+        ids it removes from the ack set, so it is never put back twice. The ids put back.
+        """
+        broker = self.waking_broker
+        fetched = cast(set[bytes], broker.client.smembers(acks_key(broker.broker_id, self.queue_name)))
+        # A delay queue's consumer thread drops its held messages with the consumer (Dramatiq
+        # resets its delay queue on a connection error, and requeues it on any other restart).
+        held = set() if self.queue_name.endswith(".DQ") else broker.held(self.queue_name)
+        orphans = sorted(i.decode() for i in fetched if i.decode() not in held)
+        if orphans:
+            log.warning("queue %s: putting back %d message(s) fetched but never run", self.queue_name, len(orphans))
+            broker.do_requeue(self.queue_name, *orphans)
+        self._restored = True
+        self._restore_at = time.monotonic() + RESTORE_EVERY_S
+        return orphans
 
     def ack(self, message: MessageProxy) -> None:
         try:
-            super().ack(message)  # type: ignore[no-untyped-call]
+            _wait_while_refused(super().ack, message)
         finally:
+            self.waking_broker.release(self.queue_name, _redis_id(message))
             self._freed.set()
 
     def nack(self, message: MessageProxy) -> None:
         try:
-            super().nack(message)  # type: ignore[no-untyped-call]
+            _wait_while_refused(super().nack, message)
         finally:
+            self.waking_broker.release(self.queue_name, _redis_id(message))
             self._freed.set()
+
+    def requeue(self, messages: Any) -> None:
+        listed = list(messages)
+        super().requeue(listed)  # type: ignore[no-untyped-call]
+        for message in listed:
+            self.waking_broker.release(self.queue_name, _redis_id(message))
+
+
+def _redis_id(message: MessageProxy) -> str:
+    return str(message.options.get("redis_message_id", ""))
 
 
 class WakingRedisBroker(RedisBroker):
-    """A RedisBroker whose enqueue wakes an idle consumer of the queue (see WakingConsumer)."""
+    """A RedisBroker whose enqueue wakes an idle consumer of the queue (see WakingConsumer), and that
+    knows which fetched messages its consumers have handed to the worker and not yet settled."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)  # type: ignore[no-untyped-call]
+        self._held: dict[str, set[str]] = {}
+        self._held_lock = threading.Lock()
+
+    def hold(self, queue: str, redis_id: str) -> None:
+        with self._held_lock:
+            self._held.setdefault(queue, set()).add(redis_id)
+
+    def release(self, queue: str, redis_id: str) -> None:
+        with self._held_lock:
+            self._held.get(queue, set()).discard(redis_id)
+
+    def held(self, queue: str) -> set[str]:
+        """Redis ids of the messages of ``queue`` handed to the worker (queued for or in its threads)."""
+        with self._held_lock:
+            return set(self._held.get(queue, ()))
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
@@ -120,7 +233,7 @@ class WakingRedisBroker(RedisBroker):
 def waking_broker(url: str, **options: Any) -> WakingRedisBroker:
     """A WakingRedisBroker on the Redis at ``url``, in our namespace, with Dramatiq's ``options``."""
     client = connect(url, decode=False)  # Dramatiq reads its messages as bytes
-    return WakingRedisBroker(client=client, namespace=NAMESPACE, **options)  # type: ignore[no-untyped-call]
+    return WakingRedisBroker(client=client, namespace=NAMESPACE, **options)
 
 
 # Reading and repairing the queues ---------------------------------------------------------------
@@ -134,6 +247,17 @@ class QueueStats:
     in_flight: int  # fetched by a worker, not yet acknowledged
     dead: int  # dead-lettered (the actor raised)
     oldest_age_s: float | None  # age of the message at the head of the queue
+
+
+@dataclass(frozen=True)
+class RestoredJob:
+    """A job the reconciler found with no message: where it stood when it looked."""
+
+    job_id: str
+    queue: str
+    state: str  # "queued" or "running"
+    host: str = ""  # its holder, for a running job
+    slot: str = ""
 
 
 @dataclass(frozen=True)
@@ -166,6 +290,7 @@ class Queues:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._requeue = scripts.register(client, "requeue_dead", package="hypernode_host.tasks")
+        self._restore = scripts.register(client, "restore_message", package="hypernode_host.tasks")
 
     @classmethod
     def open(cls, settings: Settings, *, timeout_s: float | None = None) -> Queues:
@@ -235,6 +360,39 @@ class Queues:
             keys.RUNNING,
         ]
         return bool(self._requeue(keys=touched, args=[dead.redis_id, dead.job_id or ""]))
+
+    def jobs_with_messages(self, queues: Sequence[str]) -> set[str]:
+        """The job ids that have a message in any of ``queues``: ready, fetched by a worker and not yet
+        acknowledged, delayed or dead-lettered.
+
+        One MULTI, so the answer is a snapshot: a message moving between the lists as it is fetched,
+        nacked or requeued is seen exactly once. Its cost grows with the messages of ``queues``.
+        """
+        pipe = self._client.pipeline(transaction=True)
+        for queue in queues:
+            for suffix in (".msgs", ".DQ.msgs", ".XQ.msgs"):
+                pipe.hvals(queue_key(queue, suffix))
+        found: set[str] = set()
+        for bodies in cast(list[list[str]], pipe.execute()):
+            for body in bodies:
+                args = _message(body).get("args") or [None]
+                if isinstance(args, list) and isinstance(args[0], str):
+                    found.add(args[0])
+        return found
+
+    def restore(self, job: RestoredJob, message: dramatiq.Message[Any]) -> bool:
+        """Put ``message`` (the job's, with a fresh redis id) on its queue if the job still stands
+        as seen: queued, or running on a holder whose registration is still gone."""
+        redis_id = str(message.options["redis_message_id"])
+        touched = [
+            keys.JOB.format(job_id=job.job_id),
+            keys.WORKER.format(host=job.host, slot=job.slot),
+            queue_key(job.queue, ".msgs"),
+            queue_key(job.queue),
+            keys.WAKE.format(queue=job.queue),
+        ]
+        args: list[str | int] = [job.state, job.host, job.slot, redis_id, message.encode().decode(), WAKE_TOKENS_MAX]
+        return bool(self._restore(keys=touched, args=args))
 
     def drop(self, dead: DeadMessage) -> bool:
         """Remove a dead message for good; False when it is no longer dead."""

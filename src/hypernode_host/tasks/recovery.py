@@ -41,16 +41,21 @@ def recover(runner: JobRunner, runtime: DockerRuntime, store: Store) -> None:
     reap(runner, runtime, store)
 
 
-def reap(runner: JobRunner, runtime: DockerRuntime, store: Store) -> None:
-    """Remove the slot's containers whose job is finished or unknown, and its requirements containers.
+def reap(runner: JobRunner, runtime: DockerRuntime, store: Store, *, prep: bool = True) -> None:
+    """Remove the slot's containers whose job is finished or unknown, and (with ``prep``, at start,
+    when no install can be running) its requirements containers.
 
     Only this node's (its identity's label), of this host and slot: another node on the same engine,
-    or another host of this node, numbers its slots alike and may run a job of the same id.
+    or another host of this node, numbers its slots alike and may run a job of the same id. The worker
+    also calls it every few seconds without ``prep``: a container whose removal failed (the engine was
+    restarting) goes then, not only at the next worker start.
     """
     for container_id, labels in runtime.labelled(LABEL_NODE_ID, runner.node):
         if labels.get(LABEL_NODE) != runner.settings.node_name or labels.get(LABEL_WORKER) != str(runner.slot.id):
             continue
         if labels.get(LABEL_ROLE) == PREP_ROLE:
+            if not prep:
+                continue
             log.info("removing a requirements container left by a previous worker: %s", container_id[:12])
             runtime.remove(container_id)
             continue

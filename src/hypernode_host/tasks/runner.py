@@ -1,6 +1,7 @@
 """Run one job in its container, from the job record to a signed result in the outbox.
 
-claim → image (pulled if absent) → requirements (cached volume) → create → put script →
+claim → quarantine (GPU jobs) → disk floor → image (pulled if absent, a visible phase, retried) →
+CUDA requirement against the driver (GPU jobs) → requirements (cached volume) → create → put script →
 attach → start → wait in slices (deadline, cancel) → stop(grace) → kill → exit code and
 OOMKilled → logs → result kept in the record → container removed → result published to the
 outbox. The worker enforces the deadline itself: Dramatiq's TimeLimit cannot interrupt a
@@ -21,20 +22,23 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from hypernode_host import AGENT_VERSION
 from hypernode_host.core.admission import Admission, admit
+from hypernode_host.core.clock import now_ms
+from hypernode_host.core.cuda import Driver, incompatibility
 from hypernode_host.core.jobs import MIN_CPUS, JobSpec, Reason, Status, reason_of
+from hypernode_host.core.poison import quarantined_note, refusal, workload_of
 from hypernode_host.core.progress import Progress, ProgressScanner
 from hypernode_host.core.proofs import NodeKey
 from hypernode_host.core.receipts import GpuFacts, RunFacts, Sandbox
 from hypernode_host.core.results import CapturedLogs, error_result, internal_detail, make_result
 from hypernode_host.core.slots import Slot, gpus_for
-from hypernode_host.errors import ContainerError, JobRejected, NameTaken, RequirementsFailed
+from hypernode_host.errors import ContainerError, EngineUnreachable, JobRejected, NameTaken, RequirementsFailed
 from hypernode_host.logs import job_context
 from hypernode_host.settings import Settings
-from hypernode_host.state import RedisDown, Store
+from hypernode_host.state import RedisDown, RedisError, Store, write_refusal
 from hypernode_host.state.records import JobRecord
 from hypernode_host.tasks import artifacts
 from hypernode_host.tasks.containers import (
@@ -48,10 +52,12 @@ from hypernode_host.tasks.containers import (
     OUT_DIR,
     SCRIPT_PATH,
     ContainerSpec,
+    ContainerState,
     OutputStream,
     owned_by,
 )
-from hypernode_host.tasks.images import ImageRuntime, check_pinned, ensure_image
+from hypernode_host.tasks.imagecache import CacheRuntime, ImageCache
+from hypernode_host.tasks.images import check_pinned
 from hypernode_host.tasks.logcapture import LogCapture
 from hypernode_host.tasks.requirements import Limits, PrepRuntime, RequirementsInstaller
 
@@ -61,9 +67,47 @@ LOG_DRAIN_S = 10.0  # after exit, how long the output stream may take to deliver
 WAIT_SLICE_S = 1.0  # the longest a wait for exit goes without looking at the deadline and the cancel flag
 STOP_GRACE_S = 5  # between SIGTERM and SIGKILL when a job is stopped
 MIN_NANO_CPUS = round(MIN_CPUS * 1e9)
+REFUSED_FIRST_S, REFUSED_MAX_S = 0.25, 5.0  # waits between tries of a write Redis refused
+SIGNAL_EXITS = (128 + 15, 128 + 9)  # the exit codes of a container ended by SIGTERM or SIGKILL
+ENGINE_WAIT_S = 120  # how long past a job's deadline the runner waits for a vanished engine
+ENGINE_POLL_MAX_S = 2.0  # the longest pause between two looks for it
+ENGINE_RETRIES = 3  # starts over after the engine vanished before the container ran, at most
 
 
-class Runtime(ImageRuntime, PrepRuntime, Protocol):
+class _EngineLost(ContainerError):
+    """The engine vanished while the job ran and did not come back in time: the job ends."""
+
+
+T = TypeVar("T")
+
+
+class GpuWatch(Protocol):
+    """What the worker's watch over the slot's GPUs tells the runner (gpu/monitor.py behind it)."""
+
+    def driver(self) -> Driver | None:
+        """The driver of the slot's GPUs now (None: unknown)."""
+        ...
+
+    def fault(self, fresh: bool = False) -> str | None:
+        """Why a GPU of the slot is unhealthy, as last checked (``fresh``: checked now); None when healthy."""
+        ...
+
+
+class PlannedGpus:
+    """The watch of a runner without a worker (tests, benchmarks): the slot's GPUs as planned."""
+
+    def __init__(self, slot: Slot) -> None:
+        self.slot = slot
+
+    def driver(self) -> Driver | None:
+        gpu = self.slot.gpus[0] if self.slot.gpus else None
+        return Driver(gpu.driver_version, gpu.cuda_version) if gpu else None
+
+    def fault(self, fresh: bool = False) -> str | None:
+        return None
+
+
+class Runtime(CacheRuntime, PrepRuntime, Protocol):
     """The container operations the runner needs (DockerRuntime in production)."""
 
     def create(self, spec: ContainerSpec) -> str: ...
@@ -74,6 +118,7 @@ class Runtime(ImageRuntime, PrepRuntime, Protocol):
     def version(self) -> str: ...
     def create_holder(self, name: str, image: str, labels: Mapping[str, str], tmpfs_bytes: int) -> str: ...
     def archive(self, container_id: str, path: str) -> Iterator[bytes]: ...
+    def reachable(self) -> bool: ...
 
 
 def container_name(node: str, job_id: str) -> str:
@@ -131,6 +176,7 @@ class Outcome:
     gpu_uuids: tuple[str, ...] = ()
     requirements: tuple[str, ...] = ()
     collected: artifacts.Collected | None = None
+    gpu_fault: str | None = None  # its GPU failed while it ran: what it reported, and the quarantine
 
 
 class LogFollower:
@@ -184,6 +230,8 @@ class JobRunner:
         slot: Slot,
         slots: list[Slot],
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        watch: GpuWatch | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -192,7 +240,11 @@ class JobRunner:
         self.slot = slot
         self.slots = slots
         self.clock = clock
+        self.sleep = sleep
+        self.watch = watch or PlannedGpus(slot)
+        self._fault_seen: str | None = None  # the GPU fault that stopped the job being followed
         self.installer = RequirementsInstaller(runtime, settings, slot.id, lambda: self.node)
+        self.images = ImageCache(settings, store.images, runtime)
 
     @cached_property
     def node(self) -> str:
@@ -228,7 +280,7 @@ class JobRunner:
             self._publish(job_id, name, None, self._error(job_id, record.received_job(), Reason.INVALID_JOB, detail))
             return
         try:
-            outcome = self._execute(job_id, job, name, attempt)
+            outcome = self._execute_once_the_engine_answers(job_id, job, name, attempt)
         except NameTaken:
             log.warning("job %s: container %s belongs to another worker; leaving the job to it", job_id, name)
             return
@@ -251,15 +303,48 @@ class JobRunner:
             result = self._error(job_id, job, Reason.INTERNAL, internal_detail("building its result", exc))
         self._publish(job_id, name, outcome.container_id, result, self._gpus_of(job))
 
+    def refuse(self, record: JobRecord) -> bool:
+        """Store the error result of a job refused at intake whose intake was cut short; False when
+        it has a result already, or is not such a job."""
+        full = self.store.jobs.get(record.id)
+        if full is None or full.done or full.queue:
+            return False
+        reason, detail = full.refusal_reason or Reason.INVALID_JOB, full.refusal or "job refused by this node"
+        return self.store.jobs.finish(full.id, self._error(full.id, full.received_job(), reason_of(reason), detail))
+
     def claim(self, job_id: str, record: JobRecord, name: str) -> int:
         """The attempt number once this slot holds the job; 0 or -1 (logged) when it must leave it."""
-        attempt = self.store.jobs.claim(job_id, self.settings.node_name, self.slot.id, name)
+        attempt = self._stored(self.store.jobs.claim, job_id, self.settings.node_name, self.slot.id, name)
         if attempt == -1:
             holder = f"{record.host or '?'} slot {'?' if record.slot is None else record.slot}"
             log.info("job %s: running on %s, whose worker is alive; duplicate delivery ignored", job_id, holder)
         elif attempt == 0:
             log.info("job %s: already finished; duplicate delivery ignored", job_id)
         return attempt
+
+    def _execute_once_the_engine_answers(self, job_id: str, job: dict[str, Any], name: str, attempt: int) -> Outcome:
+        """``_execute``; when the engine stops answering before the job's container runs (it is
+        restarting), wait for it and start over, instead of failing a job the engine never saw."""
+        for _ in range(ENGINE_RETRIES):
+            try:
+                return self._execute(job_id, job, name, attempt)
+            except ContainerError as exc:
+                if isinstance(exc, _EngineLost) or exc.status_code is not None or self.runtime.reachable():
+                    raise
+                log.warning("job %s: %s; waiting for the Docker engine", job_id, exc)
+                if not self._engine_back(self.clock() + ENGINE_WAIT_S):
+                    raise
+        return self._execute(job_id, job, name, attempt)
+
+    def _engine_back(self, give_up: float) -> bool:
+        """Wait (until epoch ``give_up``) for the engine to answer; whether it did."""
+        delay = 0.5
+        while not self.runtime.reachable():
+            if self.clock() >= give_up:
+                return False
+            self.sleep(delay)
+            delay = min(delay * 2, ENGINE_POLL_MAX_S)
+        return True
 
     def _execute(self, job_id: str, job: dict[str, Any], name: str, attempt: int) -> Outcome:
         spec = JobSpec.parse(job)
@@ -337,12 +422,18 @@ class JobRunner:
                 # The deadline it was created with (its requirements took part of the timeout), else
                 # from its own start: either survives restarts.
                 deadline = _deadline_label(found.labels) or started_ms / 1000 + admission.timeout_s
-                return self._follow(job_id, existing, self.runtime.logs(existing), deadline, None)
+                outcome = self._follow(job_id, existing, self.runtime.logs(existing), deadline, None)
+                return self._breaker(job_id, spec, admission.image, outcome)
             self.runtime.remove(existing)  # created but never started: its files may be missing
         if self.store.cancels.requested(job_id):
             return self._never_started(job_id)
-        image_id = ensure_image(self.runtime, admission.image, self.settings.pull_timeout)
+        if spec.gpus:
+            self._refuse_quarantined(spec, admission.image)
+        self.images.ensure_floor()  # disk_full when the floor cannot be kept
+        image_id = self.images.obtain(job_id, admission.image, lambda: self.store.cancels.requested(job_id))
         check_pinned(self.runtime, admission.image, image_id, admission.digests)
+        if spec.gpus:
+            self._check_cuda(admission.image, image_id)
         deps = None
         job_deadline = None
         if admission.requirements:
@@ -352,6 +443,8 @@ class JobRunner:
             deps = self.installer.ensure(
                 image_id, admission.requirements, limits, should_stop=lambda: self.store.cancels.requested(job_id)
             )
+            if deps is not None:
+                self.images.used_volume(deps)
         if self.store.cancels.requested(job_id):
             return self._never_started(job_id)
         holder = self._holder(job_id, image_id, attempt)
@@ -366,13 +459,52 @@ class JobRunner:
             raise
         # A hair after Docker's StartedAt: never early.
         deadline = job_deadline if job_deadline is not None else self.clock() + admission.timeout_s
-        return self._follow(job_id, container_id, output, deadline, before_start)
+        outcome = self._follow(job_id, container_id, output, deadline, before_start)
+        return self._breaker(job_id, spec, admission.image, outcome)
+
+    # GPU jobs: CUDA, quarantine, the breaker -------------------------------------------------
+
+    def _check_cuda(self, image: str, image_id: str) -> None:
+        """JobRejected (cuda_incompatible) before any container when the image needs a newer CUDA."""
+        driver = self.watch.driver()
+        if driver is None:
+            return
+        problem = incompatibility(self.runtime.image_env(image_id), driver)
+        if problem is not None:
+            raise JobRejected(f"image {image}: {problem}", reason=Reason.CUDA_INCOMPATIBLE)
+
+    def _refuse_quarantined(self, spec: JobSpec, image: str) -> None:
+        workload = workload_of(image, spec)
+        held = self.store.quarantine.get(self.settings.node_name, workload)
+        if held is not None:
+            text = refusal(workload, held.job_id, held.reason, held.ttl_s)
+            raise JobRejected(text, reason=Reason.QUARANTINED)
+
+    def _breaker(self, job_id: str, spec: JobSpec, image: str, outcome: Outcome) -> Outcome:
+        """A GPU job whose GPU failed while it ran ends gpu_lost, and its workload is quarantined."""
+        if not spec.gpus or outcome.status is Status.CANCELLED:
+            return outcome
+        fault = outcome.gpu_fault or self.watch.fault(fresh=True)
+        if fault is None:
+            return outcome
+        workload = workload_of(image, spec)
+        ttl = self.settings.poison_quarantine
+        if ttl > 0:
+            gpu = fault.split(":", 1)[0] if fault.startswith(("GPU-", "MIG-")) else ",".join(self.slot.gpu_uuids)
+            self.store.quarantine.add(
+                self.settings.node_name, workload, job_id=job_id, gpu=gpu, reason=fault, at_ms=now_ms(), ttl_s=ttl
+            )
+        log.error("job %s: its GPU failed while it ran (%s); %s", job_id, fault, quarantined_note(workload, ttl))
+        outcome.status = Status.FAILED
+        outcome.gpu_fault = f"{fault}; {quarantined_note(workload, ttl)}"
+        return outcome
 
     def _follow(
         self, job_id: str, container_id: str, output: OutputStream, deadline: float, before_start: int | None
     ) -> Outcome:
         """Wait for the container while its output streams in; the outcome once it has exited."""
         follower = LogFollower(output, self.settings.max_log_size)
+        self._fault_seen = None
         try:
             reported: list[Progress | None] = [None]
 
@@ -382,9 +514,18 @@ class JobRunner:
                     self.store.jobs.set_progress(job_id, latest.to_json())
                     reported[0] = latest
 
-            status = self._wait(job_id, container_id, deadline, report)
-            after_exit = self._now_ms()
-            state = self.runtime.state(container_id)
+            while True:
+                try:
+                    status = self._wait(job_id, container_id, deadline, report)
+                    after_exit = self._now_ms()
+                    state = self._exit_state(container_id, status)
+                    break
+                except EngineUnreachable as exc:
+                    log.warning("job %s: %s; waiting for it to come back", job_id, exc)
+                    self._outlast_engine(job_id, container_id, deadline)
+                    # live-restore kept the container: follow it again, from the log driver's start
+                    follower.finish(0)
+                    follower = LogFollower(self.runtime.logs(container_id), self.settings.max_log_size)
         finally:
             logs = follower.finish()
         if status is None:
@@ -401,10 +542,46 @@ class JobRunner:
             container_id=container_id,
             runtime=state.runtime,
             sandbox=state.sandbox,
+            gpu_fault=self._fault_seen,
         )
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+    def _exit_state(self, container_id: str, status: Status | None) -> ContainerState:
+        """The exited container's state; EngineUnreachable when the engine went away as it exited.
+
+        A stopping engine stops its containers first (SIGTERM, then SIGKILL) and a wait in flight sees
+        that exit: a container killed by a signal that the runner did not send, on an engine that
+        answers no more, was stopped by the engine.
+        """
+        try:
+            state = self.runtime.state(container_id)
+        except ContainerError as exc:
+            if exc.status_code is None and not self.runtime.reachable():
+                raise EngineUnreachable(f"the Docker engine went away: {exc}", container=container_id) from None
+            raise
+        if status is None and state.exit_code in SIGNAL_EXITS and not self.runtime.reachable():
+            raise EngineUnreachable("the Docker engine stopped the container as it stopped", container=container_id)
+        return state
+
+    def _outlast_engine(self, job_id: str, container_id: str, deadline: float) -> None:
+        """The engine went away while the job ran: wait for it (up to the job's deadline and
+        ENGINE_WAIT_S more), then go on if live-restore kept the container running; else the job
+        ends with one error result (ContainerError, engine_restarted)."""
+        if not self._engine_back(max(deadline, self.clock()) + ENGINE_WAIT_S):
+            raise _EngineLost(
+                f"the Docker engine did not come back within {ENGINE_WAIT_S} s of the job's deadline",
+                reason=Reason.ENGINE_ERROR,
+                container=container_id,
+            )
+        try:
+            running = self.runtime.state(container_id).running
+        except ContainerError:  # removed meanwhile
+            running = False
+        if not running:
+            raise ContainerError("the Docker engine restarted", reason=Reason.ENGINE_RESTARTED, container=container_id)
+        log.warning("job %s: the Docker engine is back and kept the container running; reattached", job_id)
 
     def _never_started(self, job_id: str) -> Outcome:
         log.info("job %s: cancelled before it started", job_id)
@@ -452,7 +629,7 @@ class JobRunner:
     def _wait(
         self, job_id: str, container_id: str, deadline: float, tick: Callable[[], None] | None = None
     ) -> Status | None:
-        """Wait for exit until ``deadline`` (epoch s); on deadline or cancel stop it and say which.
+        """Wait for exit until ``deadline`` (epoch s); on deadline, cancel or a GPU fault stop it and say which.
 
         None: it exited by itself. ``tick`` runs after each wait slice (the job's progress).
         """
@@ -469,6 +646,11 @@ class JobRunner:
                 log.info("job %s: cancelled while running; stopping it", job_id)
                 self._halt(container_id)
                 return Status.CANCELLED
+            if self.slot.gpus and (fault := self.watch.fault()) is not None:
+                log.error("job %s: its GPU failed (%s); stopping it", job_id, fault)
+                self._halt(container_id)
+                self._fault_seen = fault
+                return Status.FAILED
 
     def _halt(self, container_id: str) -> None:
         self.runtime.stop(container_id, STOP_GRACE_S)  # SIGTERM, then SIGKILL after the grace
@@ -490,11 +672,28 @@ class JobRunner:
         Kept first, so a worker dying at any point never loses a result nor runs the job again;
         removed before publishing, so whoever reads a result finds the container gone.
         """
-        self.store.jobs.keep_result(job_id, result)
+        self._stored(self.store.jobs.keep_result, job_id, result)
         self._remove(name, container_id)
         if self.settings.max_output_bytes > 0:
             self._remove(holder_name(self.node, job_id))  # after the job's container, which mounts its volume
-        self.store.jobs.finish(job_id, result, gpus=gpus, node=self.settings.node_name)
+        self._stored(self.store.jobs.finish, job_id, result, gpus=gpus, node=self.settings.node_name)
+
+    def _stored(self, write: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``write(*args, **kwargs)``, tried again while Redis refuses writes (out of memory, a full disk):
+        the job's claim and result wait for room instead of failing the job, and nothing is stored twice
+        (each write is idempotent)."""
+        delay = REFUSED_FIRST_S
+        while True:
+            try:
+                return write(*args, **kwargs)
+            except RedisError as exc:
+                why = write_refusal(exc)
+                if why is None:
+                    raise
+                if delay < REFUSED_MAX_S:  # said while the waits grow, not at every try
+                    log.warning("Redis refuses writes (%s); trying again in %.1f s", why, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, REFUSED_MAX_S)
 
     def _result(self, job_id: str, job: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
         status, reason, collected = outcome.status, None, outcome.collected
@@ -514,7 +713,8 @@ class JobRunner:
             completed_at=outcome.completed_at,
             image=outcome.image_id,
             oom_killed=outcome.oom_killed,
-            reason=reason,
+            reason=Reason.GPU_LOST if outcome.gpu_fault else reason,
+            gpu_fault=outcome.gpu_fault,
             facts=self._facts(outcome),
             artifacts=None if collected is None else collected.artifacts,
         )

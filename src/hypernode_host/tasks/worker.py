@@ -3,10 +3,15 @@
 At start it takes the leases on its slot's GPUs (refused loudly if another worker holds one),
 reattaches to its slot's interrupted jobs and reaps its slot's leftover containers; then, every
 few seconds until SIGTERM, it refreshes the leases, checks its GPUs' health and rewrites its
-registration. It consumes its slot's queues only while the slot is healthy: when a GPU is lost
-or reports errors it stops consuming (the running job may finish, prefetched messages go back
-to the queue for other slots) and says why in its registration; it resumes by itself once the
-GPU is healthy again.
+registration. It consumes its slot's queues only while the slot serves: when a GPU is lost or
+reports errors (unhealthy), the Docker engine does not answer (restarting, stopped: unhealthy too),
+the driver changed under it (draining) or its GPU runs processes the node did not start (busy), it
+stops consuming (the running job may finish, prefetched messages go back to the queue for other
+slots) and says why in its registration; it resumes by itself once the condition is gone. A GPU
+that fails while a job runs stops that job (the runner's breaker).
+
+Every worker also offers, every few seconds, to run the reconciler (tasks/reconcile.py); a lock in
+Redis lets one worker of all those sharing the Redis run each pass.
 """
 
 from __future__ import annotations
@@ -24,19 +29,23 @@ from dramatiq.brokers.redis import RedisBroker
 
 from hypernode_host import logs
 from hypernode_host.core.clock import now_ms
+from hypernode_host.core.cuda import Driver
 from hypernode_host.core.jobs import JobSpec
 from hypernode_host.core.proofs import NodeKey
-from hypernode_host.core.slots import Slot, gpus_for
+from hypernode_host.core.slots import Slot, SlotCondition, SlotState, gpus_for
 from hypernode_host.errors import ConfigError, ContainerError, GpuError, JobRejected
 from hypernode_host.gpu.inventory import plan_node_slots
 from hypernode_host.gpu.monitor import SlotMonitor
+from hypernode_host.gpu.simulated import start_driver
 from hypernode_host.settings import Settings
-from hypernode_host.state import Store, holders, redis_url
+from hypernode_host.state import RedisDown, RedisError, Store, holders, redis_url, write_refusal
 from hypernode_host.state.records import JobRecord, Registration
 from hypernode_host.tasks.broker import ACTOR_NAME, build_broker, enqueue_job
 from hypernode_host.tasks.containers import DockerRuntime
-from hypernode_host.tasks.recovery import recover
-from hypernode_host.tasks.runner import JobRunner
+from hypernode_host.tasks.dramatiq_redis import Queues
+from hypernode_host.tasks.reconcile import RECONCILE_EVERY_S, Reconciler
+from hypernode_host.tasks.recovery import reap, recover
+from hypernode_host.tasks.runner import JobRunner, container_name
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,7 @@ LEASE_TTL_S = 20  # a dead worker's GPUs are free again this long after its last
 SHUTDOWN_WAIT_MS = 15_000
 # An unhealthy slot's running job may run to its deadline (plus stop grace and log collection).
 DRAIN_MARGIN_S = 60
+REDIS_RETRY_FIRST_S, REDIS_RETRY_MAX_S = 0.5, 5.0  # waits while Redis fails a job's step
 WATCH_TICK_S = 0.2  # how soon a worker consumes after its start-up recovery, and stops after SIGTERM
 
 
@@ -173,11 +183,17 @@ class SlotWorker:
         self.store = Store.open(settings)
         self.runtime = DockerRuntime()
         key = NodeKey.load_or_create(settings.key_file)
-        self.runner = JobRunner(settings, self.store, self.runtime, key, self.slot, slots)
-        self.leases = self.store.leases(self.slot.gpu_uuids, holders.owner_id(self.slot.id), LEASE_TTL_S)
         self.monitor = SlotMonitor(
-            self.store.gpuflags, self.slot.gpu_uuids, simulated=settings.simulate_gpus is not None
+            self.store.gpuflags,
+            self.slot.gpu_uuids,
+            simulated=settings.simulate_gpus is not None,
+            host=settings.node_name,
+            simulated_driver=start_driver(settings.simulate_driver),
+            parents={g.uuid: g.parent_uuid for g in self.slot.gpus if g.parent_uuid},
         )
+        self._condition = SlotCondition()
+        self.runner = JobRunner(settings, self.store, self.runtime, key, self.slot, slots, watch=self)
+        self.leases = self.store.leases(self.slot.gpu_uuids, holders.owner_id(self.slot.id), LEASE_TTL_S)
         identity = Registration(
             host=settings.node_name, slot=self.slot, owner=self.leases.owner, pid=os.getpid(), pidns=holders.current()
         )
@@ -186,6 +202,17 @@ class SlotWorker:
         self.consumption = Consumption(settings, self.slot, self.serve, drain_ms)
         self.taking_jobs = threading.Event()
         self._recovery = threading.Thread(target=self._recover, name="recovery", daemon=True)
+        self.queues = Queues.open(settings)
+        self.reconciler = Reconciler(
+            self.store,
+            self.queues,
+            settings.node_name,
+            has_container=lambda job_id: self.runtime.find(container_name(self.runner.node, job_id)) is not None,
+            refuse=self.runner.refuse,
+            retention_s=settings.job_retention,
+            tombstone_retention_s=settings.tombstone_retention,
+        )
+        self._reconciling = threading.Thread(target=self._reconcile, name="reconciler", daemon=True)
 
     def run(self) -> None:
         try:
@@ -197,6 +224,7 @@ class SlotWorker:
             self.monitor.open()
             self._check()  # registered (healthy or not) before anything else happens
             self._recovery.start()
+            self._reconciling.start()
             self._watch()
         finally:
             log.info("worker stopping: %s", self.slot.describe())
@@ -204,6 +232,9 @@ class SlotWorker:
             self.consumption.close()
             if self._recovery.ident is not None:
                 self._recovery.join(SHUTDOWN_WAIT_MS / 1000)
+            if self._reconciling.ident is not None:
+                self._reconciling.join(SHUTDOWN_WAIT_MS / 1000)
+            self.queues.close()
             self.membership.withdraw()
             self.leases.release()
             self.monitor.close()
@@ -221,50 +252,115 @@ class SlotWorker:
             if time.monotonic() < next_check:
                 continue
             next_check = time.monotonic() + REGISTRATION_EVERY_S
-            if not self.leases.refresh():
-                raise GpuError("lost the lease on this slot's GPUs; stopping so that no two workers share a GPU")
-            self._check()
+            try:
+                if not self.leases.refresh():
+                    raise GpuError("lost the lease on this slot's GPUs; stopping so that no two workers share a GPU")
+                self._check()
+            except RedisError as exc:
+                # Refusing writes, Redis refuses every worker's: no lease can change hands meanwhile,
+                # and the registration is rewritten at the next check that Redis takes.
+                if (why := write_refusal(exc)) is None:
+                    raise
+                log.warning("Redis refuses writes (%s); the slot's registration waits for it", why)
 
     def _check(self) -> None:
-        """Check the slot's health, stop consuming if it is unhealthy, and re-register."""
-        healthy, reason = self.monitor.check()
-        if healthy != self.membership.registration.healthy:
-            if healthy:
-                log.warning("%s is healthy again; taking jobs", self.slot.describe())
+        """Check the slot, stop consuming unless it serves, and re-register."""
+        gpus = self.monitor.check(running=bool(self.membership.registration.job))
+        self._condition = gpus  # the runner's breaker reads the GPUs' own condition, never the engine's
+        docker = self.runtime.probe()
+        condition = gpus
+        if gpus.serving and not docker:  # restarting or stopped: no job could start; the running one waits for it
+            condition = SlotCondition(SlotState.UNHEALTHY, "the Docker engine does not answer")
+        if condition != SlotCondition(self.membership.registration.state, self.membership.registration.health):
+            if condition.serving:
+                log.warning("%s serves again; taking jobs", self.slot.describe())
+            elif condition.state is SlotState.BUSY:
+                log.warning("%s is busy, takes no jobs until it is free: %s", self.slot.describe(), condition.reason)
             else:
-                log.error("%s takes no jobs: %s", self.slot.describe(), reason)
-        if healthy:
+                log.error("%s takes no jobs (%s): %s", self.slot.describe(), condition.state.value, condition.reason)
+        if condition.serving:
             self.taking_jobs.set()
         else:
             self.taking_jobs.clear()
             self.consumption.pause()
         # What the Docker engine says goes to the registration too, for a `check` that cannot reach it.
-        self.membership.update(healthy=healthy, health=reason, docker=self.runtime.probe())
+        self.membership.update(healthy=condition.healthy, health=condition.reason, state=condition.state, docker=docker)
+
+    # GpuWatch, for the runner ------------------------------------------------------------------
+
+    def driver(self) -> Driver | None:
+        return self.monitor.driver
+
+    def fault(self, fresh: bool = False) -> str | None:
+        condition = self.monitor.check(running=True) if fresh else self._condition
+        return condition.reason if condition.state is SlotState.UNHEALTHY else None
 
     def _consume(self) -> None:
         if self.consumption.start():
             log.info("worker ready: %s, queues %s", self.slot.describe(), ", ".join(self.slot.queues))
+
+    def _reconcile(self) -> None:
+        """Every RECONCILE_EVERY_S until stopped, the reconciler's pass when it is this worker's turn."""
+        while not self.stop.wait(RECONCILE_EVERY_S):
+            try:
+                if self.reconciler.due():
+                    self.reconciler.run()
+                if not self._recovery.is_alive():
+                    reap(self.runner, self.runtime, self.store, prep=False)
+            except (RedisError, ContainerError) as exc:  # Redis or the engine away: the next pass tries again
+                log.warning("reconciler pass skipped: %s", exc)
 
     def _recover(self) -> None:
         try:
             recover(self.runner, self.runtime, self.store)
         except ContainerError as exc:
             log.warning("could not reap leftover containers: %s", exc)
+        if self.slot.id == 0:  # one worker per host pulls HN_PREPULL; the others find the images there
+            self.runner.images.prepull()
 
     def serve(self, job_id: str) -> None:
-        """The ``run_job`` actor: run the job on this slot, or hand it back while the slot is unhealthy."""
+        """The ``run_job`` actor: run the job on this slot, or hand it back while the slot is unhealthy.
+
+        Redis going away (a restart, a dropped connection) or refusing writes is waited out and the
+        job taken up again (every step is idempotent: the claim, the reattach, the kept result), so
+        a passing Redis fault never dead-letters a message. A stop ends the wait: the message is
+        acknowledged, and the reconciler gives the job, queued or running with no holder, a new one.
+        """
+        delay = REDIS_RETRY_FIRST_S
+        while True:
+            try:
+                return self._serve(job_id)
+            except RedisError as exc:
+                if not (isinstance(exc, RedisDown) or write_refusal(exc)) or self.stop.is_set():
+                    raise
+                log.warning("job %s: Redis failed (%s); taking it up again in %.1f s", job_id, exc, delay)
+            if self.stop.wait(delay):
+                log.warning("job %s: stopping while Redis is unavailable; the reconciler requeues it", job_id)
+                return
+            delay = min(delay * 2, REDIS_RETRY_MAX_S)
+
+    def _serve(self, job_id: str) -> None:
         record = self.store.jobs.get(job_id)
         if not self.taking_jobs.is_set():
             queue = (record.queue if record else "") or self.slot.queue
-            log.warning("job %s: %s is unhealthy; handed back to %s", job_id, self.slot.describe(), queue)
+            state = self._condition.state.value
+            log.warning("job %s: %s is %s; handed back to %s", job_id, self.slot.describe(), state, queue)
             self.consumption.hand_back(job_id, queue)
             return
         count, memory = _gpu_need(record)
-        self.membership.update(job=job_id, job_gpus=gpus_for(self.slot, count), job_gpu_memory_mb=memory)
+        self._registered(job=job_id, job_gpus=gpus_for(self.slot, count), job_gpu_memory_mb=memory)
         try:
             self.runner.run(job_id)
         finally:
-            self.membership.update(job="", job_gpus=(), job_gpu_memory_mb=None)
+            self._registered(job="", job_gpus=(), job_gpu_memory_mb=None)
+
+    def _registered(self, **changes: Any) -> None:
+        """Say in the registration what the slot runs; while Redis refuses writes, at the next check."""
+        try:
+            self.membership.update(**changes)  # kept in memory first: the next check writes it
+        except RedisError as exc:
+            if write_refusal(exc) is None:
+                raise
 
 
 def _gpu_need(record: JobRecord | None) -> tuple[int, int | None]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from hypernode_host.bridge.stats import heartbeat_stats, wire_gpu
-from hypernode_host.core.slots import plan_slots
+from hypernode_host.core.cuda import Driver
+from hypernode_host.core.slots import SlotState, plan_slots
+from hypernode_host.gpu.capacity import serving_slots
 from hypernode_host.gpu.simulated import simulated_gpus
 from hypernode_host.state.records import Registration
 
@@ -35,10 +37,34 @@ def test_the_stats_count_jobs_free_slots_and_say_which_slots_take_no_jobs() -> N
         "queued_jobs": 0,
         "free_slots": 0,
         "unhealthy_slots": [],
+        "busy_slots": [],
+        "driver_version": None,
+        "cuda_version": None,
         "uptime_24h": None,
         "uptime_7d": None,
         "uptime_30d": None,
     }
+
+
+def test_busy_and_draining_slots_take_no_jobs_and_the_driver_is_advertised() -> None:
+    gpus = simulated_gpus("3", seed="rig", driver=Driver("550.54", "12.4"))
+    slots = plan_slots(gpus, 0)
+    registrations = [
+        Registration(
+            "rig", slots[0], state=SlotState.BUSY, health="GPU-a: 1 compute process(es) the node did not start"
+        ),
+        Registration("rig", slots[1], state=SlotState.DRAINING, health="the GPU driver changed; fix: reboot"),
+        Registration("rig", slots[2]),
+    ]
+
+    stats = heartbeat_stats({}, 0, 0, registrations, gpus)
+
+    assert stats.free_slots == 1
+    assert stats.busy_slots == ["rig slot 0 (GPU 0 Simulated-GPU): GPU-a: 1 compute process(es) the node did not start"]
+    assert stats.unhealthy_slots == ["rig slot 1 (GPU 1 Simulated-GPU): draining: the GPU driver changed; fix: reboot"]
+    assert (stats.driver_version, stats.cuda_version) == ("550.54", "12.4")
+    assert {(g.driver_version, g.cuda_version) for g in stats.gpus} == {("550.54", "12.4")}
+    assert [s.id for s in serving_slots(slots, registrations, host="rig")] == [2]
 
 
 def test_a_gpu_on_the_wire_has_upstreams_keys_ours_its_sensors_and_its_health() -> None:

@@ -10,7 +10,15 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
-ERRORS = {"NOT_SUPPORTED": 3, "DRIVER_NOT_LOADED": 9, "TIMEOUT": 10, "GPU_IS_LOST": 15, "UNKNOWN": 999}
+ERRORS = {
+    "NOT_SUPPORTED": 3,
+    "DRIVER_NOT_LOADED": 9,
+    "TIMEOUT": 10,
+    "GPU_IS_LOST": 15,
+    "LIB_RM_VERSION_MISMATCH": 18,
+    "NOT_FOUND": 6,
+    "UNKNOWN": 999,
+}
 
 
 class NVMLError(Exception):
@@ -39,6 +47,15 @@ class FakeGpu:
     lost: bool = False  # every call about it fails with GPU_IS_LOST
     xid_events: bool = True
     pending_xids: list[int] = field(default_factory=list)
+    processes: list[int] = field(default_factory=list)  # pids of the compute processes on it
+    instances: list[FakeGpu] = field(default_factory=list)  # its MIG instances (with mig=1)
+    slices: int = 0  # a MIG instance: its compute slices
+
+
+@dataclass
+class Process:
+    pid: int
+    usedGpuMemory: int
 
 
 @dataclass
@@ -56,6 +73,8 @@ class FakeNvml:
         self.init_error: int | None = None
         self.initialised = 0
         self.registered: list[str] = []
+        self.driver = "550.54.15"
+        self.cuda = 12040
 
     def module(self) -> types.ModuleType:
         m = types.ModuleType("pynvml")
@@ -87,10 +106,13 @@ class FakeNvml:
         self.initialised -= 1
 
     def nvmlSystemGetDriverVersion(self) -> str:
-        return "550.54.15"
+        return self.driver
 
     def nvmlSystemGetCudaDriverVersion(self) -> int:
-        return 12040
+        return self.cuda
+
+    def nvmlDeviceGetComputeRunningProcesses(self, gpu: FakeGpu) -> list[Process]:
+        return [Process(pid, 1 << 30) for pid in self._alive(gpu).processes]
 
     def nvmlDeviceGetCount(self) -> int:
         return len(self.gpus)
@@ -101,10 +123,21 @@ class FakeNvml:
 
     def nvmlDeviceGetHandleByUUID(self, uuid: bytes) -> FakeGpu:
         assert isinstance(uuid, bytes), "pynvml's c_char_p wants bytes"
-        for gpu in self.gpus:
+        for gpu in [*self.gpus, *(m for g in self.gpus for m in g.instances)]:
             if gpu.uuid == uuid.decode():
                 return self._alive(gpu)
         raise NVMLError(ERRORS["UNKNOWN"])
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, gpu: FakeGpu) -> int:
+        return 7 if self._alive(gpu).mig else 0
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, gpu: FakeGpu, index: int) -> FakeGpu:
+        if index >= len(gpu.instances):
+            raise NVMLError(ERRORS["NOT_FOUND"])
+        return gpu.instances[index]
+
+    def nvmlDeviceGetAttributes(self, gpu: FakeGpu) -> Any:
+        return types.SimpleNamespace(gpuInstanceSliceCount=gpu.slices, memorySizeMB=gpu.total_mib)
 
     def _alive(self, gpu: FakeGpu) -> FakeGpu:
         if gpu.lost:

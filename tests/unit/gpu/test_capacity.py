@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from hypernode_host.core.slots import Slot, plan_slots, queue_for
 from hypernode_host.gpu.capacity import busy_gpus, serving_slots, unhealthy_slots
-from hypernode_host.gpu.simulated import Busy, simulated_gpus, with_load, with_lost
+from hypernode_host.gpu.simulated import Busy, simulated_gpus, with_load, with_states
+from hypernode_host.state.gpuflags import SimulatedState
 from hypernode_host.state.records import Registration
 
 
@@ -44,7 +45,7 @@ def test_admission_counts_other_hosts_live_healthy_slots_and_drops_sick_ones() -
 
 def test_a_gpu_discovered_unhealthy_takes_its_slot_out_of_admission() -> None:
     gpus = simulated_gpus("2")
-    sick = with_lost(gpus, {gpus[0].uuid: "test"})
+    sick = with_states(gpus, {gpus[0].uuid: SimulatedState(lost="test")})
     assert [s.id for s in serving_slots(plan_slots(sick, 0), [], host="a")] == [1]
 
 

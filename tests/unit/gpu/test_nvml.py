@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 from fake_pynvml import ERRORS, FakeGpu, FakeNvml
 
-from hypernode_host.core.slots import GpuInfo
-from hypernode_host.errors import GpuError
+from hypernode_host.core.slots import GpuInfo, SlotState, plan_slots
+from hypernode_host.errors import DriverMismatch, GpuError
 from hypernode_host.gpu import nvml
 from hypernode_host.gpu.health import Readings
 from hypernode_host.gpu.inventory import discover
+from hypernode_host.gpu.monitor import SlotMonitor
 from hypernode_host.settings import Settings
 
 
@@ -117,3 +118,58 @@ def test_xid_watch_reports_events_per_gpu(fake_nvml: FakeNvml) -> None:
 @pytest.mark.parametrize(("encoded", "text"), [(12040, "12.4"), (11080, "11.8"), (13000, "13.0"), (0, None)])
 def test_cuda_versions(encoded: int, text: str | None) -> None:
     assert nvml.cuda_version(encoded) == text
+
+
+def test_mig_instances_are_listed_by_mig_uuid_and_planned_one_slot_each(fake_nvml: FakeNvml) -> None:
+    parent = fake_nvml.gpus[1]
+    parent.mig = 1
+    parent.instances = [
+        FakeGpu("MIG-aaaaaaaa-0001", total_mib=40192, free_mib=40000, slices=3),
+        FakeGpu("MIG-aaaaaaaa-0002", total_mib=19968, free_mib=19000, slices=2),
+    ]
+
+    gpus = nvml.list_gpus()
+
+    assert [(g.uuid, g.parent_uuid, g.mig_profile, g.memory_total_mb) for g in gpus[1:]] == [
+        ("GPU-22222222-bbbb", None, None, 81559),
+        ("MIG-aaaaaaaa-0001", "GPU-22222222-bbbb", "3g.39gb", 40192),
+        ("MIG-aaaaaaaa-0002", "GPU-22222222-bbbb", "2g.20gb", 19968),
+    ]
+    assert gpus[2].name == "NVIDIA H100 80GB HBM3 MIG 3g.39gb"
+    slots = plan_slots(gpus, 0)  # the GPU in MIG mode itself gets none
+    assert [s.gpu_uuids for s in slots] == [("GPU-11111111-aaaa",), ("MIG-aaaaaaaa-0001",), ("MIG-aaaaaaaa-0002",)]
+
+
+def test_a_mig_instance_slot_watches_its_gpus_xids(fake_nvml: FakeNvml) -> None:
+    parent = fake_nvml.gpus[1]
+    parent.mig, parent.instances = 1, [FakeGpu("MIG-aaaaaaaa-0001", slices=3)]
+    monitor = SlotMonitor(
+        flags=None,  # type: ignore[arg-type]
+        uuids=["MIG-aaaaaaaa-0001"],
+        simulated=False,
+        parents={"MIG-aaaaaaaa-0001": "GPU-22222222-bbbb"},
+    )
+    monitor.open()
+    try:
+        assert monitor.check().serving
+        parent.pending_xids.append(79)
+        sick = monitor.check()
+        assert sick.state is SlotState.UNHEALTHY
+        assert sick.reason == "GPU-22222222-bbbb: critical Xid 79 reported by the driver"
+    finally:
+        monitor.close()
+
+
+def test_the_driver_and_the_compute_processes_are_read(fake_nvml: FakeNvml) -> None:
+    fake_nvml.gpus[0].processes = [101, 202]
+
+    assert nvml.driver_versions() == ("550.54.15", "12.4")
+    assert nvml.compute_processes(["GPU-11111111-aaaa", "GPU-22222222-bbbb"]) == {
+        "GPU-11111111-aaaa": (101, 202),
+        "GPU-22222222-bbbb": (),
+    }
+    assert nvml.list_gpus()[0].compute_processes == 2
+    fake_nvml.init_error = ERRORS["LIB_RM_VERSION_MISMATCH"]
+    with pytest.raises(DriverMismatch, match=r"^Failed to initialize NVML: Driver/library version mismatch"):
+        nvml.driver_versions()
+    fake_nvml.init_error = None

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hypernode_host.core.jobs import JobState
-from hypernode_host.errors import NameTaken
+from hypernode_host.errors import EngineUnreachable, NameTaken
+from hypernode_host.state.imagecache import PullPhase
+from hypernode_host.state.quarantine import Quarantined
 from hypernode_host.state.records import JobRecord
 from hypernode_host.tasks.containers import ContainerSpec, ContainerState, PrepSpec
 
@@ -89,6 +91,11 @@ class FakeRuntime:
         self.containers: dict[str, FakeContainer] = {}
         self.behaviours: dict[str, Behaviour] = {}  # by container name, for containers yet to be created
         self.failures: dict[str, Exception] = {}  # operation -> the error it raises
+        # An engine restart: (seconds after a container starts, seconds the engine is gone, whether
+        # live-restore keeps containers running), or None.
+        self.outage: tuple[float, float, bool] | None = None
+        self._back_at: float | None = None  # while the engine is gone: when it answers again
+        self.image_envs: dict[str, list[str]] = {}  # image (id) -> its config's Env
         self._ids = itertools.count(1)
 
     def _call(self, operation: str, *args: object) -> None:
@@ -126,6 +133,18 @@ class FakeRuntime:
     def version(self) -> str:
         return "fake-engine"
 
+    def image_env(self, image: str) -> list[str]:
+        return list(self.image_envs.get(image, ()))
+
+    def info(self) -> dict[str, Any]:
+        return {"DockerRootDir": "/"}
+
+    def remove_image(self, image: str) -> None:
+        self._call("remove_image", image)
+
+    def remove_volume(self, name: str) -> None:
+        self._call("remove_volume", name)
+
     def image_digests(self, image: str) -> frozenset[str]:
         return frozenset({"sha256:fake", "sha256:" + "fa" * 32})
 
@@ -153,11 +172,26 @@ class FakeRuntime:
         self._call("start")
         self.containers[container_id].started_at_ms = self.clock.ms()
 
+    def reachable(self) -> bool:
+        if self._back_at is not None and self.clock.now >= self._back_at:
+            self._back_at = None
+        return self._back_at is None
+
     def wait(self, container_id: str, timeout_s: float) -> bool:
         """Advance the clock until the container exits, or by ``timeout_s``; True when it has exited."""
+        if not self.reachable():
+            raise EngineUnreachable("the Docker engine stopped answering", container=container_id)
         container = self.containers.get(container_id)
         if container is None or not container.running:
             return True
+        if self.outage is not None:
+            after_s, for_s, live_restore = self.outage
+            at = container.started_at_ms / 1000 + after_s
+            if self.clock.now + timeout_s >= at:
+                self.clock.now, self.outage, self._back_at = max(at, self.clock.now), None, at + for_s
+                if not live_restore:  # stopping, the engine stops its containers
+                    self._exit(container, SIGKILL_EXIT)
+                raise EngineUnreachable("the Docker engine stopped answering", container=container_id)
         left_s = container.started_at_ms / 1000 + container.behaviour.runs_for_s - self.clock.now
         self.clock.now += max(min(timeout_s, left_s), 0)
         self._settle(container)
@@ -309,6 +343,59 @@ class FakeNode:
         return NODE_IDENTITY
 
 
+class FakeQuarantine:
+    """The breaker's quarantine (state/quarantine.py) in memory, with a TTL that never runs out."""
+
+    def __init__(self) -> None:
+        self.held: dict[tuple[str, str], Quarantined] = {}
+
+    def add(self, host: str, workload: str, *, job_id: str, gpu: str, reason: str, at_ms: int, ttl_s: int) -> None:
+        self.held[(host, workload)] = Quarantined(workload, job_id, gpu, reason, at_ms, ttl_s)
+
+    def get(self, host: str, workload: str) -> Quarantined | None:
+        return self.held.get((host, workload))
+
+    def clear(self, host: str) -> int:
+        gone = [key for key in self.held if key[0] == host]
+        for key in gone:
+            del self.held[key]
+        return len(gone)
+
+
+class FakeImageUse:
+    """The image cache's records (state/imagecache.py) in memory."""
+
+    def __init__(self) -> None:
+        self.image_use: dict[str, int] = {}
+        self.volume_use: dict[str, int] = {}
+        self.phases: dict[str, list[PullPhase]] = {}  # job id -> every phase written, in order
+        self.ended: list[str] = []
+
+    def touch_image(self, host: str, image: str, at_ms: int) -> None:
+        self.image_use[image] = at_ms
+
+    def touch_volume(self, host: str, volume: str, at_ms: int) -> None:
+        self.volume_use[volume] = at_ms
+
+    def images(self, host: str) -> list[tuple[str, int]]:
+        return sorted(self.image_use.items(), key=lambda item: item[1])
+
+    def volumes(self, host: str) -> list[tuple[str, int]]:
+        return sorted(self.volume_use.items(), key=lambda item: item[1])
+
+    def forget_image(self, host: str, image: str) -> None:
+        self.image_use.pop(image, None)
+
+    def forget_volume(self, host: str, volume: str) -> None:
+        self.volume_use.pop(volume, None)
+
+    def set_pull(self, job_id: str, phase: PullPhase) -> None:
+        self.phases.setdefault(job_id, []).append(phase)
+
+    def end_pull(self, job_id: str) -> None:
+        self.ended.append(job_id)
+
+
 class FakeStore:
     """What the runner and the recovery use of the Store."""
 
@@ -316,3 +403,5 @@ class FakeStore:
         self.jobs = FakeJobs(events)
         self.cancels = FakeCancels()
         self.node = FakeNode()
+        self.quarantine = FakeQuarantine()
+        self.images = FakeImageUse()

@@ -42,7 +42,11 @@ class Rig:
             SLOTS[0],
             SLOTS,
             clock=self.clock,  # type: ignore[arg-type]
+            sleep=self.pause,
         )
+
+    def pause(self, seconds: float) -> None:
+        self.clock.now += seconds
 
     def job(self, job_id: str = "j1", behaviour: Behaviour | None = None, **fields: Any) -> str:
         self.store.jobs.record(
@@ -216,6 +220,44 @@ def test_recovery_resumes_the_slots_interrupted_jobs_then_reaps_only_its_own_lef
     assert rig.result(interrupted)["logs"] == "resumed\n"
     assert set(rig.runtime.containers) == {other_slot, other_host, other_node}
     assert finished_left not in rig.runtime.containers and prep not in rig.runtime.containers
+
+
+def test_an_engine_restart_mid_job_ends_it_with_one_engine_restarted_error(rig: Rig) -> None:
+    job_id = rig.job(behaviour=Behaviour(runs_for_s=30))
+    rig.runtime.outage = (10, 20, False)  # no live-restore: stopping, the engine stops the container
+
+    rig.runner.run(job_id)
+
+    result = rig.result(job_id)
+    assert (result["status"], result["reason"], result["logs"]) == (
+        "error",
+        "engine_restarted",
+        "the Docker engine restarted",
+    )
+    assert [e for e in rig.events if e == "finish"] == ["finish"]
+    assert rig.runtime.containers == {}  # removed once the engine answered again
+
+
+def test_a_container_live_restore_kept_is_reattached_and_its_job_completes(rig: Rig) -> None:
+    job_id = rig.job(behaviour=Behaviour(output=(b"still here\n",), runs_for_s=30))
+    rig.runtime.outage = (10, 5, True)
+
+    rig.runner.run(job_id)
+
+    result = rig.result(job_id)
+    assert (result["status"], result["exitCode"], result["logs"]) == ("completed", 0, "still here\n")
+    assert "logs" in rig.events  # followed again from the log driver
+
+
+def test_an_engine_that_never_comes_back_ends_the_job_with_an_engine_error(rig: Rig) -> None:
+    job_id = rig.job(behaviour=Behaviour(runs_for_s=30), timeout=20)
+    rig.runtime.outage = (5, 10_000, False)
+
+    rig.runner.run(job_id)
+
+    result = rig.result(job_id)
+    assert (result["status"], result["reason"]) == ("error", "engine_error")
+    assert "did not come back" in result["logs"]
 
 
 def test_a_container_under_the_jobs_name_that_names_another_node_is_never_reattached_nor_removed(rig: Rig) -> None:
