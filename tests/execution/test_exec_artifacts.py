@@ -131,7 +131,8 @@ def test_replay_reruns_a_job_in_the_same_image_and_compares_logs_and_artifacts(
     assert found.matches, found.to_json()
     assert found.artifacts_root is not None and found.status == "completed"
 
-    varying = run(settings, store, docker_runtime, "head -c 16 /dev/urandom > /out/r; echo $$ $RANDOM")["job"]["id"]
+    random_run = "head -c 16 /dev/urandom > /out/r; head -c 8 /dev/urandom | od -An -tx1"  # differs each run
+    varying = run(settings, store, docker_runtime, random_run)["job"]["id"]
     found = replay(settings, store, varying, docker_runtime)
     assert not found.logs_match and not found.artifacts_match
     assert docker_runtime.labelled(LABEL_NODE, settings.node_name) == []  # the replay leaves nothing behind
