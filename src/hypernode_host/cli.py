@@ -286,6 +286,30 @@ def _print_outcome(outcome: dict[str, Any], as_json: bool) -> None:
 
 
 @app.command()
+def verify(
+    result: Annotated[
+        Path, typer.Argument(help="A job_result as JSON (or `submit --json`'s output).", exists=True, dir_okay=False)
+    ],
+    job: Annotated[
+        Path | None, typer.Option(help="The job as the backend sent it, JSON.", exists=True, dir_okay=False)
+    ] = None,
+    node_key: Annotated[str | None, typer.Option(help="The node's public key (base58), as it registered.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Run the Oracle's checks on a result file; exit 0 only when none fails (skipped checks say why)."""
+    from hypernode_host.backend.verify import report, verify_file
+
+    with exit_codes():
+        found, verification = verify_file(result, job, node_key)
+    if as_json:
+        typer.echo(json.dumps(verification.to_json()))
+    else:
+        for line in report(found, verification):
+            typer.echo(line)
+    raise typer.Exit(EXIT_OK if verification.verified else EXIT_FAILED)
+
+
+@app.command()
 def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     upstream: Annotated[
@@ -487,6 +511,52 @@ def job(
         _echo_json(detail)
     else:
         _console().print(job_view(detail))
+
+
+@app.command()
+def artifacts(
+    job_id: Annotated[str, typer.Argument(help="The job.")],
+    out: Annotated[Path, typer.Option(help="Directory to write the job's output files into.", file_okay=False)],
+    as_json: JsonOption = False,
+) -> None:
+    """Write a finished job's output files (its /out) into DIR, each checked against its signed listing."""
+    from hypernode_host.ops.artifacts import write_artifacts
+
+    with inspecting() as (_, store, _queues, _slots):
+        written = write_artifacts(store, job_id, out)
+    if as_json:
+        _echo_json({"id": job_id, "artifacts": written})
+        return
+    from hypernode_host.backend.verify import printable
+
+    for item in written:
+        typer.echo(f"{item.sha256}  {item.size:>10}  {printable(item.path)}")
+
+
+@app.command()
+def replay(
+    job_id: Annotated[str, typer.Argument(help="A finished job of this node.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Run a finished job again in the same image ID; exit 0 when fullLogsHash and artifactsRoot match."""
+    from hypernode_host.backend.verify import printable
+    from hypernode_host.ops.replay import replay as run_replay
+
+    with inspecting() as (settings, store, _queues, _slots), exit_codes():
+        found = run_replay(settings, store, job_id)
+    if as_json:
+        _echo_json(found.to_json())
+    else:
+        typer.echo(f"job {printable(job_id)} replayed as {found.replay_id} in {printable(found.image)}: {found.status}")
+        typer.echo(
+            f"fullLogsHash  {'match' if found.logs_match else 'DIFFER'}  "
+            f"{printable(found.original_full_logs_hash)} / {found.full_logs_hash}"
+        )
+        typer.echo(
+            f"artifactsRoot {'match' if found.artifacts_match else 'DIFFER'}  "
+            f"{printable(found.original_artifacts_root)} / {found.artifacts_root}"
+        )
+    raise typer.Exit(EXIT_OK if found.matches else EXIT_FAILED)
 
 
 @app.command()

@@ -86,6 +86,13 @@ class Settings(BaseModel):
     max_log_size: int = Field(
         10_000, alias="HN_MAX_LOG_SIZE", ge=256, description="Characters of logs sent per job (head and tail)."
     )
+    max_output_bytes: int = Field(
+        0,
+        alias="HN_MAX_OUTPUT_BYTES",
+        ge=0,
+        le=1 << 30,
+        description="Bytes of output files a job may leave under /out (a tmpfs inside its memory), 0 = no /out.",
+    )
     reconnect_delay: PositiveFloat = Field(
         5.0, alias="HN_RECONNECT_DELAY", description="First reconnect delay, s (doubles per failure, with jitter)."
     )

@@ -25,7 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from hypernode_host.backend.harness import BackendThread
 from hypernode_host.backend.server import run_backend
 from hypernode_host.backend.submit import build_job, submit_job
-from hypernode_host.core import messages, proofs
+from hypernode_host.core import messages, proofs, receipts
 from hypernode_host.errors import BackendUnreachable, ConfigError, RequestRefused, SubmitRefused
 
 TIMEOUT = 5.0
@@ -110,10 +110,11 @@ def signed_result(job_frame: dict[str, Any], node_id: str, key: proofs.NodeKey) 
         "oomKilled": False,
         "durationMs": 50,
         "nodePublicKey": key.public_key_b58,
+        "receipt": receipts.receipt(receipts.RunFacts(agent_version="test")),
     }
     result["executionHash"] = proofs.execution_hash({**result, "jobId": result["id"]})
     result["signature"] = key.sign_hex_digest(result["executionHash"])
-    return result
+    return receipts.seal(result, key)
 
 
 async def registered_node(
@@ -317,7 +318,7 @@ def test_a_forged_result_is_acked_but_not_verified(backend: BackendThread) -> No
 
         verification = backend.verification(job_id)
         assert verification is not None
-        assert verification.failed == ["signatureValid"]
+        assert verification.failed == ["nodeKeyMatches"]  # self-consistent, but not the key the node registered
 
     run(scenario())
 

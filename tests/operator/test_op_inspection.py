@@ -39,6 +39,7 @@ def test_jobs_and_job_show_what_ran(node: Node) -> None:
     by_id = {row["id"]: row for row in rows}
     assert by_id[ok["id"]]["status"] == "completed" and by_id[ok["id"]]["exit_code"] == 0
     assert by_id[bad["id"]]["status"] == "failed" and by_id[bad["id"]]["exit_code"] == 3
+    assert by_id[bad["id"]]["reason"] == "exit_code" and by_id[ok["id"]]["reason"] is None
     assert all(row["state"] in ("finished", "reported") and row["slot"] == 0 for row in rows)
     for row, result in zip(rows, [last, bad, ok], strict=True):
         assert row["attempt"] == 1 and row["duration_ms"] == result["durationMs"]

@@ -59,6 +59,9 @@ def test_metrics_count_the_jobs_that_ran(node: Node, metrics: MetricsServer) -> 
     after = scrape(metrics.url)
 
     assert value(after, "hn_redis_up") == 1
+    exited = value(after, "hn_jobs_by_reason_total", reason="exit_code")
+    assert exited == value(before, "hn_jobs_by_reason_total", reason="exit_code") + 1
+    assert bad["reason"] == "exit_code"
     for status in ("completed", "failed"):
         assert value(after, "hn_jobs_total", status=status) == value(before, "hn_jobs_total", status=status) + 1
         grew = value(after, "hn_job_duration_seconds_count", status=status)

@@ -229,6 +229,12 @@ class JobResult(Message):
     signature: str
     nodePublicKey: str
     reason: str | None = None  # (ext) core/jobs.py Reason: why a job that did not complete ended so
+    # (ext) core/receipts.py: what produced the result, and a hash and signature over all of it.
+    receipt: dict[str, Any] | None = None
+    artifacts: list[dict[str, Any]] | None = None  # (ext) core/artifacts.py: [{path, size, sha256}] under /out
+    artifactsRoot: str | None = None  # (ext) their Merkle root (also in the receipt)
+    receiptHash: str | None = None
+    receiptSignature: str | None = None
     gpuFault: str | None = None  # (ext) with reason gpu_lost: what the GPU reported, and the workload's quarantine
 
 

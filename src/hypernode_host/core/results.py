@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
-from hypernode_host.core import proofs
+from hypernode_host import AGENT_VERSION
+from hypernode_host.core import artifacts as outputs
+from hypernode_host.core import proofs, receipts
 from hypernode_host.core.jobs import Reason, Status, default_reason
 from hypernode_host.core.messages import JobResult
 from hypernode_host.core.proofs import NodeKey
@@ -39,12 +41,21 @@ def make_result(
     image: str,
     oom_killed: bool = False,
     reason: Reason | None = None,
+    facts: receipts.RunFacts | None = None,
+    artifacts: Sequence[outputs.Artifact] | None = None,
     gpu_fault: str | None = None,
 ) -> JobResult:
     """A signed result; ``job`` is the job exactly as received (it fixes jobDigest).
 
     ``reason`` defaults to what the status says (core/jobs.py default_reason); a completed job has none.
+    ``facts`` fill its receipt (core/receipts.py); without them the receipt names the agent alone.
+    ``artifacts`` (None: none were collected, the job never ran) are listed sorted by path, and their
+    Merkle root goes in the result and its receipt.
     """
+    facts = facts or receipts.RunFacts(agent_version=AGENT_VERSION)
+    listing = None if artifacts is None else [a.to_json() for a in sorted(artifacts)]
+    root = None if listing is None else outputs.merkle_root(listing)
+    facts = replace(facts, artifacts_root=root)
     fields: dict[str, Any] = {
         "id": job_id,
         "nodeId": node_id,
@@ -58,7 +69,7 @@ def make_result(
         "fullLogsHash": logs.full_sha256,
     }
     digest = proofs.execution_hash(fields)
-    return JobResult(
+    unsealed = JobResult(
         **fields,
         success=status is Status.COMPLETED,
         logs=logs.text,
@@ -70,8 +81,13 @@ def make_result(
         signature=key.sign_hex_digest(digest),
         nodePublicKey=key.public_key_b58,
         reason=None if status is Status.COMPLETED else (reason or default_reason(status, oom_killed)),
+        receipt=receipts.receipt(facts),
+        artifacts=listing,
+        artifactsRoot=root,
         gpuFault=gpu_fault,
     )
+    # Sealed last, over the result exactly as it is stored and sent: every field is covered.
+    return JobResult.model_validate(receipts.seal(unsealed.model_dump(mode="json"), key))
 
 
 def error_result(

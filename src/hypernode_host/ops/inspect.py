@@ -7,6 +7,7 @@ Queue counts and dead letters are Dramatiq's: tasks/dramatiq_redis.py reads them
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,8 @@ class JobRow:
     exit_code: int | None
     duration_ms: int | None  # the container's run time (finished jobs)
     rejection: str | None = None  # the backend's text, when it refused the result (state rejected)
+    reason: str | None = None  # why it did not complete (core/jobs.py Reason)
+    progress: dict[str, Any] | None = None  # the latest HN-PROGRESS a job reported: {percent, message}
     compacted_at: int | None = None  # when retention shrank it to a tombstone (HN_JOB_RETENTION)
     pull: str | None = None  # its image pull now, with bytes and percent (a running job's first phase)
 
@@ -102,9 +105,20 @@ def _row(record: JobRecord, gpus: dict[int, list[str]], pull: str | None = None)
         exit_code=result.get("exitCode"),
         duration_ms=result.get("durationMs"),
         rejection=record.rejection,
+        reason=result.get("reason"),
+        progress=_progress(record),
         compacted_at=record.compacted_at,
         pull=pull,
     )
+
+
+def _progress(record: JobRecord) -> dict[str, Any] | None:
+    """The latest progress the job reported, if it is a well-formed one."""
+    try:
+        value = json.loads(record.progress_json) if record.progress_json else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 @dataclass(frozen=True)
@@ -127,6 +141,7 @@ class JobDetail:
     truncated: bool | None
     log_tail: list[str] = field(default_factory=list)
     rejection: str | None = None  # the backend's text, when it refused the result
+    progress: dict[str, Any] | None = None  # the latest HN-PROGRESS it reported
     # Retention (HN_JOB_RETENTION) shrank the record to a tombstone: the job, its result and its logs
     # are gone; what is left is its final state and status, its times and the result's SHA-256.
     compacted_at: int | None = None
@@ -163,6 +178,7 @@ def job_detail(store: Store, job_id: str, tail_lines: int = 20) -> JobDetail:
         truncated=result.get("truncated"),
         log_tail=lines[-tail_lines:] if tail_lines > 0 else [],
         rejection=record.rejection,
+        progress=_progress(record),
         compacted_at=record.compacted_at,
         result_sha256=record.result_sha256,
         pull=_pull(store, record),
@@ -314,6 +330,7 @@ class NodeSummary:
     workers_alive: int
     refused: str | None = None  # the backend's text while it refuses the node token
     results_rejected: int = 0  # results the backend answered with an error
+    by_reason: dict[str, int] = field(default_factory=dict)  # jobs that did not complete, by reason
     # window ("24h", "7d", "30d") -> the share of it the node was registered (None: not observed yet)
     uptime: dict[str, float | None] = field(default_factory=dict)
     uptime_total_s: int = 0  # registered in all (the heartbeat's total_uptime)
@@ -334,6 +351,7 @@ def node_summary(store: Store) -> NodeSummary:
         running=running,
         outbox=store.outbox.size(),
         by_status=store.stats.status_counts(),
+        by_reason=store.stats.reason_counts(),
         workers_alive=len(store.registry.all()),
         refused=node.refused,
         results_rejected=node.results_rejected,

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 
 from hypernode_host.core.clock import now_ms
 from hypernode_host.core.events import Kind
-from hypernode_host.core.jobs import Status
+from hypernode_host.core.jobs import Reason, Status
 from hypernode_host.core.slots import GpuInfo, plan_slots
 from hypernode_host.gpu.inventory import discover
 from hypernode_host.ops.check import REDIS_TIMEOUT_S
@@ -72,6 +72,11 @@ class NodeCollector(Collector):
         jobs = CounterMetricFamily("hn_jobs", "Jobs finished on this node, by final status.", labels=["status"])
         for status in Status:
             jobs.add_metric([status.value], summary.by_status.get(status.value, 0))
+        reasons = CounterMetricFamily(
+            "hn_jobs_by_reason", "Jobs finished on this node that did not complete, by reason.", labels=["reason"]
+        )
+        for reason in Reason:
+            reasons.add_metric([reason.value], summary.by_reason.get(reason.value, 0))
         durations = HistogramMetricFamily(
             "hn_job_duration_seconds", "How long each finished job's container ran.", labels=["status"]
         )
@@ -123,7 +128,7 @@ class NodeCollector(Collector):
                     max(now_ms() - reconciler.last_at, 0) / 1000,
                 )
             )
-        counters = [jobs, durations, reconnects, rejected, passes, requeued, refused, *self._events(summary)]
+        counters = [jobs, reasons, durations, reconnects, rejected, passes, requeued, refused, *self._events(summary)]
         gauges.append(
             (
                 "hn_slots_unhealthy",

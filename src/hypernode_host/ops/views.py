@@ -8,8 +8,9 @@ newlines and tabs, nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -71,8 +72,30 @@ def queues_table(stats: Sequence[QueueStats]) -> Table:
     return table
 
 
+def progress_text(progress: Mapping[str, Any] | None) -> str | None:
+    """``42% epoch 3``: the latest progress a job reported, or None."""
+    if progress is None:
+        return None
+    percent, message = progress.get("percent"), progress.get("message") or ""
+    shown_percent = f"{percent:g}%" if isinstance(percent, int | float) and not isinstance(percent, bool) else "?"
+    return f"{shown_percent} {shown(message, 200)}".strip()  # the job's own words: escaped for the terminal
+
+
 def jobs_table(rows: Sequence[JobRow], now_ms: int) -> Table:
-    table = Table("job", "state", "status", "slot", "GPU", "attempt", "received", "duration", "exit", title="jobs")
+    table = Table(
+        "job",
+        "state",
+        "status",
+        "reason",
+        "progress",
+        "slot",
+        "GPU",
+        "attempt",
+        "received",
+        "duration",
+        "exit",
+        title="jobs",
+    )
     table.title_justify = "left"
     for job in rows:
         table.add_row(
@@ -85,6 +108,8 @@ def jobs_table(rows: Sequence[JobRow], now_ms: int) -> Table:
                 else job.state
             ),
             _text(job.status),
+            _text(job.reason),
+            _text(progress_text(job.progress)),
             _text(job.slot),
             _text(", ".join(short_uuid(g) for g in job.gpus)),
             str(job.attempt),
@@ -115,6 +140,8 @@ def job_view(job: JobDetail) -> RenderableType:
     ]
     if job.rejection is not None:
         rows.append(("rejected by the backend", job.rejection))
+    if job.progress is not None:
+        rows.append(("progress", progress_text(job.progress)))
     if job.compacted_at is not None:
         rows.append(("compacted", f"{clock(job.compacted_at)}: retention kept only this tombstone"))
         rows.append(("result sha256", job.result_sha256))

@@ -35,6 +35,7 @@ from hypernode_host.state.stats import DURATION_BUCKETS_S, bucket_bound
 ACTIVE = ("state", "queue", "host", "slot", "received_at", "enqueued", "refusal", "refusal_reason", "pending_result")
 LISTED = (
     "state", "status", "queue", "slot", "attempt", "received_at", "finished_at", "result", "rejection", "compacted_at",
+    "progress",
 )  # fmt: skip
 PAGE = 1000  # most records read per pipeline while filtering the job index
 SCAN_LIMIT = 20_000  # newest records a filtered listing looks at
@@ -106,6 +107,10 @@ class Jobs:
         args: list[str | int] = [host, slot, container, job_id, held_host, held_slot]
         return int(cast(int, self._claim(keys=[_key(job_id), keys.QUEUED, keys.RUNNING, holder], args=args)))
 
+    def set_progress(self, job_id: str, progress: Mapping[str, Any]) -> None:
+        """Record the latest progress a running job reported (the record's ``progress``)."""
+        self._client.hset(_key(job_id), "progress", json.dumps(dict(progress), separators=(",", ":")))
+
     def keep_result(self, job_id: str, result: Mapping[str, Any]) -> None:
         """Keep a result in the record before its container is removed (JobRecord.pending_json)."""
         self._client.hset(_key(job_id), "pending_result", json.dumps(dict(result), separators=(",", ":")))
@@ -135,6 +140,11 @@ class Jobs:
             return False
         if gpus:
             self._client.hset(_key(job_id), "gpus", ",".join(gpus))
+        reason = result.get("reason")
+        if isinstance(reason, str) and reason:
+            # Beside the Lua script, which others' counters share: a counter, so a lost increment
+            # (the process dying between the two calls) costs one count, never a result.
+            self._client.hincrby(keys.REASON_COUNTS, reason, 1)
         self._events.emit(Kind.JOB_FINISHED, finished_event(job_id, result, gpus), node=node)
         return True
 

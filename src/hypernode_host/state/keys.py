@@ -15,6 +15,7 @@ SETTLED = PREFIX + ":settled"  # zset: full records of settled jobs, scored by s
 TOMBSTONES = PREFIX + ":tombstones"  # zset: compacted records (tombstones), scored by compaction (ms)
 QUEUED = PREFIX + ":queued"  # set: ids of jobs waiting for a worker
 RUNNING = PREFIX + ":running"  # set: ids of jobs a worker has claimed
+ARTIFACTS = PREFIX + ":artifacts:{job_id}"  # hash: path -> base64 of a finished job's output file, with a TTL
 CANCEL = PREFIX + ":cancel:{job_id}"  # string, with a TTL: present while a cancel is pending
 
 # The outbox ------------------------------------------------------------------------------------
@@ -26,6 +27,7 @@ REPLY_STREAM = PREFIX + ":replies"  # stream: results waiting for the backend's 
 NODE = PREFIX + ":node"
 STATS = PREFIX + ":stats"  # hash: completed, failed: jobs finished (the heartbeat's counters)
 STATUS_COUNTS = PREFIX + ":jobs-by-status"  # hash: final status -> jobs finished with it
+REASON_COUNTS = PREFIX + ":jobs-by-reason"  # hash: reason (core/jobs.py Reason) -> jobs that ended with it
 DURATIONS = PREFIX + ":durations"  # hash: "<status>|<bucket bound>", "<status>|count", "<status>|sum"
 RECONCILER = PREFIX + ":reconciler"  # hash: the reconciler's passes and what they repaired (state/reconciler.py)
 RECONCILER_LOCK = PREFIX + ":reconciler-lock"  # string, with a TTL: the worker whose reconciler pass is due

@@ -75,6 +75,7 @@ class JobRecord:
     pending_json: str | None = None  # a result kept while its container is removed, not yet in the outbox
     rejection: str | None = None  # the backend's text when it refused the result (state rejected)
     rejected_at: int | None = None  # epoch ms of that refusal
+    progress_json: str | None = None  # the latest HN-PROGRESS marker of a running job (core/progress.py)
     settled_at: int | None = None  # epoch ms the backend acknowledged or rejected its result
     compacted_at: int | None = None  # epoch ms it shrank to a tombstone (retention); None: the full record
     result_sha256: str | None = None  # a tombstone's digest of the result it had
@@ -101,6 +102,7 @@ class JobRecord:
             pending_json=fields.get("pending_result"),
             rejection=fields.get("rejection"),
             rejected_at=_optional_int(fields.get("rejected_at")),
+            progress_json=fields.get("progress"),
             settled_at=_optional_int(fields.get("settled_at")),
             compacted_at=_optional_int(fields.get("compacted_at")),
             result_sha256=fields.get("result_sha256"),

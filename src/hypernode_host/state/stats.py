@@ -39,6 +39,10 @@ class Stats:
         """Finished jobs by final status (completed, failed, timeout, cancelled, error)."""
         return self._counts(keys.STATUS_COUNTS)
 
+    def reason_counts(self) -> dict[str, int]:
+        """Finished jobs that did not complete, by reason (core/jobs.py Reason)."""
+        return self._counts(keys.REASON_COUNTS)
+
     def durations(self) -> dict[str, DurationStats]:
         """The job duration histogram of each final status, with cumulative bucket counts."""
         raw = cast(dict[str, str], self._client.hgetall(keys.DURATIONS))

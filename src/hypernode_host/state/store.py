@@ -19,6 +19,7 @@ from typing import cast
 import redis
 
 from hypernode_host.settings import Settings
+from hypernode_host.state.artifacts import Artifacts
 from hypernode_host.state.cancels import Cancels
 from hypernode_host.state.connect import connect, redis_url
 from hypernode_host.state.events import Events
@@ -53,6 +54,7 @@ class Store:
         self.cancels = Cancels(client)
         self.stats = Stats(client)
         self.gpuflags = GpuFlags(client)
+        self.artifacts = Artifacts(client)
         self.reconciler = Reconciler(client)
         self.quarantine = Quarantine(client)
         self.images = ImageUse(client)

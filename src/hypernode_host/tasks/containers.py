@@ -29,8 +29,9 @@ import docker.errors
 import docker.utils
 import requests
 import requests.exceptions
-from docker.types import DeviceRequest, LogConfig, Mount, Ulimit
+from docker.types import DeviceRequest, DriverConfig, LogConfig, Mount, Ulimit
 
+from hypernode_host.core.receipts import Sandbox, seccomp_profile
 from hypernode_host.errors import ConfigError, ContainerError, EngineUnreachable, ImageUnavailable, NameTaken
 from hypernode_host.tasks import seccomp
 
@@ -75,6 +76,12 @@ PREP_DEPS_DIR = "/deps"
 PREP_SITE = PREP_DEPS_DIR + "/site"
 PREP_WHEELS_DIR = "/wheels"
 LABEL_ROLE = "hypernode.role"
+# A job's output files: OUT_DIR, a tmpfs volume of a holder container that outlives the job (tasks/artifacts.py).
+OUT_DIR = "/out"
+HOLDER_ROLE = "outputs"
+HOLDER_MEMORY = 32 << 20
+HOLDER_NANO_CPUS = 100_000_000  # it only sleeps
+HOLDER_COMMAND = ["sleep", "infinity"]
 LABEL_REQUIREMENTS = "hypernode.requirements"
 
 
@@ -93,6 +100,7 @@ class ContainerSpec:
     real_gpus: bool = False  # False with simulated GPUs: assignment shows in env and labels only
     files: Mapping[str, bytes] = field(default_factory=dict)  # name → content, put under /job
     deps_volume: str | None = None  # the requirements cache volume, mounted read-only at DEPS_DIR
+    outputs_from: str | None = None  # the holder container whose tmpfs volume is the job's OUT_DIR
 
 
 @dataclass(frozen=True)
@@ -119,11 +127,31 @@ class ContainerState:
     image_id: str
     created_at_ms: int = 0
     labels: Mapping[str, str] = field(default_factory=dict)
+    runtime: str = ""  # the OCI runtime the engine ran it with ("runc", "nvidia")
+    sandbox: Sandbox | None = None  # the limits and isolation the engine applied, for the receipt
 
 
 def owned_by(node: str, labels: Mapping[str, str]) -> bool:
     """True when a container's labels name ``node`` (its identity): the only containers a worker touches."""
     return labels.get(LABEL_NODE_ID) == node
+
+
+def applied_sandbox(info: Mapping[str, Any]) -> Sandbox:
+    """The sandbox a container runs in, as the engine reports it (``docker inspect``), not as we asked."""
+    host = info.get("HostConfig") or {}
+    security = [str(option) for option in host.get("SecurityOpt") or []]
+    pids = host.get("PidsLimit")
+    return Sandbox(
+        memory_bytes=int(host.get("Memory") or 0),
+        nano_cpus=int(host.get("NanoCpus") or 0),
+        pids_limit=int(pids) if pids else None,
+        network=str(host.get("NetworkMode") or ""),
+        read_only_root=bool(host.get("ReadonlyRootfs")),
+        cap_drop=tuple(sorted(str(cap) for cap in host.get("CapDrop") or [])),
+        no_new_privileges=any(o.replace("=", ":") in ("no-new-privileges:true", "no-new-privileges") for o in security),
+        user=str((info.get("Config") or {}).get("User") or ""),
+        seccomp_profile=seccomp_profile(security),
+    )
 
 
 def scratch_bytes(memory_bytes: int) -> int:
@@ -191,11 +219,31 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
         "shm_size": scratch_mib * MIB,
         **_hardened(spec.memory_bytes, spec.nano_cpus, PIDS_LIMIT),
     }
+    if spec.outputs_from is not None:
+        config["volumes_from"] = [f"{spec.outputs_from}:rw"]
     if spec.gpu_uuids and spec.real_gpus:
         config["device_requests"] = [
             DeviceRequest(driver="nvidia", device_ids=list(spec.gpu_uuids), capabilities=[["gpu"]])
         ]
     return config
+
+
+def holder_config(name: str, image: str, labels: Mapping[str, str], tmpfs_bytes: int) -> dict[str, Any]:
+    """Keyword arguments for a job's outputs holder: it only sleeps, so that its /out tmpfs stays
+    mounted after the job exits; the same hardened base, tiny limits."""
+    owner = JOB_USER.split(":", maxsplit=1)[0]
+    options = {"type": "tmpfs", "device": "tmpfs", "o": f"size={tmpfs_bytes},uid={owner},gid={owner},mode=0700"}
+    return {
+        "image": image,
+        "command": HOLDER_COMMAND,
+        "name": name,
+        "labels": {**labels, LABEL_ROLE: HOLDER_ROLE},
+        "environment": {"NVIDIA_VISIBLE_DEVICES": "void"},
+        "user": JOB_USER,
+        "network_mode": "none",
+        "mounts": [Mount(OUT_DIR, None, type="volume", driver_config=DriverConfig("local", options))],
+        **_hardened(HOLDER_MEMORY, HOLDER_NANO_CPUS, 16),
+    }
 
 
 def prep_container_config(spec: PrepSpec) -> dict[str, Any]:
@@ -428,6 +476,18 @@ class DockerRuntime:
             self._put(container_id, SCRIPT_DIR, _tar(spec.files))
         return container_id
 
+    def create_holder(self, name: str, image: str, labels: Mapping[str, str], tmpfs_bytes: int) -> str:
+        """Create and start a job's outputs holder (``holder_config``); its id."""
+        container_id = self._create(holder_config(name, image, labels, tmpfs_bytes), image)
+        self.start(container_id)
+        return container_id
+
+    def archive(self, container_id: str, path: str) -> Iterator[bytes]:
+        """The tar stream of ``path`` in the container, as the engine sends it (``docker cp``)."""
+        with docker_errors(f"cannot read {path}", container_id, transport=True):
+            chunks, _ = self.client.api.get_archive(container_id, path)
+            yield from chunks
+
     def create_prep(self, spec: PrepSpec) -> str:
         """Create a requirements container whose site and temporary directories in the volume belong to
         the job user."""
@@ -583,6 +643,8 @@ class DockerRuntime:
             image_id=str(info.get("Image", "")),
             created_at_ms=_ms(str(info.get("Created", ""))),
             labels=dict((info.get("Config") or {}).get("Labels") or {}),
+            runtime=str(info.get("HostConfig", {}).get("Runtime") or ""),
+            sandbox=applied_sandbox(info),
         )
 
     def stop(self, container_id: str, grace_s: int) -> None:

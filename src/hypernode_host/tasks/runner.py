@@ -16,19 +16,23 @@ delivery.
 from __future__ import annotations
 
 import logging
+import tarfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Protocol, TypeVar
 
-from hypernode_host.core.admission import admit
+from hypernode_host import AGENT_VERSION
+from hypernode_host.core.admission import Admission, admit
 from hypernode_host.core.clock import now_ms
 from hypernode_host.core.cuda import Driver, incompatibility
 from hypernode_host.core.jobs import MIN_CPUS, JobSpec, Reason, Status, reason_of
 from hypernode_host.core.poison import quarantined_note, refusal, workload_of
+from hypernode_host.core.progress import Progress, ProgressScanner
 from hypernode_host.core.proofs import NodeKey
+from hypernode_host.core.receipts import GpuFacts, RunFacts, Sandbox
 from hypernode_host.core.results import CapturedLogs, error_result, internal_detail, make_result
 from hypernode_host.core.slots import Slot, gpus_for
 from hypernode_host.errors import ContainerError, EngineUnreachable, JobRejected, NameTaken, RequirementsFailed
@@ -36,6 +40,7 @@ from hypernode_host.logs import job_context
 from hypernode_host.settings import Settings
 from hypernode_host.state import RedisDown, RedisError, Store, write_refusal
 from hypernode_host.state.records import JobRecord
+from hypernode_host.tasks import artifacts
 from hypernode_host.tasks.containers import (
     LABEL_ATTEMPT,
     LABEL_DEADLINE,
@@ -44,6 +49,7 @@ from hypernode_host.tasks.containers import (
     LABEL_NODE,
     LABEL_NODE_ID,
     LABEL_WORKER,
+    OUT_DIR,
     SCRIPT_PATH,
     ContainerSpec,
     ContainerState,
@@ -109,6 +115,9 @@ class Runtime(CacheRuntime, PrepRuntime, Protocol):
     def logs(self, container_id: str) -> OutputStream: ...
     def stop(self, container_id: str, grace_s: int) -> None: ...
     def kill(self, container_id: str) -> None: ...
+    def version(self) -> str: ...
+    def create_holder(self, name: str, image: str, labels: Mapping[str, str], tmpfs_bytes: int) -> str: ...
+    def archive(self, container_id: str, path: str) -> Iterator[bytes]: ...
     def reachable(self) -> bool: ...
 
 
@@ -123,6 +132,11 @@ def _deadline_label(labels: Mapping[str, str]) -> float | None:
     """The epoch deadline (s) a container was created with, when its labels carry one."""
     value = labels.get(LABEL_DEADLINE, "")
     return int(value) / 1000 if value.isdigit() else None
+
+
+def holder_name(node: str, job_id: str) -> str:
+    """The job's outputs holder (tasks/artifacts.py): one per job and node, like its container."""
+    return f"hn-out-{node}-{job_id}"
 
 
 def job_times(docker_started: int, docker_finished: int, before_start: int | None, after_exit: int) -> tuple[int, int]:
@@ -157,6 +171,11 @@ class Outcome:
     completed_at: int
     image_id: str
     container_id: str = ""
+    runtime: str = ""
+    sandbox: Sandbox | None = None
+    gpu_uuids: tuple[str, ...] = ()
+    requirements: tuple[str, ...] = ()
+    collected: artifacts.Collected | None = None
     gpu_fault: str | None = None  # its GPU failed while it ran: what it reported, and the quarantine
 
 
@@ -171,6 +190,7 @@ class LogFollower:
 
     def __init__(self, stream: OutputStream, max_chars: int) -> None:
         self.capture = LogCapture(max_chars)
+        self.progress = ProgressScanner()
         self.error: str | None = None
         self._stream = stream
         self._thread = threading.Thread(target=self._follow, name="job-output", daemon=True)
@@ -180,6 +200,7 @@ class LogFollower:
         try:
             for chunk in self._stream:
                 self.capture.feed(chunk)
+                self.progress.feed(chunk)
         except ContainerError as exc:
             self.error = str(exc)
         finally:
@@ -328,6 +349,68 @@ class JobRunner:
     def _execute(self, job_id: str, job: dict[str, Any], name: str, attempt: int) -> Outcome:
         spec = JobSpec.parse(job)
         admission = admit(spec, self.settings, self.slots)
+        outcome = self._execute_admitted(job_id, spec, admission, name, attempt)
+        collected = self._collect(job_id) if outcome.container_id else None
+        # What the receipt names beside what the container reported: its GPUs and its requirements.
+        return replace(
+            outcome,
+            gpu_uuids=gpus_for(self.slot, spec.gpus),
+            requirements=admission.requirements,
+            collected=collected,
+        )
+
+    def replay(self, replay_id: str, job: dict[str, Any], image_id: str) -> Outcome:
+        """Run ``job`` again as ``replay_id`` in exactly the image ``image_id``, for a determinism check.
+
+        Nothing is claimed, kept or published: the outcome is only compared (ops/replay.py). The job was
+        admitted once already; its image is pinned to the ID that ran, which needs no pull and no pattern.
+        """
+        spec = JobSpec.parse({**job, "id": replay_id})
+        admission = replace(admit(spec, self.settings, self.slots), image=image_id)
+        name = container_name(self.node, replay_id)
+        outcome = None
+        try:
+            outcome = self._execute_admitted(replay_id, spec, admission, name, 1)
+            collected = self._collect(replay_id) if outcome.container_id else None
+            return replace(outcome, collected=collected)
+        finally:
+            self._remove(name, outcome.container_id if outcome else None)
+            self._remove(holder_name(self.node, replay_id))
+
+    def _holder(self, job_id: str, image_id: str, attempt: int) -> str | None:
+        """A fresh outputs holder for the job (tasks/artifacts.py), when the node keeps output files."""
+        if self.settings.max_output_bytes <= 0:
+            return None
+        self._remove(holder_name(self.node, job_id))  # an earlier attempt's: its files are not this run's
+        labels = {LABEL_JOB: job_id, LABEL_NODE: self.settings.node_name, LABEL_NODE_ID: self.node}
+        labels |= {LABEL_WORKER: str(self.slot.id), LABEL_ATTEMPT: str(attempt)}
+        return self.runtime.create_holder(
+            holder_name(self.node, job_id), image_id, labels, artifacts.tmpfs_bytes(self.settings.max_output_bytes)
+        )
+
+    def _collect(self, job_id: str) -> artifacts.Collected | None:
+        """The job's output files, read from its holder; None when the node keeps none or they are lost."""
+        if self.settings.max_output_bytes <= 0:
+            return None
+        holder = self.runtime.find(holder_name(self.node, job_id))
+        if holder is None or not self.runtime.state(holder).running:
+            log.warning("job %s: its outputs holder is gone; no output files", job_id)
+            return None
+        try:
+            collected = artifacts.collect(self.runtime.archive(holder, OUT_DIR), self.settings.max_output_bytes)
+        except (ContainerError, tarfile.TarError) as exc:
+            log.warning("job %s: output files not read: %s", job_id, exc)
+            return None
+        log.info(
+            "job %s: %d output files, %d bytes kept%s",
+            job_id,
+            len(collected.artifacts),
+            sum(a.size for a in collected.artifacts),
+            f"; over the cap of {self.settings.max_output_bytes} bytes" if collected.over_cap else "",
+        )
+        return collected
+
+    def _execute_admitted(self, job_id: str, spec: JobSpec, admission: Admission, name: str, attempt: int) -> Outcome:
         existing = self.runtime.find(name)
         if existing is not None:
             found = self.runtime.state(existing)
@@ -364,7 +447,8 @@ class JobRunner:
                 self.images.used_volume(deps)
         if self.store.cancels.requested(job_id):
             return self._never_started(job_id)
-        container_spec = self._spec(job_id, spec, image_id, name, attempt, deps, job_deadline)
+        holder = self._holder(job_id, image_id, attempt)
+        container_spec = self._spec(job_id, spec, image_id, name, attempt, deps, job_deadline, holder)
         container_id = self.runtime.create(container_spec)
         output = self.runtime.attach(container_id)
         before_start = self._now_ms()
@@ -422,9 +506,17 @@ class JobRunner:
         follower = LogFollower(output, self.settings.max_log_size)
         self._fault_seen = None
         try:
+            reported: list[Progress | None] = [None]
+
+            def report() -> None:  # at most once per wait slice: the job's record is not a log
+                latest = follower.progress.latest
+                if latest is not None and latest != reported[0]:
+                    self.store.jobs.set_progress(job_id, latest.to_json())
+                    reported[0] = latest
+
             while True:
                 try:
-                    status = self._wait(job_id, container_id, deadline)
+                    status = self._wait(job_id, container_id, deadline, report)
                     after_exit = self._now_ms()
                     state = self._exit_state(container_id, status)
                     break
@@ -448,6 +540,8 @@ class JobRunner:
             completed_at=completed_at,
             image_id=state.image_id,
             container_id=container_id,
+            runtime=state.runtime,
+            sandbox=state.sandbox,
             gpu_fault=self._fault_seen,
         )
 
@@ -504,6 +598,7 @@ class JobRunner:
         attempt: int,
         deps: str | None,
         deadline: float | None = None,
+        holder: str | None = None,
     ) -> ContainerSpec:
         files = {"script.py": spec.script.encode()} if spec.script is not None else {}
         uuids = gpus_for(self.slot, spec.gpus)
@@ -528,14 +623,19 @@ class JobRunner:
             real_gpus=bool(uuids) and not self.slot.gpus[0].simulated,
             files=files,
             deps_volume=deps,
+            outputs_from=holder,
         )
 
-    def _wait(self, job_id: str, container_id: str, deadline: float) -> Status | None:
+    def _wait(
+        self, job_id: str, container_id: str, deadline: float, tick: Callable[[], None] | None = None
+    ) -> Status | None:
         """Wait for exit until ``deadline`` (epoch s); on deadline, cancel or a GPU fault stop it and say which.
 
-        None: it exited by itself.
+        None: it exited by itself. ``tick`` runs after each wait slice (the job's progress).
         """
         while True:
+            if tick is not None:
+                tick()
             remaining = deadline - self.clock()
             if remaining <= 0:
                 self._halt(container_id)
@@ -574,6 +674,8 @@ class JobRunner:
         """
         self._stored(self.store.jobs.keep_result, job_id, result)
         self._remove(name, container_id)
+        if self.settings.max_output_bytes > 0:
+            self._remove(holder_name(self.node, job_id))  # after the job's container, which mounts its volume
         self._stored(self.store.jobs.finish, job_id, result, gpus=gpus, node=self.settings.node_name)
 
     def _stored(self, write: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -594,20 +696,27 @@ class JobRunner:
             delay = min(delay * 2, REFUSED_MAX_S)
 
     def _result(self, job_id: str, job: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
+        status, reason, collected = outcome.status, None, outcome.collected
+        if collected is not None:
+            self.store.artifacts.keep(job_id, collected.files)  # before the result names them
+            if collected.over_cap and status not in (Status.TIMEOUT, Status.CANCELLED):
+                status, reason = Status.FAILED, Reason.OUTPUT_TOO_LARGE
         result = make_result(
             job_id=job_id,
             job=job,
             node_id=self.store.node.node_id(),
             key=self.key,
-            status=outcome.status,
+            status=status,
             exit_code=outcome.exit_code,
             logs=outcome.logs,
             started_at=outcome.started_at,
             completed_at=outcome.completed_at,
             image=outcome.image_id,
             oom_killed=outcome.oom_killed,
-            reason=Reason.GPU_LOST if outcome.gpu_fault else None,
+            reason=Reason.GPU_LOST if outcome.gpu_fault else reason,
             gpu_fault=outcome.gpu_fault,
+            facts=self._facts(outcome),
+            artifacts=None if collected is None else collected.artifacts,
         )
         log.info(
             "job %s: %s (exit %s%s, %d ms, %d bytes of output) on %s",
@@ -620,6 +729,24 @@ class JobRunner:
             self.slot.describe(),
         )
         return result.model_dump(mode="json")
+
+    def _facts(self, outcome: Outcome) -> RunFacts:
+        """What the receipt says produced this outcome: agent, engine, runtime, GPUs, sandbox, requirements."""
+        by_uuid = {gpu.uuid: gpu for gpu in self.slot.gpus}
+        gpus = tuple(
+            GpuFacts(uuid, gpu.name, gpu.driver_version, gpu.cuda_version)
+            for uuid in outcome.gpu_uuids
+            if (gpu := by_uuid.get(uuid)) is not None
+        )
+        ran = bool(outcome.container_id)
+        return RunFacts(
+            agent_version=AGENT_VERSION,
+            engine_version=(self.runtime.version() or None) if ran else None,
+            runtime=outcome.runtime or None,
+            gpus=gpus,
+            sandbox=outcome.sandbox,
+            requirements=outcome.requirements,
+        )
 
     def _error(self, job_id: str, job: dict[str, Any], reason: Reason, detail: str) -> dict[str, Any]:
         result = error_result(

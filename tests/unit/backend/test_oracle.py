@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from hypernode_host.backend.oracle import CHECK_NAMES, Verification, verify
-from hypernode_host.core import proofs
+from hypernode_host.core import proofs, receipts
 
 NODE = "node-a"
 DISPATCHED = 1_700_000_000_000
@@ -15,6 +15,20 @@ RECEIVED = DISPATCHED + 5_000
 JOB: dict[str, Any] = {"id": "job-1", "script": "print('all done')", "estimatedTime": 10}
 KEY = proofs.NodeKey.generate()
 OTHER_KEY = proofs.NodeKey.generate()
+SANDBOX = receipts.Sandbox(
+    memory_bytes=512 << 20,
+    nano_cpus=1_000_000_000,
+    pids_limit=1024,
+    network="none",
+    read_only_root=True,
+    cap_drop=("ALL",),
+    no_new_privileges=True,
+    user="65534:65534",
+    seccomp_profile=receipts.DOCKER_DEFAULT_SECCOMP,
+)
+RECEIPT = receipts.receipt(
+    receipts.RunFacts(agent_version="test", engine_version="27.0", runtime="runc", sandbox=SANDBOX)
+)
 
 
 def signed_result(job: dict[str, Any] = JOB, *, key: proofs.NodeKey = KEY, **fields: Any) -> dict[str, Any]:
@@ -37,12 +51,13 @@ def signed_result(job: dict[str, Any] = JOB, *, key: proofs.NodeKey = KEY, **fie
         "oomKilled": False,
         "durationMs": 2_000,
         "nodePublicKey": key.public_key_b58,
+        "receipt": RECEIPT,
         **fields,
     }
     result.setdefault("logsHash", proofs.logs_hash(result["logs"]))
     result["executionHash"] = proofs.execution_hash({**result, "jobId": result["id"]})
     result["signature"] = key.sign_hex_digest(result["executionHash"])
-    return result
+    return receipts.seal(result, key)
 
 
 def check(
@@ -81,7 +96,7 @@ def test_logs_edited_after_hashing_fail_logs_hash() -> None:
     result = signed_result()
     result["logs"] = "loading\nall done\nand a line nobody hashed\n"
 
-    assert failed(check(result)) == {"logsHashValid"}
+    assert failed(check(result)) == {"logsHashValid", "receiptHashValid"}
 
 
 def test_an_execution_hash_that_does_not_cover_the_fields_fails_execution_hash() -> None:
@@ -90,14 +105,14 @@ def test_an_execution_hash_that_does_not_cover_the_fields_fails_execution_hash()
     result["executionHash"] = proofs.sha256_hex(b"something else")
     result["signature"] = KEY.sign_hex_digest(result["executionHash"])
 
-    assert failed(check(result)) == {"executionHashValid"}
+    assert failed(check(receipts.seal(result, KEY))) == {"executionHashValid"}
 
 
 def test_an_execution_hash_edited_in_transit_fails_hash_and_signature() -> None:
     result = signed_result()
     result["executionHash"] = proofs.sha256_hex(b"something else")
 
-    assert failed(check(result)) == {"executionHashValid", "signatureValid"}
+    assert failed(check(result)) == {"executionHashValid", "signatureValid", "receiptHashValid"}
 
 
 def test_a_result_from_another_node_fails_node_matches() -> None:
@@ -173,14 +188,16 @@ def test_a_signature_by_another_key_fails_signature() -> None:
     result = signed_result()
     result["signature"] = OTHER_KEY.sign_hex_digest(result["executionHash"])
 
-    assert failed(check(result)) == {"signatureValid"}
+    assert failed(check(receipts.seal(result, KEY))) == {"signatureValid"}
 
 
-def test_another_nodes_key_fails_signature_when_the_node_registered_one() -> None:
+def test_another_nodes_key_fails_node_key_when_the_node_registered_one() -> None:
     result = signed_result(key=OTHER_KEY)  # self-consistent, but not the key this node registered
 
-    assert failed(check(result)) == {"signatureValid"}
-    assert check(result, public_key=None).verified  # a node that registered no key: the signature alone
+    assert failed(check(result)) == {"nodeKeyMatches"}
+    no_key = check(result, public_key=None)  # a node that registered no key: the signatures alone
+    assert no_key.verified
+    assert "nodeKeyMatches" in no_key.skipped
 
 
 def test_a_result_for_another_job_fails_job_digest_and_execution_hash() -> None:

@@ -130,6 +130,9 @@ class FakeRuntime:
     def image_id(self, image: str) -> str | None:
         return "sha256:fake"
 
+    def version(self) -> str:
+        return "fake-engine"
+
     def image_env(self, image: str) -> list[str]:
         return list(self.image_envs.get(image, ()))
 
@@ -286,6 +289,9 @@ class FakeJobs:
         attempt = int(fields.get("attempt", "0")) + 1
         fields |= {"state": "running", "host": host, "slot": str(slot), "container": container, "attempt": str(attempt)}
         return attempt
+
+    def set_progress(self, job_id: str, progress: Mapping[str, Any]) -> None:
+        self.events.append(f"progress {progress['percent']:g}")
 
     def keep_result(self, job_id: str, result: Mapping[str, Any]) -> None:
         self.events.append("keep_result")
