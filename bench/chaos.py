@@ -92,6 +92,7 @@ class Chaos:
         self.redis.start()
         stack.callback(self.redis.stop)
         self.backend = stack.enter_context(BackendThread("127.0.0.1", free_port(), [token]))
+        self.backend_lock = threading.Lock()  # no job is submitted to the backend while it restarts
         self.proxy = stack.enter_context(Proxy(self.backend.port))
         self.dockerd: PrivateDockerd | None = None
         extra = {"HN_CPU_SLOTS": "2", "HN_LOG_LEVEL": "INFO", "HN_HEARTBEAT_INTERVAL": "2"}
@@ -167,9 +168,10 @@ class Chaos:
         self.proxy.drop()
 
     def restart_backend(self, rng: random.Random) -> None:
-        self.backend.stop()
-        time.sleep(rng.uniform(0, 1))
-        self.backend.start()
+        with self.backend_lock:  # the submitter waits for it, as a backend's own submitters would
+            self.backend.stop()
+            time.sleep(rng.uniform(0, 1))
+            self.backend.start()
 
     def restart_engine(self, rng: random.Random) -> None:
         assert self.dockerd is not None
@@ -215,7 +217,8 @@ def run(
 
         def submit() -> None:
             for item in sent:
-                chaos.backend.send_job(item)
+                with chaos.backend_lock:
+                    chaos.backend.send_job(item)
                 time.sleep(rng.uniform(0.05, 0.4))
             submitted.set()
 
@@ -223,13 +226,15 @@ def run(
         feeder.start()
         faults: Counter[str] = Counter()
         pending = rng.sample(chosen, len(chosen))  # each kind once first, then at random
-        while not submitted.is_set():
+        while not submitted.is_set() and feeder.is_alive():
             time.sleep(rng.uniform(*every_s))
             kind = pending.pop() if pending else rng.choice(chosen)
             progress(f"fault: {kind}")
             chaos.inflict(kind, rng)
             faults[kind] += 1
         feeder.join()
+        if not submitted.is_set():
+            raise RuntimeError("the chaos run's submitter died before it sent every job (its traceback is above)")
         while pending:  # a short run still tries every kind
             kind = pending.pop()
             progress(f"fault: {kind}")
