@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +48,17 @@ def write_refusal(exc: BaseException) -> str | None:
     if isinstance(exc, redis.ReadOnlyError) or any(marker in text for marker in _REFUSING_WRITES):
         return text[:200]
     return None
+
+
+@contextmanager
+def unless_refused() -> Iterator[None]:
+    """Drop a write Redis refuses (out of memory, a full disk) for a record that is only a hint (an image's
+    last use, a pull's or a job's progress): a job must never fail, nor wait, for one. Any other error is raised."""
+    try:
+        yield
+    except redis.ResponseError as exc:
+        if write_refusal(exc) is None:
+            raise
 
 
 def own_redis_url(state_dir: Path) -> str | None:

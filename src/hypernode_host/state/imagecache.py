@@ -11,6 +11,7 @@ from typing import Any, cast
 import redis
 
 from hypernode_host.state import keys
+from hypernode_host.state.connect import unless_refused
 
 PULL_TTL_S = 3600  # a pull phase left by a worker that died mid-pull disappears by itself
 
@@ -39,10 +40,12 @@ class ImageUse:
         self._client = client
 
     def touch_image(self, host: str, image: str, at_ms: int) -> None:
-        self._client.zadd(keys.IMAGE_USE.format(host=host), {image: at_ms})
+        with unless_refused():  # an image whose use is not recorded only looks older to the collector
+            self._client.zadd(keys.IMAGE_USE.format(host=host), {image: at_ms})
 
     def touch_volume(self, host: str, volume: str, at_ms: int) -> None:
-        self._client.zadd(keys.VOLUME_USE.format(host=host), {volume: at_ms})
+        with unless_refused():
+            self._client.zadd(keys.VOLUME_USE.format(host=host), {volume: at_ms})
 
     def images(self, host: str) -> list[tuple[str, int]]:
         """(image, last use ms) of the images jobs used on ``host``, least recently used first."""
@@ -75,7 +78,8 @@ class ImageUse:
         pipe = self._client.pipeline()
         pipe.hset(key, mapping=fields)
         pipe.expire(key, PULL_TTL_S)
-        pipe.execute()
+        with unless_refused():  # the pull goes on unseen
+            pipe.execute()
 
     def pull(self, job_id: str) -> PullPhase | None:
         fields = cast(dict[str, str], self._client.hgetall(keys.PULL.format(job_id=job_id)))
@@ -87,4 +91,5 @@ class ImageUse:
             return None
 
     def end_pull(self, job_id: str) -> None:
-        self._client.delete(keys.PULL.format(job_id=job_id))
+        with unless_refused():
+            self._client.delete(keys.PULL.format(job_id=job_id))

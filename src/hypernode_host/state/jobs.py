@@ -27,6 +27,7 @@ from hypernode_host.core.clock import now_ms
 from hypernode_host.core.events import Kind, finished_event
 from hypernode_host.core.jobs import JobState, Status
 from hypernode_host.state import keys, scripts
+from hypernode_host.state.connect import unless_refused
 from hypernode_host.state.events import Events
 from hypernode_host.state.records import JobRecord
 from hypernode_host.state.stats import DURATION_BUCKETS_S, bucket_bound
@@ -109,7 +110,8 @@ class Jobs:
 
     def set_progress(self, job_id: str, progress: Mapping[str, Any]) -> None:
         """Record the latest progress a running job reported (the record's ``progress``)."""
-        self._client.hset(_key(job_id), "progress", json.dumps(dict(progress), separators=(",", ":")))
+        with unless_refused():
+            self._client.hset(_key(job_id), "progress", json.dumps(dict(progress), separators=(",", ":")))
 
     def keep_result(self, job_id: str, result: Mapping[str, Any]) -> None:
         """Keep a result in the record before its container is removed (JobRecord.pending_json)."""
